@@ -1,0 +1,82 @@
+"""Real image data from a local path: an image folder (PNG/JPEG) or CIFAR-10's binary version.
+
+Nothing is downloaded. CIFAR-10 is read from the *binary* distribution
+(cifar-10-batches-bin/data_batch_{1..5}.bin, test_batch.bin: 3073-byte records, one label byte
+then 3x32x32 uint8 pixels), so no pickle is ever loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
+CIFAR_TEST_FILES = ["test_batch.bin"]
+
+
+class DataPathError(FileNotFoundError):
+    """A local dataset path is missing or does not hold what it should."""
+
+
+def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(pixels.astype(np.float32) / 127.5 - 1.0)
+
+
+def load_image_folder(path: str | Path, size: int, channels: int = 3) -> torch.Tensor:
+    """Load every PNG/JPEG under path (recursively), resized to size x size, in [-1, 1]."""
+    from PIL import Image
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataPathError(
+            f"image folder {str(root)!r} does not exist: put PNG or JPEG files in it "
+            "(sub-folders are searched too) or set data.path"
+        )
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataPathError(f"image folder {str(root)!r} holds no .png/.jpg/.jpeg files")
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+    if mode is None:
+        raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
+    arrays = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert(mode).resize((size, size), Image.BICUBIC)
+            a = np.asarray(im, dtype=np.uint8)
+        arrays.append(a[:, :, None] if a.ndim == 2 else a)
+    return _to_unit_range(np.stack(arrays).transpose(0, 3, 1, 2))
+
+
+def _find_cifar_dir(path: Path) -> Path:
+    for candidate in (path, path / "cifar-10-batches-bin"):
+        if (candidate / CIFAR_TEST_FILES[0]).is_file():
+            return candidate
+    raise DataPathError(
+        f"CIFAR-10 not found at {str(path)!r}: download the *binary* version "
+        "(cifar-10-binary.tar.gz) yourself, extract it, and point data.path at the folder "
+        "holding data_batch_1.bin ... test_batch.bin (or at its parent)"
+    )
+
+
+def load_cifar10(path: str | Path, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (images N x 3 x 32 x 32 in [-1, 1], labels N) from the CIFAR-10 binary files."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = _find_cifar_dir(Path(path))
+    names = CIFAR_TRAIN_FILES if split == "train" else CIFAR_TEST_FILES
+    records = []
+    for name in names:
+        f = root / name
+        if not f.is_file():
+            raise DataPathError(f"CIFAR-10 file {str(f)!r} is missing")
+        raw = np.fromfile(f, dtype=np.uint8)
+        if raw.size % CIFAR_RECORD:
+            raise DataPathError(f"{str(f)!r} is not a CIFAR-10 binary batch (size {raw.size})")
+        records.append(raw.reshape(-1, CIFAR_RECORD))
+    data = np.concatenate(records)
+    labels = torch.from_numpy(data[:, 0].astype(np.int64))
+    return _to_unit_range(data[:, 1:].reshape(-1, 3, 32, 32)), labels

@@ -1,0 +1,51 @@
+"""diffusers UNet2DModel presets, wrapped so every denoiser is called as net(x, t) -> eps."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+
+# name -> UNet2DModel keyword arguments (sample_size / channels are filled in from the data)
+UNET_PRESETS: dict[str, dict] = {
+    # ~0.7M parameters; about 7 training it/s at batch 128 on 2 CPU cores
+    "unet-digits": dict(
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=32,
+        dropout=0.0,
+    ),
+    # ADM-like for 32x32 (CIFAR-10): 128 base channels, attention at 16x16 and 8x8, dropout 0.1
+    "unet-adm32": dict(
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=2,
+        norm_num_groups=32,
+        attention_head_dim=64,
+        dropout=0.1,
+        resnet_time_scale_shift="scale_shift",
+    ),
+}
+
+
+class UNetDenoiser(nn.Module):
+    """A UNet2DModel predicting the noise eps from (x_t, t)."""
+
+    def __init__(self, unet: UNet2DModel):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t).sample
+
+
+def build_unet(preset: str, sample_size: int, channels: int, dropout: float | None = None) -> UNetDenoiser:
+    kwargs = dict(UNET_PRESETS[preset])
+    if dropout is not None:
+        kwargs["dropout"] = dropout
+    unet = UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels, **kwargs)
+    return UNetDenoiser(unet)
