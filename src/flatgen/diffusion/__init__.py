@@ -1,5 +1,6 @@
 """Diffusion: noise schedule, training loss (with input perturbation), samplers with T' steps."""
 
+from flatgen.diffusion.generate import generate
 from flatgen.diffusion.loss import diffusion_loss, draw_training_noise, fixed_diffusion_loss_fn
 from flatgen.diffusion.samplers import SAMPLERS, SamplerStep, sample
 from flatgen.diffusion.schedule import NoiseSchedule
@@ -11,5 +12,6 @@ __all__ = [
     "diffusion_loss",
     "draw_training_noise",
     "fixed_diffusion_loss_fn",
+    "generate",
     "sample",
 ]

@@ -1,0 +1,231 @@
+"""The flatgen command line: thin wrappers that parse, call the library, print a rich summary.
+
+Bad input (a bad config key, a missing run or data path) is one line on stderr and exit code 2,
+never a traceback; set FLATGEN_DEBUG=1 to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Train generative models toward flat minima and measure what flatness buys.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from flatgen.config import ConfigError
+    from flatgen.data import DataPathError
+    from flatgen.train import RunDirError, RunNotFoundError
+
+    return (ConfigError, DataPathError, RunDirError, RunNotFoundError, FileNotFoundError, ValueError)
+
+
+def cli_command(fn):
+    """Turn expected user errors into one red line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as err:
+            if os.environ.get("FLATGEN_DEBUG"):
+                raise
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+def _str_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if not values or bad:
+        raise ValueError(f"{what} must be from {', '.join(allowed)}, got {text!r}")
+    return values
+
+
+def _weights_list(run, text: str) -> list[str]:
+    from flatgen.train import WEIGHTS_CHOICES
+
+    if text == "all":
+        return run.available_weights()
+    return _str_list(text, WEIGHTS_CHOICES, "--weights")
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command()
+@cli_command
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config (see configs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run directory."""
+    from flatgen.config import load_config
+    from flatgen.train import train as run_training
+
+    out = out or Path("runs") / config.stem
+    overrides = list(set_ or [])
+    if resume and (out / "config.yaml").is_file():
+        cfg = load_config(out / "config.yaml", overrides)  # the run's own config, plus overrides
+    else:
+        cfg = load_config(config, overrides)
+    result = run_training(cfg, out, resume=resume, progress=progress)
+    table = Table(title=f"trained {cfg.method.name} on {cfg.data.name}", show_header=False)
+    table.add_row("run directory", str(out))
+    table.add_row("steps", f"{result.steps} / {cfg.train.steps}")
+    table.add_row("final loss", f"{result.final_loss:.4f}")
+    table.add_row("time", f"{result.seconds:.1f} s ({result.it_per_s:.2f} it/s)")
+    console.print(table)
+    if result.steps < cfg.train.steps:
+        console.print(f"interrupted: continue with  flatgen train {config} --out {out} --resume")
+
+
+# ---------------------------------------------------------------- sample
+
+
+@app.command()
+@cli_command
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1)] = 20,
+    n: Annotated[int, typer.Option(help="Number of samples.", min=1)] = 64,
+    sampler: Annotated[str, typer.Option(help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...).")] = None,
+) -> None:
+    """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
+    from flatgen.diffusion import SAMPLERS, generate
+    from flatgen.report.images import save_samples_png
+    from flatgen.train import load_run
+
+    _str_list(sampler, SAMPLERS, "--sampler")
+    run = load_run(run_dir)
+    model = run.model(weights)
+    _, test = run.data()
+    with console.status(f"sampling {n} with {sampler}, T'={steps}"):
+        x = generate(model, run.schedule, n, tuple(test.shape[1:]), steps, sampler, seed)
+    out = out or run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
+    save_samples_png(x, out, reference=test)
+    console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _quality_table(result: dict, title: str) -> Table:
+    floor = result["floor"] or {}
+    has_fid = "digits_fid" in (result["results"][0] if result["results"] else {})
+    table = Table(title=title)
+    for col in ["weights", "sampler", "T'", "W2"] + (["digits-FID", "KID x1e3"] if has_fid else []):
+        table.add_column(col, justify="right")
+    for row in result["results"]:
+        cells = [row["weights"], row["sampler"], str(row["steps"]), f"{row['w2']:.3f}"]
+        if has_fid:
+            cells += [f"{row['digits_fid']:.2f}", f"{1e3 * row['kid']:.2f}"]
+        table.add_row(*cells)
+    cells = ["real data", "floor", "", f"{floor.get('w2_floor', float('nan')):.3f}"]
+    if has_fid:
+        cells += [f"{floor['digits_fid_floor']:.2f}", f"{1e3 * floor['kid_floor']:.2f}"]
+    table.add_row(*cells, style="dim")
+    return table
+
+
+@app.command()
+@cli_command
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    steps: Annotated[str, typer.Option(help="Comma-separated sampling steps T'.")] = "10,100",
+    n: Annotated[int | None, typer.Option(help="Samples per setting (default: test-set size).", min=2)] = None,
+    sampler: Annotated[str, typer.Option(help="Comma-separated samplers: adm, ddim.")] = "adm,ddim",
+    weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+) -> None:
+    """Sample quality (W2, and digits-FID/KID on digits) per T' and sampler, with the real-data floor.
+
+    Writes RUN_DIR/eval/quality.json.
+    """
+    from flatgen.diffusion import SAMPLERS
+    from flatgen.evaluate import evaluate_quality
+    from flatgen.io import write_json_atomic
+    from flatgen.train import load_run
+
+    run = load_run(run_dir)
+    result = evaluate_quality(
+        run, _weights_list(run, weights), _int_list(steps, "--steps"),
+        _str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
+    )
+    path = write_json_atomic(run_dir / "eval" / "quality.json", result)
+    console.print(_quality_table(result, f"sample quality, n={result['n']} (lower is better)"))
+    console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- export
+
+
+@app.command()
+@cli_command
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (diffusers save_pretrained format).")],
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+) -> None:
+    """Export the U-Net and its scheduler as a diffusers DDPMPipeline directory."""
+    from flatgen.export import export_pipeline
+    from flatgen.train import load_run
+
+    path = export_pipeline(load_run(run_dir), out, weights)
+    console.print(f"wrote {path}  (load with diffusers.DDPMPipeline.from_pretrained)")
+
+
+# ---------------------------------------------------------------- demo
+
+
+@app.command()
+@cli_command
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="A shorter run (about a minute).")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo"),
+) -> None:
+    """The embedded default: train on the digits, evaluate, print a table and write samples."""
+    from flatgen.demo import run_demo
+
+    run_demo(out, quick=quick, console=console, quality_table=_quality_table)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,212 @@
+"""Validated configuration: pydantic models for every section, YAML in, resolved YAML out.
+
+Unknown keys are errors (a typo must not silently fall back to a default). `--set a.b=c`
+overrides are parsed by YAML and then validated against the model, so they are typed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flatgen.data.toy2d import TOY2D_NAMES
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the offending key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: Literal["digits", "toy2d", "image_folder", "cifar10"] = "digits"
+    toy: str = "8gaussians"  # toy2d distribution
+    n_train: int = Field(20000, gt=0)  # toy2d only; digits and real data use their own split
+    n_test: int = Field(2000, gt=0)
+    path: str | None = None  # image_folder / cifar10
+    image_size: int = Field(32, gt=0)  # image_folder
+    channels: int = Field(3, ge=1, le=4)  # image_folder
+    test_fraction: float = Field(0.1, gt=0, lt=1)  # image_folder: held-out share
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.name == "toy2d" and self.toy not in TOY2D_NAMES:
+            raise ValueError(f"data.toy must be one of {', '.join(TOY2D_NAMES)}, got {self.toy!r}")
+        if self.name in ("image_folder", "cifar10") and not self.path:
+            raise ValueError(f"data.path is required for dataset {self.name!r}")
+        return self
+
+
+class ModelConfig(Section):
+    preset: Literal["unet-digits", "unet-adm32", "mlp2d"] = "unet-digits"
+    dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the preset's
+
+
+class DiffusionConfig(Section):
+    schedule: Literal["linear", "cosine"] = "linear"
+    timesteps: int = Field(1000, ge=2)
+
+
+class SAMConfig(Section):
+    variant: Literal["sam", "looksam", "momentumsam", "sam-every-k"] = "sam"
+    rho: float = Field(0.05, gt=0)
+    adaptive: bool = False  # ASAM
+    k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
+    alpha: float = Field(0.7, ge=0)  # LookSAM gradient-reuse weight
+    sync_perturbation: bool = False  # DDP: all-reduce the ascent gradient too
+
+
+class EMAConfig(Section):
+    decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True
+
+
+class SWAConfig(Section):
+    start: float = Field(0.5, ge=0)  # fraction of train.steps if < 1, else a step number
+    every: int = Field(10, ge=1)
+
+
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "adm": {},
+    "ema": {"ema": {}},
+    "swa": {"swa": {}},
+    "ip": {"ip_gamma": 0.1},
+    "ip+ema": {"ip_gamma": 0.1, "ema": {}},
+    "ip+swa": {"ip_gamma": 0.1, "swa": {}},
+    "sam": {"sam": {}},
+    "sam+ema": {"sam": {}, "ema": {}},
+    "sam+swa": {"sam": {}, "swa": {}},
+}
+
+
+class MethodConfig(Section):
+    """Composable flatness-seeking method. A preset fills in sections not given explicitly."""
+
+    preset: str | None = None
+    sam: SAMConfig | None = None
+    ema: EMAConfig | None = None
+    swa: SWAConfig | None = None
+    ip_gamma: float = Field(0.0, ge=0)  # input perturbation (DDPM-IP)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        preset = data["preset"]
+        if preset not in METHOD_PRESETS:
+            raise ValueError(f"method.preset must be one of {', '.join(METHOD_PRESETS)}, got {preset!r}")
+        merged = dict(METHOD_PRESETS[preset])
+        merged.update({k: v for k, v in data.items() if v is not None})
+        return merged
+
+    @property
+    def name(self) -> str:
+        parts = (["ip"] if self.ip_gamma > 0 else []) + (["sam"] if self.sam else [])
+        parts += (["ema"] if self.ema else []) + (["swa"] if self.swa else [])
+        return "+".join(parts) or "adm"
+
+
+class TrainConfig(Section):
+    steps: int = Field(1500, gt=0)
+    batch_size: int = Field(128, gt=0)  # global batch, split over processes and micro-batches
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    lr_decay: Literal["constant", "cosine"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    log_every: int = Field(25, gt=0)
+    ckpt_every: int = Field(250, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    cpu: bool = False  # force the CPU even where a GPU exists
+
+
+class EvalConfig(Section):
+    steps: list[int] = Field(default_factory=lambda: [10, 100])  # T' values
+    samplers: list[Literal["adm", "ddim"]] = Field(default_factory=lambda: ["adm", "ddim"])
+    n_samples: int | None = Field(None, gt=0)  # None: the size of the test set
+    batch_size: int = Field(512, gt=0)
+    seed: int = 1234
+
+
+class Config(Section):
+    task: Literal["diffusion"] = "diffusion"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        vector = self.data.name == "toy2d"
+        if vector != (self.model.preset == "mlp2d"):
+            raise ValueError(
+                f"model.preset {self.model.preset!r} does not fit data {self.data.name!r} "
+                "(toy2d needs mlp2d; image data needs a unet preset)"
+            )
+        return self
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"invalid config: {key}: {msg}{more}"
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def build_config(data: dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Validate a config dict after applying `key.sub=value` overrides; raise ConfigError."""
+    data = dict(data or {})
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config file, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return build_config(data, overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config (every default filled in) as YAML."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

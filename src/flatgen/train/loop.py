@@ -1,0 +1,258 @@
+"""The Accelerate-based training loop for diffusion models.
+
+Determinism: everything random in step s (batch indices, timesteps, noise, dropout) is drawn
+from generators seeded by (seed, s), so a run resumed from a checkpoint replays exactly the
+steps an uninterrupted run would take, and ends with bitwise-equal weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from flatgen.config import Config, dump_config
+from flatgen.data import load_dataset
+from flatgen.diffusion import NoiseSchedule, diffusion_loss, draw_training_noise
+from flatgen.io import write_json_atomic, write_text_atomic
+from flatgen.models import build_model
+from flatgen.progress import make_progress
+from flatgen.train.checkpoint import find_checkpoint, load_trainer_state, load_weights, save_checkpoint
+from flatgen.train.method import Method
+
+CKPT_DIR = "checkpoints/last"
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (exists without --resume, or nothing to resume)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float
+    seconds: float
+    it_per_s: float
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A distinct, reproducible seed for (run seed, step, stream)."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def lr_lambda(cfg: Config) -> Callable[[int], float]:
+    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
+    warmup, total, kind = cfg.train.warmup_steps, cfg.train.steps, cfg.train.lr_decay
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    return Accelerator(cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision)
+
+
+def _micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
+                   rank: int, world: int) -> list[tuple[torch.Tensor, ...]]:
+    """This process's micro-batches of step `step`: (x0, t, noise, ip_noise) each."""
+    g = torch.Generator().manual_seed(step_seed(cfg.train.seed, step))
+    idx = torch.randperm(len(train_x), generator=g)[: cfg.train.batch_size]
+    if len(idx) < cfg.train.batch_size:  # tiny datasets: sample with replacement
+        idx = torch.randint(len(train_x), (cfg.train.batch_size,), generator=g)
+    x0 = train_x[idx]
+    t, noise, ip_noise = draw_training_noise(x0, schedule, g)
+    # the global batch is drawn identically on every process, then sharded
+    shard = [v[rank::world] for v in (x0, t, noise, ip_noise)]
+    k = cfg.train.grad_accum
+    return [tuple(v.chunk(k)[i] for v in shard) for i in range(k)]
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, save, exit. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines past the checkpoint we resume from (they will be logged again)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= last_step]
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+    config_path = run_dir / "config.yaml"
+    if resume:
+        if find_checkpoint(run_dir / CKPT_DIR) is None:
+            raise RunDirError(f"nothing to resume: {str(run_dir)!r} has no checkpoint")
+    elif config_path.exists():
+        raise RunDirError(
+            f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it, "
+            "or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(config_path, dump_config(cfg))
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train a denoiser as `cfg` says, writing checkpoints and metrics.jsonl into run_dir."""
+    from flatgen.train.step import train_step  # the SAM-aware step (accumulation, DDP, AMP)
+
+    run_dir = Path(run_dir)
+    accelerator = make_accelerator(cfg)
+    if accelerator.is_main_process:
+        prepare_run_dir(cfg, run_dir, resume)
+    accelerator.wait_for_everyone()
+
+    torch.manual_seed(cfg.train.seed)
+    train_x, _ = load_dataset(cfg.data)
+    train_x = train_x.to(accelerator.device)
+    schedule = NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
+    model = build_model(cfg.model.preset, tuple(train_x.shape[1:]), cfg.model.dropout)
+    method = Method(cfg.method, cfg.train)
+    optimizer = method.build_optimizer(model.parameters())
+    base_optimizer = getattr(optimizer, "base_optimizer", optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(base_optimizer, lr_lambda(cfg))
+
+    start_step = 0
+    ckpt = find_checkpoint(run_dir / CKPT_DIR) if resume else None
+    if ckpt is not None:
+        model.load_state_dict(load_weights(ckpt, "model"))
+    averages = method.attach_averages(model)
+    if ckpt is not None:
+        state = load_trainer_state(ckpt)
+        start_step = int(state["step"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for name, avg in averages.items():
+            avg.load_state_dict(state["averages"][name])
+            avg.module.load_state_dict(load_weights(ckpt, name))
+        torch.set_rng_state(state["rng_cpu"])
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    metrics_path = run_dir / "metrics.jsonl"
+    if accelerator.is_main_process:
+        _trim_metrics(metrics_path, start_step)
+
+    def loss_fn(net: nn.Module, mb: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x0, t, noise, ip_noise = mb
+        return diffusion_loss(net, x0, schedule, t, noise, method.ip_gamma, ip_noise)
+
+    def checkpoint(step: int) -> None:
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return
+        weights = {"model": accelerator.unwrap_model(model)}
+        weights.update({name: avg.module for name, avg in averages.items()})
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "averages": {name: avg.state_dict() for name, avg in averages.items()},
+            "rng_cpu": torch.get_rng_state(),
+        }
+        save_checkpoint(run_dir / CKPT_DIR, weights, state)
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    total = cfg.train.steps
+    losses: list[float] = []
+    t_start = time.perf_counter()
+    step = start_step
+    bar = make_progress(progress and accelerator.is_main_process, fields="loss {task.fields[loss]:.4f}")
+    log = metrics_path.open("a") if accelerator.is_main_process else None
+    try:
+        with _StopFlag() as stop, bar as bar_ctx:
+            task = bar_ctx.add_task("train", total=total, completed=start_step, loss=float("nan")) if bar_ctx else None
+            model.train()
+            while step < total:
+                torch.manual_seed(step_seed(cfg.train.seed, step, stream=1 + rank))  # dropout
+                batches = _micro_batches(cfg, train_x, schedule, step, rank, world)
+                result = train_step(
+                    model, optimizer, batches, loss_fn, accelerator,
+                    grad_clip=cfg.train.grad_clip, sync_perturbation=method.sync_perturbation,
+                )
+                scheduler.step()
+                step += 1
+                method.after_step(accelerator.unwrap_model(model), step)
+                losses.append(result.loss)
+                if on_step is not None:
+                    on_step(step, result.loss)
+                if log is not None and (step % cfg.train.log_every == 0 or step == total):
+                    elapsed = time.perf_counter() - t_start
+                    recent = losses[-cfg.train.log_every:]
+                    record = {
+                        "step": step,
+                        "loss": sum(recent) / len(recent),
+                        "lr": scheduler.get_last_lr()[0],
+                        "grad_norm": result.grad_norm,
+                        "skipped": result.skipped,
+                        "it_per_s": (step - start_step) / elapsed,
+                    }
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if task is not None:
+                    bar_ctx.update(task, completed=step, loss=sum(losses[-20:]) / len(losses[-20:]))
+                if step % cfg.train.ckpt_every == 0 or step == total or stop.requested:
+                    checkpoint(step)
+                if stop.requested:
+                    break
+    finally:
+        if log is not None:
+            log.close()
+    seconds = time.perf_counter() - t_start
+    result = TrainResult(
+        run_dir=run_dir,
+        steps=step,
+        final_loss=sum(losses[-50:]) / max(1, len(losses[-50:])),
+        seconds=seconds,
+        it_per_s=(step - start_step) / max(seconds, 1e-9),
+    )
+    if accelerator.is_main_process:
+        write_json_atomic(run_dir / "train_summary.json", {
+            "steps": result.steps, "final_loss": result.final_loss,
+            "seconds": round(seconds, 2), "it_per_s": round(result.it_per_s, 3),
+            "method": cfg.method.name, "processes": world, "device": str(accelerator.device),
+            "interrupted": step < total,
+        })
+    return result

@@ -1,0 +1,20 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def tiny_toy_config():
+    """A toy2d config that trains in about a second."""
+    from flatgen.config import build_config
+
+    return build_config({
+        "data": {"name": "toy2d", "n_train": 512, "n_test": 128},
+        "model": {"preset": "mlp2d"},
+        "train": {"steps": 12, "batch_size": 32, "warmup_steps": 2, "log_every": 2, "ckpt_every": 5},
+        "eval": {"steps": [5], "samplers": ["ddim"], "n_samples": 64},
+    })

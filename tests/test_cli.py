@@ -1,0 +1,90 @@
+"""The command line contract: exit codes, files written, one-line errors."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flatgen.cli import app
+
+runner = CliRunner()
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def toy_config_file(tmp_path, tiny_toy_config):
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(tiny_toy_config.model_dump(mode="json")))
+    return path
+
+
+@pytest.fixture
+def trained_toy_run(tmp_path, toy_config_file):
+    out = tmp_path / "run"
+    result = _invoke("train", toy_config_file, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.lr=-1", "train.lr"), ("train.nope=3", "train.nope"), ("data.name=imagenet", "data.name"),
+])
+def test_bad_config_exits_2_with_one_line(toy_config_file, tmp_path, override, key):
+    result = _invoke("train", toy_config_file, "--out", tmp_path / "r", "--set", override)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_inputs_exit_2(tmp_path):
+    assert _invoke("train", tmp_path / "missing.yaml").exit_code == 2
+    assert _invoke("evaluate", tmp_path).exit_code == 2
+    assert _invoke("sample", tmp_path / "nope").exit_code == 2
+
+
+def test_missing_data_path_exits_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "cifar10", "path": str(tmp_path / "nowhere")},
+                                   "model": {"preset": "unet-adm32"}}))
+    result = _invoke("train", cfg, "--out", tmp_path / "r", "--no-progress")
+    assert result.exit_code == 2 and "CIFAR-10 not found" in result.output
+
+
+def test_train_sample_evaluate(trained_toy_run, toy_config_file):
+    run = trained_toy_run
+    assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
+    assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+    result = _invoke("sample", run, "--steps", 5, "--n", 16, "--out", run / "s.png")
+    assert result.exit_code == 0, result.output
+    assert (run / "s.png").read_bytes()[:4] == b"\x89PNG"
+    result = _invoke("evaluate", run, "--steps", "3,5", "--sampler", "ddim", "--n", 32)
+    assert result.exit_code == 0, result.output
+    quality = json.loads((run / "eval" / "quality.json").read_text())
+    assert [r["steps"] for r in quality["results"]] == [3, 5]
+    assert quality["floor"]["w2_floor"] > 0 and all(r["w2"] > 0 for r in quality["results"])
+    # bad values for options are input errors too
+    assert _invoke("evaluate", run, "--steps", "a,b").exit_code == 2
+    assert _invoke("evaluate", run, "--sampler", "euler").exit_code == 2
+    assert _invoke("sample", run, "--weights", "ema").exit_code == 2
+    # a second train into the same directory needs --resume
+    assert _invoke("train", toy_config_file, "--out", run, "--no-progress").exit_code == 2
+
+
+def test_export_loads_into_ddpm_pipeline(tmp_path):
+    from diffusers import DDPMPipeline
+
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"steps": 2, "batch_size": 8, "warmup_steps": 0}}))
+    out = tmp_path / "run"
+    assert _invoke("train", cfg, "--out", out, "--no-progress").exit_code == 0
+    result = _invoke("export", out, "--out", tmp_path / "pipe")
+    assert result.exit_code == 0, result.output
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "pipe")
+    assert pipe.unet.config.sample_size == 8 and pipe.scheduler.config.num_train_timesteps == 1000
+    images = pipe(batch_size=1, num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 8, 8, 1)

@@ -1,0 +1,64 @@
+import pytest
+
+from flatgen.config import ConfigError, build_config, dump_config, load_config
+
+
+def test_defaults_and_roundtrip(tmp_path):
+    cfg = build_config({})
+    assert cfg.data.name == "digits" and cfg.model.preset == "unet-digits"
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+
+
+def test_overrides_are_typed():
+    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "eval.steps=[5, 50]", "train.cpu=true"])
+    assert cfg.train.lr == 0.01 and isinstance(cfg.train.lr, float)
+    assert cfg.train.steps == 7 and cfg.eval.steps == [5, 50] and cfg.train.cpu is True
+
+
+@pytest.mark.parametrize("preset,name", [
+    ("adm", "adm"), ("ema", "ema"), ("swa", "swa"), ("ip", "ip"), ("ip+ema", "ip+ema"),
+    ("ip+swa", "ip+swa"), ("sam", "sam"), ("sam+ema", "sam+ema"), ("sam+swa", "sam+swa"),
+])
+def test_method_presets(preset, name):
+    cfg = build_config({}, [f"method.preset={preset}"])
+    assert cfg.method.name == name
+    # the resolved config reloads to the same method
+    assert build_config(cfg.model_dump(mode="json")).method == cfg.method
+
+
+def test_preset_fields_can_be_overridden():
+    cfg = build_config({}, ["method.preset=sam", "method.sam.rho=0.5"])
+    assert cfg.method.sam.rho == 0.5
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.lr=-1", "train.lr"),
+    ("data.name=mnist", "data.name"),
+    ("train.bogus=1", "train.bogus"),
+    ("method.preset=nope", "method"),
+    ("model.dropout=2", "model.dropout"),
+])
+def test_invalid_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        build_config({}, [override])
+    msg = str(err.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_model_must_fit_data():
+    with pytest.raises(ConfigError, match="toy2d needs mlp2d"):
+        build_config({"data": {"name": "toy2d"}})
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)

@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+
+from flatgen.config import build_config
+from flatgen.train import (
+    RunDirError,
+    find_checkpoint,
+    load_run,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+    train,
+)
+from flatgen.train import checkpoint as checkpoint_module
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_at(step_to_crash):
+    def on_step(step, loss):
+        if step == step_to_crash:
+            raise Crash(f"simulated crash at step {step}")
+
+    return on_step
+
+
+def _weights(run_dir, name="model"):
+    return load_weights(run_dir / "checkpoints" / "last", name)
+
+
+def _assert_bitwise_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("method", ["adm", "sam+ema", "ip+swa"])
+def test_resume_is_bitwise_equal(tmp_path, tiny_toy_config, method):
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.method = build_config({"data": {"name": "toy2d"}, "model": {"preset": "mlp2d"},
+                               "method": {"preset": method, "swa": {"start": 3, "every": 2}}
+                               if "swa" in method else {"preset": method}}).method
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(cfg, whole, progress=False)
+    with pytest.raises(Crash):  # crash after the step-5 checkpoint, at step 8
+        train(cfg, parts, progress=False, on_step=_crash_at(8))
+    assert load_trainer_state(find_checkpoint(parts / "checkpoints" / "last"))["step"] == 5
+    train(cfg, parts, resume=True, progress=False)
+    for name in ["model"] + [n for n in ("ema", "swa") if n in method]:
+        _assert_bitwise_equal(_weights(whole, name), _weights(parts, name))
+    # the log is not duplicated by the replayed steps
+    steps = [json.loads(line)["step"] for line in (parts / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == cfg.train.steps
+
+
+def test_checkpoint_contents(tmp_path, tiny_toy_config):
+    train(tiny_toy_config, tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "last"
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)  # no pickled objects
+    assert state["step"] == tiny_toy_config.train.steps and "optimizer" in state
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == state["step"]
+    run = load_run(tmp_path / "run")
+    assert run.cfg == tiny_toy_config and run.available_weights() == ["raw"]
+    with pytest.raises(ValueError, match="no 'ema' weights"):
+        run.model("ema")
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    ckpt = tmp_path / "checkpoints" / "last"
+    save_checkpoint(ckpt, {"model": model}, {"step": 1})
+    before = load_weights(ckpt)
+
+    def broken_save(tensors, path):
+        (path.parent / "partial").write_text("half written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", broken_save)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(ckpt, {"model": model}, {"step": 2})
+    _assert_bitwise_equal(load_weights(ckpt), before)
+    assert load_trainer_state(ckpt)["step"] == 1
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last"]  # no temporary left behind
+
+
+def test_run_dir_guards(tmp_path, tiny_toy_config):
+    with pytest.raises(RunDirError, match="nothing to resume"):
+        train(tiny_toy_config, tmp_path / "run", resume=True, progress=False)
+    train(tiny_toy_config, tmp_path / "run", progress=False)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(tiny_toy_config, tmp_path / "run", progress=False)
+
+
+def test_training_reduces_loss(tmp_path, tiny_toy_config):
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.train.steps, cfg.train.log_every = 150, 25
+    train(cfg, tmp_path / "run", progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.8 * losses[0]
