@@ -208,19 +208,134 @@ def export(
     console.print(f"wrote {path}  (load with diffusers.DDPMPipeline.from_pretrained)")
 
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- robustness
+
+
+@app.command()
+@cli_command
+def robustness(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    suite: Annotated[str, typer.Option(help="Comma-separated: steps, quant, attack, noise.")] = "steps,quant,attack,noise",
+    weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
+    n: Annotated[int | None, typer.Option(help="Samples per evaluation (default 128).", min=2)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Suite setting: key=value, e.g. bits=[8,4].")] = None,
+) -> None:
+    """Quality vs sampling steps (+ exposure bias), weight quantization, attacks, weight noise.
+
+    Writes RUN_DIR/eval/robustness.json and one PNG per suite.
+    """
+    import yaml
+
+    from flatgen.io import write_json_atomic
+    from flatgen.metrics import train_floor_sample
+    from flatgen.robustness import SUITES, RobustnessSettings, plot_robustness, run_robustness_suite
+    from flatgen.train import load_run
+
+    from flatgen.evaluate import FLOOR_SEED
+
+    suites = _str_list(suite, SUITES, "--suite")
+    run = load_run(run_dir)
+    names = _weights_list(run, weights)
+    values = {}
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        values[key.strip()] = yaml.safe_load(raw)
+    if n is not None:
+        values["n_samples"] = n
+    try:
+        settings = RobustnessSettings(**values)
+    except Exception as err:  # pydantic's message, first line, names the key
+        raise ValueError(f"invalid robustness setting: {str(err).splitlines()[1:3]}") from None
+    train, test = run.data()
+    size = settings.n_samples or len(test)
+    floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
+    result = run_robustness_suite({w: run.model(w) for w in names}, run.schedule, test, floor_ref,
+                                  suites, settings)
+    path = write_json_atomic(run_dir / "eval" / "robustness.json", result)
+    pngs = plot_robustness(result, run_dir / "eval")
+    table = Table(title=f"robustness of {run.cfg.method.name} (metric {settings.metric}, lower is better)")
+    table.add_column("weights")
+    table.add_column("headline numbers")
+    for name, row in result["summary"].items():
+        flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+        flat |= {f"robust ε {k}": v for k, v in row.get("robust_epsilon", {}).items()}
+        table.add_row(name, "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                                       for k, v in flat.items()))
+    console.print(table)
+    console.print(f"wrote {path} and {len(pngs)} plot(s) in {run_dir / 'eval'}")
+
+
+# ---------------------------------------------------------------- study / demo
+
+
+def _print_study_summary(summary: dict, out: Path) -> None:
+    table = Table(title="study results (mean ± std over seeds)")
+    for col in summary["header"]:
+        table.add_column(col, justify="right")
+    for row in summary["body"]:
+        table.add_row(*row)
+    console.print(table)
+    for claim in summary["claims"]:
+        console.print(f"• {claim.text}\n    [bold]{claim.verdict}[/bold]")
+    if summary["missing"]:
+        console.print(f"[yellow]missing runs:[/yellow] {', '.join(summary['missing'])}")
+    console.print(f"report: {summary['report']}")
+
+
+@app.command()
+@cli_command
+def study(
+    config: Annotated[Path, typer.Argument(help="Study YAML (see configs/digits-study.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Study directory (default studies/<name>).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print one command per run, run nothing.")] = False,
+    collect: Annotated[bool, typer.Option("--collect", help="Only build the report from finished runs.")] = False,
+    only: Annotated[str | None, typer.Option("--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train methods x seeds, measure quality, flatness and robustness, write report.html.
+
+    Finished runs are skipped on restart; a failed run is reported and the rest go on.
+    """
+    from flatgen.report import collect_study, load_study_config, plan_commands, run_study
+
+    cfg = load_study_config(config)
+    out = out or Path("studies") / cfg.name
+    if plan:
+        for line in plan_commands(config, cfg, out):
+            print(line)
+        print(f"flatgen study {config} --out {out} --collect")
+        return
+    if not collect:
+        status = run_study(cfg, out, console, only=only, progress=progress)
+        failed = {k: v for k, v in status.items() if v.startswith("failed")}
+        if only is not None:
+            console.print(f"{only}: {status.get(only)}")
+            return
+        if failed:
+            console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+    _print_study_summary(collect_study(cfg, out), out)
 
 
 @app.command()
 @cli_command
 def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="A shorter run (about a minute).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A short version (about 3 minutes).")] = False,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo"),
 ) -> None:
-    """The embedded default: train on the digits, evaluate, print a table and write samples."""
-    from flatgen.demo import run_demo
+    """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report."""
+    import time
 
-    run_demo(out, quick=quick, console=console, quality_table=_quality_table)
+    from flatgen.report import collect_study, run_study
+    from flatgen.report.demo import demo_study
+
+    t0 = time.perf_counter()
+    cfg = demo_study(quick)
+    run_study(cfg, out, console)
+    summary = collect_study(cfg, out)
+    _print_study_summary(summary, out)
+    console.print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -1,21 +1,32 @@
-"""Training: the Accelerate loop, the Method hook, checkpoints, and reading runs back."""
+"""Training: the Accelerate loop, the Method hook, checkpoints, and reading runs back.
 
-from flatgen.train.checkpoint import find_checkpoint, load_trainer_state, load_weights, save_checkpoint
-from flatgen.train.loop import RunDirError, TrainResult, train
-from flatgen.train.method import Method
-from flatgen.train.run import WEIGHTS_CHOICES, Run, RunNotFoundError, load_run
+Names are imported lazily so that `flatgen.train.step` (what DDP workers need) loads fast.
+"""
 
-__all__ = [
-    "Method",
-    "Run",
-    "RunDirError",
-    "RunNotFoundError",
-    "TrainResult",
-    "WEIGHTS_CHOICES",
-    "find_checkpoint",
-    "load_run",
-    "load_trainer_state",
-    "load_weights",
-    "save_checkpoint",
-    "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "find_checkpoint": "checkpoint",
+    "load_trainer_state": "checkpoint",
+    "load_weights": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "RunDirError": "loop",
+    "TrainResult": "loop",
+    "train": "loop",
+    "Method": "method",
+    "WEIGHTS_CHOICES": "run",
+    "Run": "run",
+    "RunNotFoundError": "run",
+    "load_run": "run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'flatgen.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"flatgen.train.{_EXPORTS[name]}"), name)

@@ -212,9 +212,10 @@ def train(
                     model, optimizer, batches, loss_fn, accelerator,
                     grad_clip=cfg.train.grad_clip, sync_perturbation=method.sync_perturbation,
                 )
-                scheduler.step()
                 step += 1
-                method.after_step(accelerator.unwrap_model(model), step)
+                if not result.skipped:  # an fp16 overflow step changed nothing: nothing to average
+                    scheduler.step()
+                    method.after_step(accelerator.unwrap_model(model), step)
                 losses.append(result.loss)
                 if on_step is not None:
                     on_step(step, result.loss)

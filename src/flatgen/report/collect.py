@@ -1,0 +1,108 @@
+"""Collect a study's measurements into results.csv / results.json, a table, plots and report.html."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flatgen.io import atomic_write, write_json_atomic, write_text_atomic
+from flatgen.report.claims import evaluate_claims
+from flatgen.report.study import load_results
+from flatgen.report.study_config import StudyConfig
+
+# (metric key, column title, format); the table shows those that were measured
+TABLE_COLUMNS: list[tuple[str, str, str]] = [
+    ("w2@T20", "W2 T'=20", ".3f"),
+    ("w2@T100", "W2 T'=100", ".3f"),
+    ("digits_fid@T20", "dFID T'=20", ".2f"),
+    ("digits_fid@T100", "dFID T'=100", ".2f"),
+    ("lambda_max", "λmax", ".3g"),
+    ("hessian_trace", "trace", ".3g"),
+    ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
+    ("w2@w8-channel", "W2 8-bit", ".3f"),
+    ("w2@w6-channel", "W2 6-bit", ".3f"),
+    ("w2@w4-channel", "W2 4-bit", ".3f"),
+    ("robust_eps_denoiser_linf_t100", "robust ε (x_t, L∞)", ".3g"),
+    ("robust_eps_initial_noise_linf", "robust ε (x_T, L∞)", ".3g"),
+    ("robust_eps_weight_noise_sigma", "robust σ (weights)", ".3g"),
+]
+
+
+def _scalar_metrics(row: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in row["metrics"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+
+
+def summary_table(rows: Sequence[dict], methods: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Paper-style table: mean ± std over seeds for each method and measured column."""
+    present = [c for c in TABLE_COLUMNS if any(c[0] in _scalar_metrics(r) for r in rows)]
+    header = ["method", "seeds"] + [title for _, title, _ in present]
+    body = []
+    for m in methods:
+        mrows = [_scalar_metrics(r) for r in rows if r["method"] == m]
+        if not mrows:
+            continue
+        cells = [m, str(len(mrows))]
+        for key, _, fmt in present:
+            vals = [r[key] for r in mrows if key in r and math.isfinite(r[key])]
+            if not vals:
+                cells.append("—")
+                continue
+            mean = sum(vals) / len(vals)
+            if len(vals) > 1:
+                std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+                cells.append(f"{mean:{fmt}} ± {std:{fmt}}")
+            else:
+                cells.append(f"{mean:{fmt}}")
+        body.append(cells)
+    return header, body
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> Path:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["method", "seed", "base", "weights", "metric", "value"])
+    for r in rows:
+        for k, v in sorted(_scalar_metrics(r).items()):
+            writer.writerow([r["method"], r["seed"], r["base"], r["weights"], k, repr(v)])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[str, Any]:
+    """Build every report file from the measurements found in `out`; returns the summary."""
+    from flatgen.report.html import write_report
+    from flatgen.report.plots import study_plots
+
+    rows, missing = load_results(out, study)
+    if not rows:
+        raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
+    methods = [m for m in study.methods if any(r["method"] == m for r in rows)]
+    header, body = summary_table(rows, methods)
+    claims = evaluate_claims(rows, methods, study.evaluations.quality_steps)
+    write_csv(rows, out / "results.csv")
+    compact = [{k: v for k, v in r.items() if k != "metrics"}
+               | {"metrics": {k: v for k, v in r["metrics"].items() if k != "robustness_detail"}}
+               for r in rows]
+    write_json_atomic(out / "results.json", {
+        "study": study.model_dump(mode="json"), "results": compact, "missing": missing,
+        "claims": [c.as_dict() for c in claims],
+    })
+    table_md = markdown_table(header, body)
+    write_text_atomic(out / "table.md", table_md)
+    plots = study_plots(rows, methods, study, out, samples=samples)
+    report = write_report(out / "report.html", study, header, body, claims, plots, missing, rows)
+    return {"header": header, "body": body, "claims": claims, "missing": missing,
+            "report": report, "plots": plots, "table_md": table_md}
+
+
+__all__ = ["collect_study", "markdown_table", "summary_table", "write_csv", "atomic_write"]

@@ -1,0 +1,61 @@
+"""Every measurement the study takes of one trained method, as a flat dict of numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from flatgen.diffusion import fixed_diffusion_loss_fn
+from flatgen.evaluate import FLOOR_SEED, evaluate_quality
+from flatgen.metrics import train_floor_sample
+from flatgen.report.study_config import StudyEvaluations
+from flatgen.train.run import Run
+
+SHARPNESS_SEED = 0
+
+
+def sharpness_loss_fn(run: Run, batch: int):
+    """The fixed-data diffusion loss every method's flatness is measured on (same data, t, noise)."""
+    train, _ = run.data()
+    x0 = train_floor_sample(train, min(batch, len(train)), seed=SHARPNESS_SEED)
+    return fixed_diffusion_loss_fn(x0, run.schedule, draws=1, seed=SHARPNESS_SEED)
+
+
+def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bool = True) -> dict[str, Any]:
+    """Quality at each T', lambda_max and trace, and the robustness suites' headline numbers."""
+    from flatgen.analysis import hessian_eigenvalues, hessian_trace
+    from flatgen.robustness import RobustnessSettings, run_robustness_suite
+
+    out: dict[str, Any] = {}
+    quality = evaluate_quality(run, (weights,), evals.quality_steps, (evals.sampler,),
+                               n=evals.n_samples, progress=progress)
+    for row in quality["results"]:
+        for key in ("w2", "digits_fid", "kid"):
+            if key in row:
+                out[f"{key}@T{row['steps']}"] = row[key]
+    out |= {f"floor_{k}": v for k, v in quality["floor"].items() if k != "n"}
+
+    model = run.model(weights)
+    if evals.sharpness:
+        loss_fn = sharpness_loss_fn(run, evals.sharpness_batch)
+        vals, _ = hessian_eigenvalues(model, loss_fn, k=1)
+        out["lambda_max"] = float(vals[0])
+        out["hessian_trace"] = float(hessian_trace(model, loss_fn, n_matvecs=evals.trace_matvecs))
+        with torch.no_grad():
+            out["sharpness_batch_loss"] = float(loss_fn(model))
+
+    if evals.suites:
+        train, test = run.data()
+        n = evals.n_samples or len(test)
+        settings = RobustnessSettings(**{"n_samples": n, **evals.robustness})
+        floor_ref = train_floor_sample(train, settings.n_samples or n, seed=FLOOR_SEED)
+        result = run_robustness_suite({weights: model}, run.schedule, test, floor_ref,
+                                      evals.suites, settings, progress=progress)
+        summary = result["summary"][weights]
+        out |= {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        out |= {f"robust_eps_{k}": v for k, v in summary.get("robust_epsilon", {}).items()}
+        if "quant" in result and weights in result["quant"]:
+            out[f"{settings.metric}@float"] = result["quant"][weights]["float"].get(settings.metric)
+        out["robustness_detail"] = result
+    return out

@@ -1,0 +1,164 @@
+"""The study's figures (matplotlib, Agg): one curve or bar per method, error bars over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from flatgen.io import atomic_write  # noqa: E402
+from flatgen.report.study_config import StudyConfig  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def _curves(rows: Sequence[dict], methods: Sequence[str],
+            extract: Callable[[dict], tuple[list[float], list[float]] | None]):
+    """method -> (x, mean, std) over seeds, for curves sharing their x values."""
+    out = {}
+    for m in methods:
+        per_seed = [c for r in rows if r["method"] == m and (c := extract(r)) is not None]
+        if not per_seed:
+            continue
+        xs = per_seed[0][0]
+        ys = [c[1] for c in per_seed if c[0] == xs]
+        stats = [_mean_std([y[i] for y in ys if y[i] is not None and math.isfinite(y[i])] or [math.nan])
+                 for i in range(len(xs))]
+        out[m] = (xs, [s[0] for s in stats], [s[1] for s in stats])
+    return out
+
+
+def _line_plot(curves, path: Path, xlabel: str, ylabel: str, title: str, logx: bool = False) -> Path | None:
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for m, (xs, mean, std) in curves.items():
+        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=m)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _detail(r: dict, suite: str) -> Any:
+    detail = r["metrics"].get("robustness_detail") or {}
+    return (detail.get(suite) or {}).get(r["weights"])
+
+
+def _metric_of(q: Any, metric: str) -> float | None:
+    return q.get(metric) if isinstance(q, dict) else q
+
+
+def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig, out: Path,
+                samples: bool = True) -> dict[str, Path]:
+    """Write every figure the measurements allow into out/plots; name -> path."""
+    pdir = out / "plots"
+    metric = study.evaluations.robustness.get("metric", "w2")
+    plots: dict[str, Path | None] = {}
+    steps = study.evaluations.quality_steps
+
+    def quality_vs_steps(r):
+        ys = [r["metrics"].get(f"w2@T{k}") for k in steps]
+        return (steps, ys) if all(y is not None for y in ys) else None
+
+    plots["quality_vs_steps"] = _line_plot(_curves(rows, methods, quality_vs_steps), pdir / "quality_vs_steps.png",
+                                           "sampling steps T'", "W2 to test set (lower is better)",
+                                           "Quality vs sampling steps", logx=True)
+
+    def vs_bits(r):
+        d = _detail(r, "quant")
+        if not d or "channel" not in d:
+            return None
+        bits = d["channel"]["bits"]
+        return ([32] + bits, [_metric_of(d["float"], metric)] + [_metric_of(q, metric) for q in d["channel"]["quality"]])
+
+    plots["quality_vs_bits"] = _line_plot(_curves(rows, methods, vs_bits), pdir / "quality_vs_bits.png",
+                                          "weight bits (32 = float)", f"{metric} (lower is better)",
+                                          "Quality under weight quantization (per-channel RTN)", logx=True)
+
+    def vs_eps(r):
+        d = _detail(r, "attack")
+        if not d:
+            return None
+        linf = d["denoiser_input"].get("linf") or {}
+        if not linf:
+            return None
+        first = linf[sorted(linf, key=int)[-1]]
+        return (first["eps"], first["relative_increase"])
+
+    plots["attack_vs_eps"] = _line_plot(_curves(rows, methods, vs_eps), pdir / "attack_vs_eps.png",
+                                        "PGD L∞ epsilon on x_t", "relative increase of denoising loss",
+                                        "Adversarial perturbation of the denoiser input")
+
+    def vs_sigma(r):
+        d = _detail(r, "noise")
+        return (d["sigma"], d["metric_mean"]) if d else None
+
+    plots["quality_vs_weight_noise"] = _line_plot(_curves(rows, methods, vs_sigma), pdir / "quality_vs_weight_noise.png",
+                                                  "filter-normalized weight-noise σ", f"{metric} (lower is better)",
+                                                  "Quality under Gaussian weight noise")
+
+    lam = {m: [r["metrics"]["lambda_max"] for r in rows if r["method"] == m and "lambda_max" in r["metrics"]]
+           for m in methods}
+    lam = {m: v for m, v in lam.items() if v}
+    if lam:
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        stats = [_mean_std(v) for v in lam.values()]
+        ax.bar(list(lam), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4, color="tab:blue")
+        ax.set(ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)")
+        ax.grid(alpha=0.3, axis="y")
+        plots["lambda_max"] = _save(fig, pdir / "lambda_max.png")
+
+    if samples:
+        plots |= _sample_grids(rows, methods, study, out, pdir)
+    return {k: v for k, v in plots.items() if v is not None}
+
+
+def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> dict[str, Path]:
+    """A 6x6 grid per method (first seed, T'=min steps) in one figure."""
+    from flatgen.diffusion import generate
+    from flatgen.report.images import image_grid
+    from flatgen.train import load_run
+
+    steps = min(study.evaluations.quality_steps)
+    seed = study.seeds[0]
+    grids = []
+    for m in methods:
+        r = next((r for r in rows if r["method"] == m and r["seed"] == seed), None)
+        if r is None:
+            continue
+        run = load_run(out / "runs" / f"{r['base']}-s{seed}")
+        _, test = run.data()
+        if test.ndim != 4:
+            continue
+        x = generate(run.model(r["weights"]), run.schedule, 36, tuple(test.shape[1:]), steps,
+                     study.evaluations.sampler, seed=0)
+        grids.append((m, image_grid(x, nrow=6, scale=4)))
+    if not grids:
+        return {}
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.9))
+    for ax, (m, img) in zip(axes if len(grids) > 1 else [axes], grids, strict=True):
+        ax.imshow(img, cmap="gray")
+        ax.set_title(m, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"Samples, {study.evaluations.sampler} sampler, T'={steps} (same noise for every method)", fontsize=9)
+    return {"samples": _save(fig, pdir / "samples.png")}

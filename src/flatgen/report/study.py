@@ -1,0 +1,138 @@
+"""The study runner: train each (base trajectory, seed) once, measure every method, collect.
+
+Layout of a study directory:
+  runs/<base>-s<seed>/            a normal flatgen run directory (train, sample, evaluate work on it)
+  runs/<base>-s<seed>/eval/study_<method>.json   the flat measurements of one method
+  results.csv, results.json, table.md, plots/, report.html   written by collect_study
+
+Finished units are skipped on restart; a failing unit is recorded and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from flatgen.io import write_json_atomic, write_text_atomic
+from flatgen.report.study_config import StudyConfig, split_method, unit_config
+from flatgen.train import load_run, train
+from flatgen.train.checkpoint import find_checkpoint
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One training run of a study and the methods measured on it."""
+
+    base: str
+    seed: int
+    methods: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.base}-s{self.seed}"
+
+
+def plan_units(study: StudyConfig) -> list[Unit]:
+    units = []
+    for seed in study.seeds:
+        bases: dict[str, list[str]] = {}
+        for m in study.methods:
+            bases.setdefault(split_method(m)[0], []).append(m)
+        units += [Unit(base, seed, tuple(ms)) for base, ms in bases.items()]
+    return units
+
+
+def result_path(out: Path, unit: Unit, method: str) -> Path:
+    return out / "runs" / unit.name / "eval" / f"study_{method}.json"
+
+
+def unit_done(out: Path, unit: Unit) -> bool:
+    return all(result_path(out, unit, m).is_file() for m in unit.methods)
+
+
+def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progress: bool = True) -> None:
+    """Train (or resume, or reuse) the unit's run, then measure each of its methods."""
+    from flatgen.report.measure import measure_method
+
+    run_dir = out / "runs" / unit.name
+    cfg = unit_config(study, unit.base, unit.seed)
+    summary = run_dir / "train_summary.json"
+    finished = summary.is_file() and not json.loads(summary.read_text()).get("interrupted")
+    if not finished:
+        resume = find_checkpoint(run_dir / "checkpoints" / "last") is not None
+        console.print(f"[bold]{unit.name}[/bold]: training {cfg.method.name} ({cfg.train.steps} steps)")
+        train(cfg, run_dir, resume=resume, progress=progress)
+    run = load_run(run_dir)
+    for method in unit.methods:
+        path = result_path(out, unit, method)
+        if path.is_file():
+            continue
+        weights = split_method(method)[1]
+        console.print(f"[bold]{unit.name}[/bold]: measuring {method} ({weights} weights)")
+        t0 = time.perf_counter()
+        metrics = measure_method(run, weights, study.evaluations, progress=progress)
+        write_json_atomic(path, {
+            "method": method, "seed": unit.seed, "base": unit.base, "weights": weights,
+            "seconds": round(time.perf_counter() - t0, 1), "metrics": metrics,
+        })
+
+
+def run_study(
+    study: StudyConfig, out: Path, console: Console, only: str | None = None, progress: bool = True
+) -> dict[str, str]:
+    """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
+    out.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    units = plan_units(study)
+    if only is not None:
+        units = [u for u in units if u.name == only]
+        if not units:
+            names = ", ".join(u.name for u in plan_units(study))
+            raise ValueError(f"no unit {only!r} in this study; units: {names}")
+    for i, unit in enumerate(units, 1):
+        if unit_done(out, unit):
+            status[unit.name] = "skipped (done)"
+            continue
+        console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
+        try:
+            run_unit(study, out, unit, console, progress)
+            status[unit.name] = "done"
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - one failed run must not sink the study
+            status[unit.name] = f"failed: {type(err).__name__}: {err}"
+            log = out / "runs" / unit.name / "error.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(log, traceback.format_exc())
+            console.print(f"[red]{unit.name} failed[/red]: {err} (traceback in {log})")
+    write_json_atomic(out / "status.json", status)
+    return status
+
+
+def plan_commands(study_path: Path, study: StudyConfig, out: Path) -> list[str]:
+    """One shell command per unit, for users who launch runs on their own scheduler."""
+    return [f"flatgen study {study_path} --out {out} --only {u.name}" for u in plan_units(study)]
+
+
+def load_results(out: Path, study: StudyConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    """All measured (method, seed) results, and the names of the missing ones."""
+    rows, missing = [], []
+    for unit in plan_units(study):
+        for method in unit.methods:
+            path = result_path(out, unit, method)
+            if path.is_file():
+                rows.append(json.loads(path.read_text()))
+            else:
+                missing.append(f"{method} seed {unit.seed}")
+    return rows, missing
+
+
+def torch_threads_note() -> str:
+    return f"{torch.get_num_threads()} torch threads"

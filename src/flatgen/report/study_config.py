@@ -1,0 +1,99 @@
+"""The study config: methods x seeds x evaluations on top of one base training config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from flatgen.config import METHOD_PRESETS, Config, ConfigError, Section, format_validation_error, build_config
+
+ROBUSTNESS_SUITES = ("steps", "quant", "attack", "noise")
+
+
+class StudyEvaluations(Section):
+    """Which measurements each (method, seed) gets; the defaults fit 2 CPU cores."""
+
+    quality_steps: list[int] = Field(default_factory=lambda: [20, 100])  # T' (paper: 20, 100)
+    sampler: Literal["adm", "ddim"] = "adm"  # the paper's stochastic sampler
+    n_samples: int | None = Field(None, gt=1)  # None: the test-set size
+    sharpness: bool = True
+    sharpness_batch: int = Field(256, gt=0)  # fixed (x0, t, noise) triples for the Hessian
+    trace_matvecs: int = Field(30, ge=3)
+    suites: list[Literal["steps", "quant", "attack", "noise"]] = Field(
+        default_factory=lambda: ["quant", "attack", "noise"]
+    )
+    robustness: dict[str, Any] = Field(default_factory=dict)  # RobustnessSettings fields
+
+
+class StudyConfig(Section):
+    name: str = "study"
+    base: dict[str, Any] = Field(default_factory=dict)  # a flatgen training config
+    methods: list[str] = Field(default_factory=lambda: ["adm", "ema", "sam", "sam+ema"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    # extra --set overrides per base trajectory, e.g. {"sam": ["method.sam.rho=0.5"]}
+    overrides: dict[str, list[str]] = Field(default_factory=dict)
+    evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in METHOD_PRESETS]
+        if bad or not v:
+            raise ValueError(f"methods must be from {', '.join(METHOD_PRESETS)}; got {bad or v}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one seed")
+        return list(dict.fromkeys(v))
+
+
+def split_method(method: str) -> tuple[str, str]:
+    """(base trajectory, weights): 'sam+ema' -> ('sam', 'ema'), 'ema' -> ('adm', 'ema').
+
+    EMA and SWA are averages of the weights a run passes through; they never feed back into
+    training. So 'sam', 'sam+ema' and 'sam+swa' are three views of ONE trajectory, and a study
+    trains each base trajectory once per seed with both averages tracked.
+    """
+    parts = method.split("+")
+    weights = "ema" if "ema" in parts else "swa" if "swa" in parts else "raw"
+    base = "+".join(p for p in parts if p not in ("ema", "swa")) or "adm"
+    return base, weights
+
+
+def unit_config(study: StudyConfig, base: str, seed: int) -> Config:
+    """The training config of one base trajectory and seed, with the averages it needs."""
+    weights = {split_method(m)[1] for m in study.methods if split_method(m)[0] == base}
+    data = dict(study.base)
+    method = dict(data.get("method") or {})
+    method["preset"] = base
+    if "ema" in weights:
+        method.setdefault("ema", {})
+    if "swa" in weights:
+        method.setdefault("swa", {})
+    data["method"] = method
+    overrides = [f"train.seed={seed}", *study.overrides.get(base, [])]
+    return build_config(data, overrides)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+    try:
+        study = StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+    for base in {split_method(m)[0] for m in study.methods}:
+        for seed in study.seeds:
+            unit_config(study, base, seed)  # fail now, not after an hour of training
+    return study

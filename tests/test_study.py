@@ -1,0 +1,151 @@
+"""The study runner: units, skip-on-restart, failure isolation, the report and its verdicts."""
+
+import json
+import re
+
+import pytest
+import yaml
+from rich.console import Console
+
+from flatgen.config import ConfigError
+from flatgen.report import collect_study, load_study_config, plan_units, run_study, split_method
+from flatgen.report.claims import compare
+from flatgen.report.study_config import StudyConfig, unit_config
+
+QUIET = Console(quiet=True)
+
+
+def test_split_method():
+    assert split_method("adm") == ("adm", "raw")
+    assert split_method("ema") == ("adm", "ema")
+    assert split_method("sam+ema") == ("sam", "ema")
+    assert split_method("ip+swa") == ("ip", "swa")
+    assert split_method("sam") == ("sam", "raw")
+
+
+def test_nine_methods_need_three_trainings_per_seed():
+    study = StudyConfig(methods=["adm", "ema", "swa", "ip", "ip+ema", "ip+swa", "sam", "sam+ema", "sam+swa"],
+                        seeds=[0, 1])
+    units = plan_units(study)
+    assert sorted(u.name for u in units) == ["adm-s0", "adm-s1", "ip-s0", "ip-s1", "sam-s0", "sam-s1"]
+    cfg = unit_config(study, "sam", 1)
+    assert cfg.method.sam is not None and cfg.method.ema is not None and cfg.method.swa is not None
+    assert cfg.train.seed == 1 and unit_config(study, "adm", 0).method.sam is None
+
+
+def test_compare_verdicts():
+    def rows(method, values):
+        return [{"method": method, "metrics": {"x": v}} for v in values]
+
+    clear = rows("a", [1.0, 1.1, 0.9]) + rows("b", [3.0, 3.1, 2.9])
+    assert compare(clear, "x", "a", "b", "lower").verdict == "reproduced"
+    assert compare(clear, "x", "a", "b", "higher").verdict == "not reproduced"
+    noisy = rows("a", [1.0, 3.0, 2.0]) + rows("b", [2.2, 1.2, 3.2])
+    assert compare(noisy, "x", "a", "b", "lower").verdict == "inconclusive"
+    one = rows("a", [1.0]) + rows("b", [2.0])
+    assert compare(one, "x", "a", "b", "lower").verdict == "points the claimed way (1 seed)"
+    assert compare(one, "x", "a", "c", "lower") is None
+
+
+def test_bad_study_config(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"methods": ["adm", "sgd"]}))
+    with pytest.raises(ConfigError, match="methods"):
+        load_study_config(path)
+    path.write_text(yaml.safe_dump({"methods": ["adm"], "base": {"train": {"lr": -1}}}))
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_study_config(path)
+
+
+@pytest.fixture
+def toy_study():
+    return StudyConfig.model_validate({
+        "name": "toy",
+        "base": {"data": {"name": "toy2d", "n_train": 256, "n_test": 64}, "model": {"preset": "mlp2d"},
+                 "train": {"steps": 6, "batch_size": 32, "warmup_steps": 1}},
+        "methods": ["adm", "sam", "sam+ema"],
+        "seeds": [0, 1],
+        "evaluations": {
+            "quality_steps": [3, 6], "n_samples": 32, "sharpness_batch": 32, "trace_matvecs": 6,
+            "suites": ["quant", "noise"],
+            "robustness": {"n_samples": 32, "bits": [8, 4], "noise_sigmas": [0.05], "noise_draws": 1,
+                           "eval_steps": 3},
+        },
+    })
+
+
+def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
+    out = tmp_path / "study"
+    status = run_study(toy_study, out, QUIET, progress=False)
+    assert set(status.values()) == {"done"}
+    summary = collect_study(toy_study, out, samples=False)
+    assert not summary["missing"]
+    html = (out / "report.html").read_text()
+    # self-contained: every image is inline, nothing is fetched
+    assert "data:image/png;base64," in html and not re.search(r'src="(?!data:)', html)
+    assert "Claims" in html and "sam+ema" in html
+    results = json.loads((out / "results.json").read_text())
+    assert {(r["method"], r["seed"]) for r in results["results"]} == {
+        (m, s) for m in ("adm", "sam", "sam+ema") for s in (0, 1)}
+    lam = [r["metrics"]["lambda_max"] for r in results["results"]]
+    assert all(v > 0 for v in lam)
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0] == "method,seed,base,weights,metric,value" and len(csv_lines) > 20
+
+    # restart: everything is skipped, nothing retrained
+    import flatgen.report.study as study_module
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(study_module, "train", no_training)
+    assert set(run_study(toy_study, out, QUIET, progress=False).values()) == {"skipped (done)"}
+
+
+def test_failed_run_does_not_stop_the_study(tmp_path, toy_study, monkeypatch):
+    import flatgen.report.study as study_module
+
+    real_train = study_module.train
+
+    def flaky_train(cfg, run_dir, **kw):
+        if cfg.method.sam is not None and cfg.train.seed == 1:
+            raise RuntimeError("simulated divergence")
+        return real_train(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(study_module, "train", flaky_train)
+    study = toy_study.model_copy(update={"evaluations": toy_study.evaluations.model_copy(
+        update={"suites": [], "sharpness": False})})
+    status = run_study(study, tmp_path, QUIET, progress=False)
+    assert status["sam-s1"].startswith("failed: RuntimeError: simulated divergence")
+    assert status["adm-s0"] == status["adm-s1"] == status["sam-s0"] == "done"
+    assert (tmp_path / "runs" / "sam-s1" / "error.log").is_file()
+    summary = collect_study(study, tmp_path, samples=False)
+    assert sorted(summary["missing"]) == ["sam seed 1", "sam+ema seed 1"]
+
+
+def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
+    """The shipped CIFAR-10 protocol validates and runs end to end on generated CIFAR-format files."""
+    import numpy as np
+
+    from tests.test_data import _write_cifar_batch
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar-10-batches-bin"
+    root.mkdir()
+    for i in range(1, 6):
+        _write_cifar_batch(root / f"data_batch_{i}.bin", [i, i], rng)
+    _write_cifar_batch(root / "test_batch.bin", [0, 1, 2, 3], rng)
+    study = load_study_config("configs/cifar10-study.yaml")
+    assert study.base["model"]["preset"] == "unet-adm32" and study.evaluations.quality_steps == [20, 100]
+    base = json.loads(json.dumps(study.base))
+    base["data"]["path"] = str(root)
+    base["train"] |= {"steps": 1, "batch_size": 2, "warmup_steps": 0, "mixed_precision": "no"}
+    tiny = study.model_copy(update={
+        "base": base, "methods": ["adm", "ema"],
+        "evaluations": study.evaluations.model_copy(update={
+            "quality_steps": [2], "n_samples": 4, "suites": [], "sharpness": False}),
+    })
+    status = run_study(tiny, tmp_path / "out", QUIET, progress=False)
+    assert status == {"adm-s0": "done"}
+    rows = json.loads((tmp_path / "out" / "runs" / "adm-s0" / "eval" / "study_ema.json").read_text())
+    assert rows["weights"] == "ema" and rows["metrics"]["w2@T2"] > 0
