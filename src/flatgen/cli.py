@@ -100,6 +100,8 @@ def train(
     else:
         cfg = load_config(config, overrides)
     result = run_training(cfg, out, resume=resume, progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch: rank 0 reports
+        return
     table = Table(title=f"trained {cfg.method.name} on {cfg.data.name}", show_header=False)
     table.add_row("run directory", str(out))
     table.add_row("steps", f"{result.steps} / {cfg.train.steps}")

@@ -14,22 +14,38 @@ from flatgen.report.claims import evaluate_claims
 from flatgen.report.study import load_results
 from flatgen.report.study_config import StudyConfig
 
-# (metric key, column title, format); the table shows those that were measured
-TABLE_COLUMNS: list[tuple[str, str, str]] = [
-    ("w2@T20", "W2 T'=20", ".3f"),
-    ("w2@T100", "W2 T'=100", ".3f"),
-    ("digits_fid@T20", "dFID T'=20", ".2f"),
-    ("digits_fid@T100", "dFID T'=100", ".2f"),
-    ("lambda_max", "λmax", ".3g"),
-    ("hessian_trace", "trace", ".3g"),
-    ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
-    ("w2@w8-channel", "W2 8-bit", ".3f"),
-    ("w2@w6-channel", "W2 6-bit", ".3f"),
-    ("w2@w4-channel", "W2 4-bit", ".3f"),
-    ("robust_eps_denoiser_linf_t100", "robust ε (x_t, L∞)", ".3g"),
-    ("robust_eps_initial_noise_linf", "robust ε (x_T, L∞)", ".3g"),
-    ("robust_eps_weight_noise_sigma", "robust σ (weights)", ".3g"),
-]
+QUALITY_TITLES = {"w2": "W2", "digits_fid": "dFID"}
+
+
+def table_columns(metric: str) -> list[tuple[str, str, str]]:
+    """(metric key, column title, format); the table shows those that were measured.
+
+    `metric` is the quality metric the robustness suites used (digits_fid on digits, else w2).
+    """
+    q = QUALITY_TITLES.get(metric, metric)
+    return [
+        ("w2@T20", "W2 T'=20", ".3f"),
+        ("w2@T100", "W2 T'=100", ".3f"),
+        ("digits_fid@T20", "dFID T'=20", ".2f"),
+        ("digits_fid@T100", "dFID T'=100", ".2f"),
+        ("lambda_max", "λmax", ".3g"),
+        ("hessian_trace", "trace", ".3g"),
+        ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
+        (f"{metric}@float", f"{q} float (n={{n}})", ".3f"),
+        (f"{metric}@w8-channel", f"{q} 8-bit", ".3f"),
+        (f"{metric}@w6-channel", f"{q} 6-bit", ".3f"),
+        (f"{metric}@w4-channel", f"{q} 4-bit", ".3f"),
+        (f"{metric}@w3-channel", f"{q} 3-bit", ".3f"),
+        ("robust_eps_denoiser_linf_t100", "robust ε (x_t, L∞)", ".3g"),
+        ("robust_eps_initial_noise_linf", "robust ε (x_T, L∞)", ".3g"),
+        ("robust_eps_weight_noise_sigma", "robust σ (weights)", ".3g"),
+    ]
+
+
+def quality_metric(rows: Sequence[dict]) -> str:
+    """digits_fid where it was measured (it separates digits models; W2 in pixels does not)."""
+    return "digits_fid" if any("digits_fid@T20" in r["metrics"] or any(
+        k.startswith("digits_fid@") for k in r["metrics"]) for r in rows) else "w2"
 
 
 def _scalar_metrics(row: dict) -> dict[str, float]:
@@ -39,7 +55,12 @@ def _scalar_metrics(row: dict) -> dict[str, float]:
 
 def summary_table(rows: Sequence[dict], methods: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Paper-style table: mean ± std over seeds for each method and measured column."""
-    present = [c for c in TABLE_COLUMNS if any(c[0] in _scalar_metrics(r) for r in rows)]
+    metric = next((r["metrics"]["robustness_metric"] for r in rows if "robustness_metric" in r["metrics"]),
+                  quality_metric(rows))
+    n = next((r["metrics"]["robustness_detail"]["n_samples"] for r in rows
+              if r["metrics"].get("robustness_detail")), "?")
+    present = [(k, t.replace("{n}", str(n)), f) for k, t, f in table_columns(metric)
+               if any(k in _scalar_metrics(r) for r in rows)]
     header = ["method", "seeds"] + [title for _, title, _ in present]
     body = []
     for m in methods:
@@ -88,7 +109,7 @@ def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[s
         raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
     methods = [m for m in study.methods if any(r["method"] == m for r in rows)]
     header, body = summary_table(rows, methods)
-    claims = evaluate_claims(rows, methods, study.evaluations.quality_steps)
+    claims = evaluate_claims(rows, methods, study.evaluations.quality_steps, quality_metric(rows))
     write_csv(rows, out / "results.csv")
     compact = [{k: v for k, v in r.items() if k != "metrics"}
                | {"metrics": {k: v for k, v in r["metrics"].items() if k != "robustness_detail"}}

@@ -48,7 +48,9 @@ def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bo
     if evals.suites:
         train, test = run.data()
         n = evals.n_samples or len(test)
-        settings = RobustnessSettings(**{"n_samples": n, **evals.robustness})
+        # on digits, digits-FID separates models where pixel-space W2 cannot (see README)
+        metric = "digits_fid" if tuple(test.shape[1:]) == (1, 8, 8) else "w2"
+        settings = RobustnessSettings(**{"n_samples": n, "metric": metric, **evals.robustness})
         floor_ref = train_floor_sample(train, settings.n_samples or n, seed=FLOOR_SEED)
         result = run_robustness_suite({weights: model}, run.schedule, test, floor_ref,
                                       evals.suites, settings, progress=progress)
@@ -57,5 +59,6 @@ def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bo
         out |= {f"robust_eps_{k}": v for k, v in summary.get("robust_epsilon", {}).items()}
         if "quant" in result and weights in result["quant"]:
             out[f"{settings.metric}@float"] = result["quant"][weights]["float"].get(settings.metric)
+        out["robustness_metric"] = settings.metric
         out["robustness_detail"] = result
     return out

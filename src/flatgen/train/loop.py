@@ -65,7 +65,9 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    return Accelerator(cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision)
+    # Accelerate only sets up multi-process CPU training (gloo) when told cpu=True
+    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision)
 
 
 def _micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
