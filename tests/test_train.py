@@ -135,3 +135,19 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_toy_config):
         # normalization amplifies on tiny gradients: require 1% of the distance travelled
         moved = (one[k] - init[k]).abs().max()
         assert (one[k] - two[k]).abs().max() < 0.01 * moved, k
+
+
+def test_wrm_training(tmp_path, tiny_toy_config):
+    """method.dro trains on WRM-perturbed x0; as gamma grows it becomes ordinary training."""
+    def run(name, dro):
+        cfg = tiny_toy_config.model_copy(deep=True)
+        cfg.train.steps = 4
+        cfg.method = build_config({"data": {"name": "toy2d"}, "model": {"preset": "mlp2d"},
+                                   "method": {"dro": dro} if dro else {}}).method
+        train(cfg, tmp_path / name, progress=False)
+        return _weights(tmp_path / name)
+
+    plain, huge, strong = run("plain", None), run("huge", {"gamma": 1e7, "steps": 3}), run("strong", {"gamma": 0.5, "steps": 3})
+    gap_huge = max((plain[k] - huge[k]).abs().max() for k in plain)
+    gap_strong = max((plain[k] - strong[k]).abs().max() for k in plain)
+    assert gap_huge < 1e-5 < gap_strong

@@ -1,2 +1,3 @@
-from importlib.metadata import version as _v
-__version__ = '0.1.0'
+"""flatgen: train generative models toward flat minima and measure what flatness buys."""
+
+__version__ = "0.1.0"

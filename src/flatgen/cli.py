@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flatgen.progress import make_progress
+
 app = typer.Typer(
     help="Train generative models toward flat minima and measure what flatness buys.",
     no_args_is_help=True,
@@ -210,6 +212,103 @@ def export(
     console.print(f"wrote {path}  (load with diffusers.DDPMPipeline.from_pretrained)")
 
 
+# ---------------------------------------------------------------- sharpness / landscape
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise ValueError(f"{what} must be >= 0, got {text!r}")
+    return values
+
+
+@app.command()
+@cli_command
+def sharpness(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Top Hessian eigenvalues (Lanczos).", min=0)] = 5,
+    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Hessian trace (Hutch++).")] = True,
+    density: Annotated[bool, typer.Option("--density", help="Spectral density (SLQ).")] = False,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Top eigenvalue of each layer's block.")] = False,
+    rhos: Annotated[str, typer.Option(help="L2 radii for worst-case perturbation sharpness.")] = "0.01,0.05,0.1",
+    sigmas: Annotated[str, typer.Option(help="Per-filter Gaussian weight-noise scales.")] = "0.01,0.05,0.1",
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+) -> None:
+    """Flatness of the trained loss: eigenvalues, trace, density, loss under weight perturbation.
+
+    Writes RUN_DIR/eval/sharpness.json and sharpness.png.
+    """
+    from flatgen.analysis import plot_sharpness, sharpness_summary
+    from flatgen.io import write_json_atomic
+    from flatgen.report.measure import sharpness_loss_fn
+    from flatgen.train import load_run
+
+    run = load_run(run_dir)
+    model = run.model(weights)
+    loss_fn = sharpness_loss_fn(run, batch)
+    with make_progress(True, fields="{task.fields[stage]}") as bar:
+        task = bar.add_task("sharpness", total=None, stage="")
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, stage=stage)
+
+        summary = sharpness_summary(
+            model, loss_fn, top_k=top_k, trace=trace, density=density, per_layer=per_layer,
+            rhos=_float_list(rhos, "--rhos"), sigmas=_float_list(sigmas, "--sigmas"), progress=on_progress,
+        )
+    summary |= {"weights": weights, "batch": batch}
+    path = write_json_atomic(run_dir / "eval" / "sharpness.json", summary)
+    plot_sharpness(summary, run_dir / "eval" / "sharpness.png")
+    table = Table(title=f"sharpness of {run.cfg.method.name} ({weights} weights)", show_header=False)
+    table.add_row("loss on the fixed batch", f"{summary['loss']:.5f}")
+    if summary["top_k"]:
+        table.add_row(f"top-{len(summary['top_k'])} eigenvalues", ", ".join(f"{v:.4g}" for v in summary["top_k"]))
+    if summary.get("trace"):
+        tr = summary["trace"]
+        table.add_row("trace", f"{tr['estimate']:.4g} ± {tr['stderr']:.2g}" if isinstance(tr, dict) else f"{tr:.4g}")
+    console.print(table)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+@cli_command
+def landscape(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    dim: Annotated[int, typer.Option(help="1 (a line) or 2 (a plane).", min=1, max=2)] = 2,
+    grid: Annotated[int, typer.Option(help="Points per axis.", min=3)] = 21,
+    span: Annotated[float, typer.Option(help="Half-width of the grid, in filter-normalized units.")] = 1.0,
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+) -> None:
+    """Loss along filter-normalized random directions through the trained weights (Li et al. 2018).
+
+    Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and landscape.png.
+    """
+    from flatgen.analysis import loss_landscape, plot_landscape, save_landscape
+    from flatgen.report.measure import sharpness_loss_fn
+    from flatgen.train import load_run
+
+    if span <= 0:
+        raise ValueError(f"--span must be > 0, got {span}")
+    run = load_run(run_dir)
+    model = run.model(weights)
+    loss_fn = sharpness_loss_fn(run, batch)
+    with make_progress(True) as bar:
+        task = bar.add_task("landscape", total=grid**dim)
+        result = loss_landscape(model, loss_fn, dim=dim, grid=grid, span=span, seed=seed,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    npz = save_landscape(result, run_dir / "eval" / "landscape.npz")
+    png = plot_landscape(result, run_dir / "eval" / "landscape.png")
+    console.print(f"loss at the trained weights {result.loss0:.5f}; "
+                  f"max on the grid {float(result.losses.max()):.5f}")
+    console.print(f"wrote {npz} and {png}")
+
+
 # ---------------------------------------------------------------- robustness
 
 
@@ -267,6 +366,38 @@ def robustness(
                                        for k, v in flat.items()))
     console.print(table)
     console.print(f"wrote {path} and {len(pngs)} plot(s) in {run_dir / 'eval'}")
+
+
+# ---------------------------------------------------------------- dro
+
+
+@app.command()
+@cli_command
+def dro(
+    config: Annotated[Path, typer.Argument(help="DRO experiment YAML (configs/toy2d-dro.yaml, configs/digits-dro-game.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/<config name>).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The Wasserstein DRO game for generators against minimum-W2 training and WGAN-GP.
+
+    Writes results.json, table.md / table.csv and plots into the output directory.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from flatgen.config import ConfigError, format_validation_error
+    from flatgen.dro import run_dro_experiment
+
+    if not config.is_file():
+        raise ConfigError(f"config file {str(config)!r} not found")
+    data = yaml.safe_load(config.read_text()) or {}
+    out = out or Path("runs") / config.stem
+    try:
+        summary = run_dro_experiment(data, out, progress=progress)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    console.print(summary["table_markdown"])
+    console.print(f"wrote {out}")
 
 
 # ---------------------------------------------------------------- study / demo

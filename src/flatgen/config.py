@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flatgen.data.toy2d import TOY2D_NAMES
+from flatgen.dro.config import WRMConfig
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,7 @@ class MethodConfig(Section):
     ema: EMAConfig | None = None
     swa: SWAConfig | None = None
     ip_gamma: float = Field(0.0, ge=0)  # input perturbation (DDPM-IP)
+    dro: WRMConfig | None = None  # WRM: train on x0 moved adversarially (Sinha et al. 2018)
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +110,7 @@ class MethodConfig(Section):
     @property
     def name(self) -> str:
         parts = (["ip"] if self.ip_gamma > 0 else []) + (["sam"] if self.sam else [])
+        parts += ["wrm"] if self.dro else []
         parts += (["ema"] if self.ema else []) + (["swa"] if self.swa else [])
         return "+".join(parts) or "adm"
 

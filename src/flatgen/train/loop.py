@@ -22,6 +22,7 @@ from torch import nn
 from flatgen.config import Config, dump_config
 from flatgen.data import load_dataset
 from flatgen.diffusion import NoiseSchedule, diffusion_loss, draw_training_noise
+from flatgen.dro.wrm import diffusion_per_sample_loss, wrm_perturb
 from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.models import build_model
 from flatgen.progress import make_progress
@@ -177,8 +178,13 @@ def train(
     if accelerator.is_main_process:
         _trim_metrics(metrics_path, start_step)
 
+    wrm = cfg.method.dro
+
     def loss_fn(net: nn.Module, mb: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x0, t, noise, ip_noise = mb
+        if wrm is not None:  # WRM: move x0 to the inner maximizer (no sync needed: unwrapped)
+            inner = diffusion_per_sample_loss(accelerator.unwrap_model(net), schedule, t, noise)
+            x0 = wrm_perturb(inner, x0, wrm.gamma, wrm.steps, wrm.step_size)
         return diffusion_loss(net, x0, schedule, t, noise, method.ip_gamma, ip_noise)
 
     def checkpoint(step: int) -> None:

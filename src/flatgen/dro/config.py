@@ -1,0 +1,162 @@
+"""Pydantic models for Wasserstein DRO: the WRM section and the DRO-game experiment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+OTSolverName = Literal["exact", "sinkhorn", "sliced"]
+MethodName = Literal["game", "minw", "wgan_gp"]
+METHODS: tuple[str, ...] = ("game", "minw", "wgan_gp")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WRMConfig(_Strict):
+    """WRM robust training (`method.dro`): sup_x loss(x) - gamma * ||x - x0||^2 by ascent."""
+
+    gamma: float = Field(gt=0, description="penalty on the squared transport distance")
+    steps: int = Field(15, ge=0, description="inner gradient-ascent steps")
+    step_size: float | None = Field(
+        None, gt=0, description="first ascent step, decays as 1/sqrt(t); None: 1 / (2 gamma)"
+    )
+
+
+class OTConfig(_Strict):
+    """How minibatch optimal transport (squared Euclidean cost) is solved."""
+
+    solver: OTSolverName = "exact"
+    sinkhorn_reg: float = Field(0.05, gt=0, description="entropic reg, relative to the mean cost")
+    sinkhorn_iters: int = Field(200, ge=1)
+    n_projections: int = Field(64, ge=1, description="random directions for sliced W2")
+
+
+class GameConfig(_Strict):
+    """Defenders of the DRO game: WRM ascent on the real batch against the model's samples."""
+
+    gamma: float = Field(2.0, gt=0, description="penalty on the defenders' transport cost")
+    steps: int = Field(3, ge=0, description="defender ascent steps (0: no defenders)")
+    step_size: float | None = Field(None, gt=0, description="None: 1 / (2 gamma)")
+    feature_space: bool = Field(
+        False, description="defenders measure the distance in the encoder's feature space"
+    )
+
+
+class EncoderConfig(_Strict):
+    """The autoencoder whose encoder gives the game's feature space (pretrained, then frozen)."""
+
+    latent_dim: int = Field(16, ge=1)
+    hidden: int = Field(128, ge=1)
+    depth: int = Field(2, ge=1)
+    pretrain_steps: int = Field(500, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(256, ge=1)
+
+
+class GeneratorConfig(_Strict):
+    """MLP generator G(z), z ~ N(0, I)."""
+
+    latent_dim: int = Field(8, ge=1)
+    hidden: int = Field(128, ge=1)
+    depth: int = Field(3, ge=1, description="hidden layers")
+
+
+class WGANGPConfig(_Strict):
+    """WGAN-GP baseline: MLP critic, n_critic critic steps per generator step."""
+
+    n_critic: int = Field(5, ge=1)
+    gp_weight: float = Field(10.0, ge=0)
+    lr: float | None = Field(None, gt=0, description="None: train.lr")
+    betas: tuple[float, float] = (0.5, 0.9)
+    hidden: int = Field(128, ge=1)
+    depth: int = Field(3, ge=1)
+
+
+class TrainConfig(_Strict):
+    """Generator iterations, shared by every method."""
+
+    iters: int = Field(1000, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.5, 0.999)
+    eval_every: int = Field(100, ge=1)
+    n_eval: int = Field(1000, ge=2, description="generated samples per W2 evaluation")
+
+
+class ShiftConfig(_Strict):
+    """The shifted test distribution: test + N(0, noise_std^2) + a translation."""
+
+    noise_std: float = Field(0.1, ge=0)
+    translate: float = Field(
+        0.25, ge=0, description="length of a constant offset along (1, ..., 1) (data units)"
+    )
+    translate_pixels: int = Field(0, ge=0, description="images only: shift right and down")
+
+
+class DatasetConfig(_Strict):
+    """toy2d (name = 8gaussians, swissroll, moons, checkerboard) or digits (fixed split)."""
+
+    kind: Literal["toy2d", "digits"]
+    name: str | None = None
+    n_train: int | None = Field(None, ge=2, description="toy2d only (default 5000)")
+    n_test: int | None = Field(None, ge=2, description="toy2d only (default 1000)")
+
+    @model_validator(mode="after")
+    def _check_name(self) -> DatasetConfig:
+        from flatgen.data import TOY2D_NAMES
+
+        if self.kind == "toy2d":
+            if self.name not in TOY2D_NAMES:
+                raise ValueError(f"toy2d needs name in {', '.join(TOY2D_NAMES)}, got {self.name!r}")
+            self.n_train = self.n_train or 5000
+            self.n_test = self.n_test or 1000
+        else:
+            if self.name not in (None, "digits"):
+                raise ValueError(f"digits takes no name (got {self.name!r})")
+            if self.n_train is not None or self.n_test is not None:
+                raise ValueError("digits has a fixed split: n_train / n_test apply to toy2d only")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "toy2d" else "digits"
+
+
+class DROExperimentConfig(_Strict):
+    """The DRO-game comparison: every method x dataset x seed, the same generator and budget."""
+
+    name: str = "dro"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    datasets: list[DatasetConfig] = Field(min_length=1)
+    methods: list[MethodName] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    train: TrainConfig = TrainConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    ot: OTConfig = OTConfig()
+    game: GameConfig = GameConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    wgan_gp: WGANGPConfig = WGANGPConfig()
+    shift: ShiftConfig = ShiftConfig()
+    converge_fraction: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description="converged once W2 has closed this fraction of the gap between the initial "
+        "W2 and the best method's mean final W2",
+    )
+    threads: int | None = Field(1, ge=1, description="torch CPU threads during the run")
+
+    @model_validator(mode="after")
+    def _check(self) -> DROExperimentConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods must be distinct")
+        labels = [d.label for d in self.datasets]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"datasets must be distinct, got {labels}")
+        if self.shift.translate_pixels and any(d.kind != "digits" for d in self.datasets):
+            raise ValueError("shift.translate_pixels applies to image data (digits) only")
+        return self
