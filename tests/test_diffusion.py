@@ -5,7 +5,13 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from flatgen.diffusion import NoiseSchedule, diffusion_loss, fixed_diffusion_loss_fn, generate, sample
+from flatgen.diffusion import (
+    NoiseSchedule,
+    diffusion_loss,
+    fixed_diffusion_loss_fn,
+    generate,
+    sample,
+)
 from flatgen.models import build_model
 
 

@@ -327,12 +327,11 @@ def robustness(
     """
     import yaml
 
+    from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
     from flatgen.metrics import train_floor_sample
     from flatgen.robustness import SUITES, RobustnessSettings, plot_robustness, run_robustness_suite
     from flatgen.train import load_run
-
-    from flatgen.evaluate import FLOOR_SEED
 
     suites = _str_list(suite, SUITES, "--suite")
     run = load_run(run_dir)
@@ -417,6 +416,35 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     console.print(f"report: {summary['report']}")
 
 
+def _study_task(config: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except yaml.YAMLError:
+        return "diffusion"  # load_study_config reports the YAML error
+    return data.get("task", "diffusion") if isinstance(data, dict) else "diffusion"
+
+
+def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
+    """Sharpness versus adversarial vulnerability of classifiers (task: classifier)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from flatgen.classify import run_classifier_study
+    from flatgen.config import ConfigError, format_validation_error
+
+    data = yaml.safe_load(config.read_text())
+    out = out or Path("studies") / str(data.get("name", config.stem))
+    try:
+        summary = run_classifier_study(data, out, progress=progress)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+    console.print(summary["table_markdown"])
+    console.print(summary["verdict"])
+    console.print(f"wrote {out}")
+
+
 @app.command()
 @cli_command
 def study(
@@ -433,6 +461,9 @@ def study(
     """
     from flatgen.report import collect_study, load_study_config, plan_commands, run_study
 
+    if _study_task(config) == "classifier":
+        _classifier_study(config, out, progress)
+        return
     cfg = load_study_config(config)
     out = out or Path("studies") / cfg.name
     if plan:

@@ -34,8 +34,8 @@ from flatgen.dro.nets import (
     calibrated_features,
     train_autoencoder,
 )
-from flatgen.dro.transport import OTDistance, exact_w2
 from flatgen.dro.plots import plot_image_grids, plot_samples_2d, plot_w2_curves
+from flatgen.dro.transport import OTDistance, exact_w2
 
 # fixed seeds for data draws, so "seed" varies only initialization and training randomness
 TRAIN_SEED, TEST_SEED, SHIFT_SEED, REFERENCE_SEED = 1000, 2000, 3000, 4000

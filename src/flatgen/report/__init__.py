@@ -2,7 +2,12 @@
 
 from flatgen.report.collect import collect_study, summary_table
 from flatgen.report.study import plan_commands, plan_units, run_study
-from flatgen.report.study_config import StudyConfig, StudyEvaluations, load_study_config, split_method
+from flatgen.report.study_config import (
+    StudyConfig,
+    StudyEvaluations,
+    load_study_config,
+    split_method,
+)
 
 __all__ = [
     "StudyConfig",

@@ -17,17 +17,15 @@ from flatgen.report.study_config import StudyConfig
 QUALITY_TITLES = {"w2": "W2", "digits_fid": "dFID"}
 
 
-def table_columns(metric: str) -> list[tuple[str, str, str]]:
+def table_columns(metric: str, steps: Sequence[int] = (20, 100)) -> list[tuple[str, str, str]]:
     """(metric key, column title, format); the table shows those that were measured.
 
     `metric` is the quality metric the robustness suites used (digits_fid on digits, else w2).
     """
     q = QUALITY_TITLES.get(metric, metric)
     return [
-        ("w2@T20", "W2 T'=20", ".3f"),
-        ("w2@T100", "W2 T'=100", ".3f"),
-        ("digits_fid@T20", "dFID T'=20", ".2f"),
-        ("digits_fid@T100", "dFID T'=100", ".2f"),
+        *[(f"w2@T{k}", f"W2 T'={k}", ".3f") for k in steps],
+        *[(f"digits_fid@T{k}", f"dFID T'={k}", ".2f") for k in steps],
         ("lambda_max", "λmax", ".3g"),
         ("hessian_trace", "trace", ".3g"),
         ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
@@ -53,13 +51,19 @@ def _scalar_metrics(row: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
 
 
-def summary_table(rows: Sequence[dict], methods: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+def robustness_metric(rows: Sequence[dict]) -> str:
+    """The quality metric the robustness suites were scored with."""
+    return next((r["metrics"]["robustness_metric"] for r in rows if "robustness_metric" in r["metrics"]),
+                quality_metric(rows))
+
+
+def summary_table(rows: Sequence[dict], methods: Sequence[str],
+                  steps: Sequence[int] = (20, 100)) -> tuple[list[str], list[list[str]]]:
     """Paper-style table: mean ± std over seeds for each method and measured column."""
-    metric = next((r["metrics"]["robustness_metric"] for r in rows if "robustness_metric" in r["metrics"]),
-                  quality_metric(rows))
+    metric = robustness_metric(rows)
     n = next((r["metrics"]["robustness_detail"]["n_samples"] for r in rows
               if r["metrics"].get("robustness_detail")), "?")
-    present = [(k, t.replace("{n}", str(n)), f) for k, t, f in table_columns(metric)
+    present = [(k, t.replace("{n}", str(n)), f) for k, t, f in table_columns(metric, steps)
                if any(k in _scalar_metrics(r) for r in rows)]
     header = ["method", "seeds"] + [title for _, title, _ in present]
     body = []
@@ -108,7 +112,7 @@ def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[s
     if not rows:
         raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
     methods = [m for m in study.methods if any(r["method"] == m for r in rows)]
-    header, body = summary_table(rows, methods)
+    header, body = summary_table(rows, methods, study.evaluations.quality_steps)
     claims = evaluate_claims(rows, methods, study.evaluations.quality_steps, quality_metric(rows))
     write_csv(rows, out / "results.csv")
     compact = [{k: v for k, v in r.items() if k != "metrics"}

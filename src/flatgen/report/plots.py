@@ -71,17 +71,20 @@ def _metric_of(q: Any, metric: str) -> float | None:
 def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig, out: Path,
                 samples: bool = True) -> dict[str, Path]:
     """Write every figure the measurements allow into out/plots; name -> path."""
+    from flatgen.report.collect import QUALITY_TITLES, quality_metric, robustness_metric
+
     pdir = out / "plots"
-    metric = study.evaluations.robustness.get("metric", "w2")
+    metric = robustness_metric(rows)
     plots: dict[str, Path | None] = {}
     steps = study.evaluations.quality_steps
+    qmetric = quality_metric(rows)
 
     def quality_vs_steps(r):
-        ys = [r["metrics"].get(f"w2@T{k}") for k in steps]
+        ys = [r["metrics"].get(f"{qmetric}@T{k}") for k in steps]
         return (steps, ys) if all(y is not None for y in ys) else None
 
     plots["quality_vs_steps"] = _line_plot(_curves(rows, methods, quality_vs_steps), pdir / "quality_vs_steps.png",
-                                           "sampling steps T'", "W2 to test set (lower is better)",
+                                           "sampling steps T'", f"{QUALITY_TITLES.get(qmetric, qmetric)} to test set (lower is better)",
                                            "Quality vs sampling steps", logx=True)
 
     def vs_bits(r):
@@ -92,7 +95,7 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
         return ([32] + bits, [_metric_of(d["float"], metric)] + [_metric_of(q, metric) for q in d["channel"]["quality"]])
 
     plots["quality_vs_bits"] = _line_plot(_curves(rows, methods, vs_bits), pdir / "quality_vs_bits.png",
-                                          "weight bits (32 = float)", f"{metric} (lower is better)",
+                                          "weight bits (32 = float)", f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
                                           "Quality under weight quantization (per-channel RTN)", logx=True)
 
     def vs_eps(r):
@@ -114,7 +117,7 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
         return (d["sigma"], d["metric_mean"]) if d else None
 
     plots["quality_vs_weight_noise"] = _line_plot(_curves(rows, methods, vs_sigma), pdir / "quality_vs_weight_noise.png",
-                                                  "filter-normalized weight-noise σ", f"{metric} (lower is better)",
+                                                  "filter-normalized weight-noise σ", f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
                                                   "Quality under Gaussian weight noise")
 
     lam = {m: [r["metrics"]["lambda_max"] for r in rows if r["method"] == m and "lambda_max" in r["metrics"]]

@@ -67,7 +67,9 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
     finished = summary.is_file() and not json.loads(summary.read_text()).get("interrupted")
     if not finished:
         resume = find_checkpoint(run_dir / "checkpoints" / "last") is not None
-        console.print(f"[bold]{unit.name}[/bold]: training {cfg.method.name} ({cfg.train.steps} steps)")
+        averages = [a for a in ("ema", "swa") if getattr(cfg.method, a) is not None]
+        tracking = f", tracking {' and '.join(a.upper() for a in averages)}" if averages else ""
+        console.print(f"[bold]{unit.name}[/bold]: training {unit.base} ({cfg.train.steps} steps{tracking})")
         train(cfg, run_dir, resume=resume, progress=progress)
     run = load_run(run_dir)
     for method in unit.methods:

@@ -8,7 +8,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from flatgen.config import METHOD_PRESETS, Config, ConfigError, Section, format_validation_error, build_config
+from flatgen.config import (
+    METHOD_PRESETS,
+    Config,
+    ConfigError,
+    Section,
+    build_config,
+    format_validation_error,
+)
 
 ROBUSTNESS_SUITES = ("steps", "quant", "attack", "noise")
 

@@ -26,7 +26,12 @@ from flatgen.dro.wrm import diffusion_per_sample_loss, wrm_perturb
 from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.models import build_model
 from flatgen.progress import make_progress
-from flatgen.train.checkpoint import find_checkpoint, load_trainer_state, load_weights, save_checkpoint
+from flatgen.train.checkpoint import (
+    find_checkpoint,
+    load_trainer_state,
+    load_weights,
+    save_checkpoint,
+)
 from flatgen.train.method import Method
 
 CKPT_DIR = "checkpoints/last"

@@ -1,0 +1,135 @@
+"""PNG plots of landscapes, perturbation curves and spectral densities (matplotlib, Agg).
+
+Figures are drawn with matplotlib's object API on an Agg canvas, so importing this module
+neither needs a display nor changes the pyplot backend of the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from flatgen.analysis.density import SpectralDensity
+from flatgen.analysis.landscape import Landscape
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    # atomic: render to a temporary name in the same folder, then rename
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_landscape(
+    landscape: Landscape, path: str | os.PathLike, kind: str = "both", log: bool = False
+) -> Path:
+    """A 1-D landscape as a line; a 2-D one as a contour ("contour"), a 3-D surface
+    ("surface"), or both side by side ("both"). log=True plots log10 of the loss."""
+    z = np.log10(np.maximum(landscape.losses, 1e-12)) if log else landscape.losses
+    label = "log10 loss" if log else "loss"
+    if landscape.dim == 1:
+        fig = _figure((5, 3.5))
+        ax = fig.subplots()
+        ax.plot(landscape.coords[0], z, marker=".")
+        ax.axvline(0.0, color="grey", lw=0.5)
+        ax.set(xlabel="direction 1 (filter-normalized)", ylabel=label)
+        return _save(fig, path)
+    if kind not in ("contour", "surface", "both"):
+        raise ValueError(f"kind must be 'contour', 'surface' or 'both', got {kind!r}")
+    x, y = np.meshgrid(landscape.coords[0], landscape.coords[1], indexing="ij")
+    panels = ["contour", "surface"] if kind == "both" else [kind]
+    fig = _figure((5.5 * len(panels), 4.5))
+    for i, panel in enumerate(panels):
+        if panel == "contour":
+            ax = fig.add_subplot(1, len(panels), i + 1)
+            cs = ax.contour(x, y, z, levels=20, cmap="viridis")
+            ax.clabel(cs, inline=True, fontsize=6, fmt="%.3g")
+            ax.plot([0], [0], "r+")
+            ax.set(xlabel="direction 1", ylabel="direction 2", aspect="equal")
+        else:
+            ax = fig.add_subplot(1, len(panels), i + 1, projection="3d")
+            ax.plot_surface(x, y, z, cmap="viridis", linewidth=0, antialiased=True)
+            ax.set(xlabel="direction 1", ylabel="direction 2", zlabel=label)
+    fig.suptitle(f"loss landscape (loss at w = {landscape.loss0:.4g})")
+    return _save(fig, path)
+
+
+def _curve_panel(ax, curves: Mapping[str, Mapping], key: str, radius: str, title: str) -> None:
+    for label, summary in curves.items():
+        curve = summary.get(key)
+        if not curve:
+            continue
+        r = np.asarray(curve[radius])
+        inc = np.asarray(curve["increase"])
+        line = ax.plot(r, inc, marker="o", label=label)[0]
+        if "std" in curve:
+            std = np.asarray(curve["std"])
+            ax.fill_between(r, inc - std, inc + std, color=line.get_color(), alpha=0.2)
+    ax.set(xlabel=radius, ylabel="loss increase", title=title)
+    if len(curves) > 1:
+        ax.legend(fontsize=7)
+
+
+def plot_perturbation(curves: Mapping[str, Mapping], path: str | os.PathLike) -> Path:
+    """Loss increase vs radius for one or more sharpness summaries ({label: summary}).
+
+    Left: worst case in an L2 ball of radius rho; right: mean (+- std) under per-filter
+    Gaussian noise of relative size sigma.
+    """
+    fig = _figure((10, 3.8))
+    axes = fig.subplots(1, 2)
+    _curve_panel(axes[0], curves, "worst_case", "rho", "worst case (L2 ball)")
+    _curve_panel(axes[1], curves, "average_case", "sigma", "Gaussian, per-filter scaled")
+    return _save(fig, path)
+
+
+def _density_panel(ax, density: Mapping, title: str) -> None:
+    d = np.asarray(density["density"], dtype=float)
+    floor = max(float(d.max()), 1e-300) * 1e-8  # log scale: show 8 decades below the peak
+    ax.semilogy(density["grid"], np.maximum(d, floor))
+    ax.set(xlabel="eigenvalue", ylabel="density", title=title)
+
+
+def plot_density(density: SpectralDensity | Mapping, path: str | os.PathLike) -> Path:
+    """The SLQ eigenvalue density on a log scale (the bulk and the outliers both show)."""
+    if isinstance(density, SpectralDensity):
+        density = density.to_dict()
+    fig = _figure((5.5, 3.8))
+    ax = fig.subplots()
+    _density_panel(ax, density, "Hessian spectral density (SLQ)")
+    return _save(fig, path)
+
+
+def plot_sharpness(summary: Mapping, path: str | os.PathLike) -> Path:
+    """The panels a sharpness summary supports: perturbation curves and, if present, density."""
+    has_density = bool(summary.get("density"))
+    fig = _figure((15 if has_density else 10, 3.8))
+    axes = fig.subplots(1, 3 if has_density else 2)
+    _curve_panel(axes[0], {"": summary}, "worst_case", "rho", "worst case (L2 ball)")
+    _curve_panel(axes[1], {"": summary}, "average_case", "sigma", "Gaussian, per-filter scaled")
+    if has_density:
+        _density_panel(axes[2], summary["density"], "spectral density (SLQ)")
+    lam = summary.get("lambda_max")
+    if lam is not None:
+        fig.suptitle(f"lambda_max = {lam:.4g}", y=1.03)
+    return _save(fig, path)

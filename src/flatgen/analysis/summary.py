@@ -1,0 +1,142 @@
+"""One JSON-friendly sharpness report of a model (what `flatgen sharpness` writes)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from flatgen.analysis.density import hessian_spectral_density
+from flatgen.analysis.eigen import GroupSpec, hessian_eigenvalues, hessian_eigenvalues_per_layer
+from flatgen.analysis.params import LossFn, ParamSpace, ProgressFn, analysis_mode
+from flatgen.analysis.perturbation import average_case_sharpness, worst_case_sharpness
+from flatgen.analysis.trace import TraceMethod, hessian_trace
+
+# stage_progress(stage, done, total)
+StageProgressFn = Callable[[str, int, int], None]
+
+
+def _stage(progress: StageProgressFn | None, name: str) -> ProgressFn | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(name, done, total)
+
+
+def sharpness_summary(
+    model: nn.Module,
+    loss_fn: LossFn,
+    top_k: int = 5,
+    trace: bool = True,
+    density: bool = False,
+    rhos: Sequence[float] = (0.01, 0.05, 0.1),
+    sigmas: Sequence[float] = (0.01, 0.05, 0.1),
+    per_layer: bool = False,
+    layer_groups: GroupSpec = "module",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    trace_method: TraceMethod = "hutch++",
+    trace_matvecs: int = 100,
+    density_iter: int = 64,
+    density_probes: int = 2,
+    draws: int = 8,
+    seed: int = 0,
+    progress: StageProgressFn | None = None,
+) -> dict:
+    """Flatness measures of loss_fn(model) as a JSON-friendly dict.
+
+    Keys: n_params, loss, lambda_max, top_k, eigen (solver details), trace (or None),
+    per_layer ({group: top eigenvalue} or None), worst_case (loss increase within L2 balls of
+    radius rho), average_case (mean/std loss increase under per-filter Gaussian noise sigma),
+    density (SLQ grid and density, or None), settings. Empty rhos/sigmas skip those curves;
+    top_k=0 skips the eigenvalues. progress(stage, done, total) reports each stage.
+    """
+    with analysis_mode(model), torch.no_grad():
+        loss0 = float(loss_fn(model))
+    out: dict = {"n_params": ParamSpace(model).n, "loss": loss0}
+    out["lambda_max"], out["top_k"], out["eigen"] = None, [], None
+    if top_k > 0:
+        eig = hessian_eigenvalues(
+            model, loss_fn, k=top_k, tol=tol, max_iter=max_iter, seed=seed,
+            progress=_stage(progress, "eigenvalues"),
+        )  # fmt: skip
+        out["top_k"] = eig.tolist()
+        out["lambda_max"] = out["top_k"][0]
+        out["eigen"] = {
+            "which": "LA",
+            "tol": tol,
+            "n_matvecs": eig.n_matvecs,
+            "converged": eig.converged,
+            "errors": [float(e) for e in eig.errors],
+        }
+    out["trace"] = None
+    if trace:
+        tr = hessian_trace(
+            model, loss_fn, method=trace_method, n_matvecs=trace_matvecs, seed=seed,
+            progress=_stage(progress, "trace"),
+        )  # fmt: skip
+        out["trace"] = {
+            "estimate": tr.estimate,
+            "stderr": tr.stderr,
+            "method": tr.method,
+            "n_matvecs": tr.n_matvecs,
+        }
+    out["per_layer"] = None
+    if per_layer:
+        out["per_layer"] = hessian_eigenvalues_per_layer(
+            model, loss_fn, groups=layer_groups, tol=tol, max_iter=max_iter, seed=seed,
+            progress=_stage(progress, "per-layer"),
+        )  # fmt: skip
+    out["worst_case"] = None
+    if rhos:
+        out["worst_case"] = worst_case_sharpness(
+            model, loss_fn, rhos, progress=_stage(progress, "worst-case")
+        ).to_dict()
+    out["average_case"] = None
+    if sigmas:
+        out["average_case"] = average_case_sharpness(
+            model, loss_fn, sigmas, draws=draws, seed=seed, progress=_stage(progress, "noise")
+        ).to_dict()
+    out["density"] = None
+    if density:
+        out["density"] = hessian_spectral_density(
+            model, loss_fn, n_iter=density_iter, n_probes=density_probes, seed=seed,
+            progress=_stage(progress, "density"),
+        ).to_dict()  # fmt: skip
+    out["settings"] = {
+        "seed": seed,
+        "tol": tol,
+        "max_iter": max_iter,
+        "trace_method": trace_method,
+        "trace_matvecs": trace_matvecs,
+        "density_iter": density_iter,
+        "density_probes": density_probes,
+        "draws": draws,
+        "layer_groups": layer_groups if isinstance(layer_groups, str | int) else "custom",
+        "hvp": "double backward, kept graph",
+        "noise_bias_mode": "zero",
+    }
+    return out
+
+
+@contextlib.contextmanager
+def rich_progress(transient: bool = True) -> Iterator[StageProgressFn]:
+    """A rich progress display with one bar per stage; yields a StageProgressFn."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=transient,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
