@@ -5,7 +5,7 @@ from __future__ import annotations
 from flatgen.report.study_config import StudyConfig
 
 # measured on 2 CPU cores; see benchmarks/RESULTS.md for the wall times
-DEMO_TRAIN_STEPS = {False: 1500, True: 300}
+DEMO_TRAIN_STEPS = {False: 1000, True: 300}
 DEMO_SAM_RHO = 0.05  # chosen from the rho sweep in benchmarks/RESULTS.md
 
 

@@ -1,0 +1,237 @@
+"""Exposure-bias metrics: the epsilon-norm gap (Lee et al. 2025) and the variance error delta_t
+(Ning et al., ADM-ES).
+
+- epsilon-norm gap at t: E||eps_theta(x_t, t)||^2 over sampling-time inputs (the sampler's own
+  x_t) minus the same over training-time inputs (real x0 forward-noised to t). Squared norms are
+  summed over pixels; the raw network output is used (any eps_scale is undone).
+- variance error: forward-noise real x0 to t' > t, run the sampler from t' down to t, and
+  compare sigma_hat_t (per-pixel std over samples of x_t - sqrt(abar_t) x0, averaged over
+  pixels) with sqrt(1 - abar_t): delta_t = (sigma_hat_t - sqrt(1 - abar_t))^2.
+  `hop` sets t': hop=k starts k respaced steps above t (hop=1: ADM-ES's single-step variant);
+  hop=None starts every chain at the top timestep (the multi-step variant). Even an exact
+  denoiser gives delta_t > 0 for long hops: the chain forgets part of x0, and that loss of
+  information adds variance. Compare models at equal settings, not against 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatgen.diffusion import NoiseSchedule, SamplerStep, sample
+from flatgen.robustness._util import evaluating, make_generator, model_device
+from flatgen.robustness.chain import denoise_chain
+
+
+class EpsNormRecorder:
+    """An on_step callback summing ||eps||^2 per timestep over every sampled batch.
+
+    Pass the sampler's eps_scale to record the raw network output.
+    """
+
+    def __init__(self, eps_scale: Callable[[int], float] | None = None):
+        self.eps_scale = eps_scale
+        self.sums: dict[int, float] = {}
+        self.counts: dict[int, int] = {}
+
+    def __call__(self, step: SamplerStep) -> None:
+        eps = step.eps.detach()
+        if self.eps_scale is not None:
+            eps = eps * self.eps_scale(step.t)
+        sq = eps.double().flatten(1).pow(2).sum(1)
+        self.sums[step.t] = self.sums.get(step.t, 0.0) + sq.sum().item()
+        self.counts[step.t] = self.counts.get(step.t, 0) + sq.numel()
+
+    def means(self) -> dict[int, float]:
+        """Mean squared norm per timestep, ascending in t."""
+        return {t: self.sums[t] / self.counts[t] for t in sorted(self.sums)}
+
+
+@torch.no_grad()
+def training_eps_norms(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    ts: list[int],
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[int, float]:
+    """Mean ||eps_theta(x_t, t)||^2 with x_t real x0 forward-noised to each t (fresh noise per t)."""
+    out = {}
+    x0 = x0.to(model_device(model))
+    with evaluating(model):
+        for t in ts:
+            g = make_generator(seed, "train-eps", t)
+            total = 0.0
+            for i in range(0, x0.shape[0], batch_size):
+                xb = x0[i : i + batch_size]
+                noise = torch.randn(tuple(xb.shape), generator=g).to(xb.device, xb.dtype)
+                tt = torch.full((xb.shape[0],), t, device=xb.device, dtype=torch.long)
+                eps = model(schedule.add_noise(xb, noise, tt), tt)
+                total += eps.double().flatten(1).pow(2).sum(1).sum().item()
+            out[t] = total / x0.shape[0]
+    return out
+
+
+def gap_report(sampling: dict[int, float], training: dict[int, float]) -> dict[str, Any]:
+    """Per-timestep lists (ascending t) and the mean gap, from the two norm tables."""
+    ts = sorted(sampling)
+    gap = [sampling[t] - training[t] for t in ts]
+    return {
+        "t": ts,
+        "sampling": [sampling[t] for t in ts],
+        "training": [training[t] for t in ts],
+        "gap": gap,
+        "gap_mean": sum(gap) / len(gap),
+        "relative_gap_mean": sum(g / training[t] for g, t in zip(gap, ts, strict=True)) / len(ts),
+    }
+
+
+@torch.no_grad()
+def epsilon_norm_gap(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    steps: int = 20,
+    sampler: str = "adm",
+    n: int | None = None,
+    seed: int = 0,
+    clip: bool = True,
+    eps_scale: Callable[[int], float] | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """The epsilon-norm gap per timestep of a `steps`-step sampler; n sampled chains (default
+    len(x0)) against the real x0 forward-noised to the same timesteps."""
+    n = n or x0.shape[0]
+    recorder = EpsNormRecorder(eps_scale)
+    g = make_generator(seed, "eps-gap-sampling", sampler, steps)
+    with evaluating(model):
+        for i in range(0, n, batch_size):
+            b = min(batch_size, n - i)
+            sample(
+                model,
+                schedule,
+                (b, *x0.shape[1:]),
+                steps,
+                sampler,
+                generator=g,
+                clip=clip,
+                eps_scale=eps_scale,
+                on_step=recorder,
+            )
+    sampling = recorder.means()
+    training = training_eps_norms(model, schedule, x0, list(sampling), seed, batch_size)
+    return {"steps": steps, "sampler": sampler, "n": n, **gap_report(sampling, training)}
+
+
+class _Moments:
+    """Running per-pixel sums for the std over samples (float64)."""
+
+    def __init__(self) -> None:
+        self.n, self.s1, self.s2 = 0, None, None
+
+    def add(self, d: torch.Tensor) -> None:
+        d = d.detach().double().flatten(1).cpu()
+        s1, s2 = d.sum(0), d.pow(2).sum(0)
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        self.n += d.shape[0]
+
+    def mean_std(self) -> float:
+        var = (self.s2 - self.s1.pow(2) / self.n) / (self.n - 1)
+        return var.clamp_min(0).sqrt().mean().item()
+
+
+@torch.no_grad()
+def variance_error(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    steps: int = 20,
+    sampler: str = "adm",
+    hop: int | None = 1,
+    seed: int = 0,
+    clip: bool = True,
+    eps_scale: Callable[[int], float] | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """delta_t on the respaced timesteps of a `steps`-step sampler (see the module docstring).
+
+    Needs at least 2 samples in x0. Returns ascending t with sigma_hat, the target
+    sqrt(1 - abar_t), delta and its mean over t.
+    """
+    if x0.shape[0] < 2:
+        raise ValueError("variance_error needs at least 2 samples")
+    ts = schedule.respaced(steps)
+    if len(ts) < 2:
+        raise ValueError("variance_error needs a sampler with at least 2 steps")
+    if hop is not None and not 1 <= hop < len(ts):
+        raise ValueError(f"hop must be in 1..{len(ts) - 1} for {steps} steps, got {hop}")
+    abar = schedule.alphas_cumprod
+    device = model_device(model)
+    x0 = x0.to(device)
+    moments: dict[int, _Moments] = {}
+    g = make_generator(seed, "variance-error", sampler, steps, hop)
+
+    def record(t: int, x_t: torch.Tensor, xb: torch.Tensor) -> None:
+        moments.setdefault(t, _Moments()).add(x_t - abar[t].item() ** 0.5 * xb)
+
+    def noised(xb: torch.Tensor, t: int) -> torch.Tensor:
+        noise = torch.randn(tuple(xb.shape), generator=g).to(device, xb.dtype)
+        return schedule.add_noise(xb, noise, torch.full((xb.shape[0],), t, device=device))
+
+    with evaluating(model):
+        for i in range(0, x0.shape[0], batch_size):
+            xb = x0[i : i + batch_size]
+            if hop is None:
+
+                def on_step(s: SamplerStep, xb: torch.Tensor = xb) -> None:
+                    if s.t != ts[-1]:
+                        record(s.t, s.x_t, xb)
+
+                x = denoise_chain(
+                    model,
+                    schedule,
+                    ts,
+                    noised(xb, ts[-1]),
+                    sampler,
+                    g,
+                    clip,
+                    eps_scale,
+                    on_step,
+                    final=False,
+                )
+                record(ts[0], x, xb)
+                continue
+            for j in range(len(ts) - hop):
+                sub = ts[j : j + hop + 1]
+                x = denoise_chain(
+                    model,
+                    schedule,
+                    sub,
+                    noised(xb, sub[-1]),
+                    sampler,
+                    g,
+                    clip,
+                    eps_scale,
+                    final=False,
+                )
+                record(sub[0], x, xb)
+    t_out = sorted(moments)
+    sigma_hat = [moments[t].mean_std() for t in t_out]
+    target = [(1 - abar[t].item()) ** 0.5 for t in t_out]
+    delta = [(s - r) ** 2 for s, r in zip(sigma_hat, target, strict=True)]
+    return {
+        "steps": steps,
+        "sampler": sampler,
+        "hop": hop,
+        "n": x0.shape[0],
+        "t": t_out,
+        "sigma_hat": sigma_hat,
+        "sigma_target": target,
+        "delta": delta,
+        "delta_mean": sum(delta) / len(delta),
+    }

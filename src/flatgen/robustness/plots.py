@@ -1,0 +1,171 @@
+"""PNG plots of run_robustness_suite results, one curve per weights choice (raw / EMA / SWA)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from flatgen.io import atomic_write
+from flatgen.robustness.weight_noise import metric_value
+
+_STYLES = ("-", "--", ":", "-.")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    return path
+
+
+def _color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _plot_steps(results: Mapping[str, Any], path: Path) -> Path:
+    metric = results["metric"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for i, (name, per_sampler) in enumerate(results["steps"].items()):
+        for j, (sampler, rows) in enumerate(per_sampler.items()):
+            y = [metric_value(q, metric) for q in rows["quality"]]
+            ax.plot(
+                rows["steps"],
+                y,
+                _STYLES[j % 4],
+                marker="o",
+                color=_color(i),
+                label=f"{name} ({sampler})",
+            )
+    ax.set(xscale="log", xlabel="sampling steps T'", ylabel=metric, title="quality vs steps")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_exposure(results: Mapping[str, Any], path: Path) -> Path:
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for i, (name, exp) in enumerate(results["exposure"].items()):
+        gap = exp["eps_norm_gap"]
+        ax1.plot(gap["t"], gap["gap"], marker=".", color=_color(i), label=name)
+        for j, (key, v) in enumerate(exp["variance_error"].items()):
+            ax2.plot(
+                v["t"],
+                v["delta"],
+                _STYLES[j % 4],
+                marker=".",
+                color=_color(i),
+                label=f"{name} ({key})",
+            )
+    ax1.axhline(0, color="grey", lw=0.5)
+    ax1.set(xlabel="timestep t", ylabel="E||eps||^2 sampling - training", title="epsilon-norm gap")
+    ax2.set(xlabel="timestep t", ylabel="delta_t", yscale="log", title="variance error")
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_quant(results: Mapping[str, Any], path: Path) -> Path:
+    metric = results["metric"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for i, (name, per_gran) in enumerate(results["quant"].items()):
+        base = metric_value(per_gran["float"], metric)
+        ax.axhline(base, color=_color(i), lw=0.5)
+        for j, (gran, sweep) in enumerate((k, v) for k, v in per_gran.items() if k != "float"):
+            y = [metric_value(q, metric) for q in sweep["quality"]]
+            ax.plot(
+                sweep["bits"],
+                y,
+                _STYLES[j % 4],
+                marker="o",
+                color=_color(i),
+                label=f"{name} ({gran})",
+            )
+            if "quality_act" in sweep:
+                ya = [metric_value(q, metric) for q in sweep["quality_act"]]
+                ax.plot(
+                    sweep["bits"],
+                    ya,
+                    _STYLES[(j + 2) % 4],
+                    marker="x",
+                    color=_color(i),
+                    label=f"{name} ({gran}, A{sweep['activation_bits']})",
+                )
+    ax.set(xlabel="weight bits", ylabel=metric, title="quality vs bits (thin: float)")
+    ax.invert_xaxis()
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_attack(results: Mapping[str, Any], path: Path) -> Path:
+    per_model = results["attack"]
+    norms = list(next(iter(per_model.values()))["initial_noise"])
+    fig = Figure(figsize=(5 * len(norms), 8))
+    for k, norm in enumerate(norms):
+        ax1 = fig.add_subplot(2, len(norms), k + 1)
+        ax2 = fig.add_subplot(2, len(norms), len(norms) + k + 1)
+        for i, (name, att) in enumerate(per_model.items()):
+            for j, (t, r) in enumerate(att["denoiser_input"][norm].items()):
+                ax1.plot(
+                    r["eps"],
+                    r["loss"],
+                    _STYLES[j % 4],
+                    marker="o",
+                    color=_color(i),
+                    label=f"{name} t={t}",
+                )
+            r = att["initial_noise"][norm]
+            ax2.plot(r["eps"], r["normalized_deviation"], marker="o", color=_color(i), label=name)
+        ax1.set(xlabel=f"epsilon ({norm})", ylabel="denoising loss", title=f"PGD on x_t ({norm})")
+        ax2.set(
+            xlabel=f"epsilon ({norm})",
+            ylabel="deviation / sample spread",
+            title=f"PGD on x_T through DDIM ({norm})",
+        )
+        ax1.legend(fontsize=8)
+        ax2.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _plot_noise(results: Mapping[str, Any], path: Path) -> Path:
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for i, (name, r) in enumerate(results["noise"].items()):
+        ax.errorbar(
+            r["sigma"],
+            r["metric_mean"],
+            yerr=r["metric_std"],
+            marker="o",
+            color=_color(i),
+            capsize=3,
+            label=name,
+        )
+    ax.set(
+        xlabel="relative weight noise sigma (filter-normalized)",
+        ylabel=results["metric"],
+        title=f"quality vs weight noise ({next(iter(results['noise'].values()))['draws']} draws)",
+    )
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+_PLOTS = {
+    "steps": ("robustness_steps.png", _plot_steps),
+    "exposure": ("robustness_exposure.png", _plot_exposure),
+    "quant": ("robustness_quant.png", _plot_quant),
+    "attack": ("robustness_attack.png", _plot_attack),
+    "noise": ("robustness_noise.png", _plot_noise),
+}
+
+
+def plot_robustness(results: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Write one PNG per suite present in results (steps, exposure, quant, attack, noise)."""
+    out_dir = Path(out_dir)
+    paths = []
+    for key, (filename, plot) in _PLOTS.items():
+        if results.get(key):
+            paths.append(plot(results, out_dir / filename))
+    return paths
