@@ -1,0 +1,240 @@
+"""Pydantic models of the classifier study config (`task: classifier`); unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NormName = Literal["linf", "l2"]
+AttackName = Literal["fgsm", "pgd"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    """Labelled images; pixels are fed to the classifier in [0, 1]."""
+
+    name: Literal["digits", "cifar10"] = "digits"
+    path: str | None = None  # cifar10: the local folder holding cifar-10-batches-py
+    n_train: int | None = Field(None, gt=0)  # None: the whole training split
+    n_test: int | None = Field(None, gt=0)  # None: the whole test split (digits: 297 images)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        if self.name == "cifar10" and not self.path:
+            raise ValueError("data.path is required for cifar10")
+        return self
+
+
+class ModelSpec(_Strict):
+    """A CNN preset; None picks the one that fits the data (cnn-digits / cnn-cifar)."""
+
+    preset: Literal["cnn-digits", "cnn-cifar"] | None = None
+    channels: list[int] | None = None  # per stage; None keeps the preset's
+    hidden: int | None = Field(None, gt=0)
+
+
+class TrainSpec(_Strict):
+    steps: int = Field(500, gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(2e-3, gt=0)  # AdamW for every method (the SAM family wraps it)
+    lr_decay: Literal["constant", "cosine"] = "cosine"  # cosine: down to lr / 10 at the end
+    grad_clip: float | None = Field(None, gt=0)
+    cpu: bool = False  # force the CPU even where a GPU exists
+
+
+class _Method(_Strict):
+    """Fields every method has: a label and the model-side regularizers."""
+
+    method: str
+    name: str | None = None  # label in the table; defaults to `method`
+    weight_decay: float = Field(0.0, ge=0)  # AdamW's decoupled weight decay
+    dropout: float = Field(0.0, ge=0, lt=1)
+    spectral_norm: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+
+class PlainMethod(_Method):
+    """Cross-entropy on clean inputs; weight_decay / dropout / spectral_norm switch theirs on."""
+
+    method: Literal["plain", "weight_decay", "dropout", "spectral_norm"] = "plain"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        defaults = {
+            "weight_decay": {"weight_decay": 1.0},
+            "dropout": {"dropout": 0.3},
+            "spectral_norm": {"spectral_norm": True},
+        }
+        if isinstance(data, dict):
+            return {**defaults.get(data.get("method", "plain"), {}), **data}
+        return data
+
+
+class SAMMethod(_Method):
+    """SAM, ASAM (adaptive) and the cheap variants from flatgen.optim."""
+
+    method: Literal["sam", "asam", "looksam", "momentumsam", "sam_every_k"]
+    rho: float | None = Field(None, gt=0)  # None: 0.05, ASAM 0.5 (it needs a ~10x larger rho)
+    k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
+    alpha: float = Field(0.7, ge=0)  # LookSAM gradient-reuse weight
+
+    @property
+    def radius(self) -> float:
+        return self.rho if self.rho is not None else (0.5 if self.method == "asam" else 0.05)
+
+
+class AdversarialMethod(_Method):
+    """Madry et al.: train on PGD examples within the eps-ball (inputs in [0, 1])."""
+
+    method: Literal["pgd_at"]
+    eps: float = Field(0.1, gt=0)
+    norm: NormName = "linf"
+    steps: int = Field(7, ge=1)
+    step_size: float | None = Field(None, gt=0)  # None: 2.5 * eps / steps
+    random_start: bool = True
+
+
+class DistillationMethod(_Method):
+    """Papernot et al.: a teacher trained at temperature T, a student on its soft labels at T,
+    the student deployed at T = 1."""
+
+    method: Literal["distillation"]
+    temperature: float = Field(20.0, gt=0)
+    teacher_steps: int | None = Field(None, gt=0)  # None: train.steps
+
+
+class WRMMethod(_Method):
+    """WRM (Sinha et al.): train on inputs moved to sup_x loss(x) - gamma ||x - x0||^2."""
+
+    method: Literal["wrm"]
+    gamma: float = Field(1.0, gt=0)
+    steps: int = Field(15, ge=0)
+    step_size: float | None = Field(None, gt=0)  # None: 1 / (2 gamma)
+
+
+MethodSpec = Annotated[
+    PlainMethod | SAMMethod | AdversarialMethod | DistillationMethod | WRMMethod,
+    Field(discriminator="method"),
+]
+METHOD_NAMES = (
+    "plain",
+    "weight_decay",
+    "dropout",
+    "spectral_norm",
+    "sam",
+    "asam",
+    "looksam",
+    "momentumsam",
+    "sam_every_k",
+    "pgd_at",
+    "distillation",
+    "wrm",
+)
+
+
+class AttackSpec(_Strict):
+    """Robust accuracy on the test split under FGSM / PGD, per norm and eps (inputs in [0, 1])."""
+
+    attacks: list[AttackName] = Field(default_factory=lambda: ["fgsm", "pgd"])
+    eps_linf: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2])
+    eps_l2: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    pgd_steps: int = Field(20, ge=1)  # step size 2.5 * eps / pgd_steps
+    random_start: bool = True
+    batch_size: int = Field(512, gt=0)
+
+    @field_validator("eps_linf", "eps_l2")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(e <= 0 for e in v):
+            raise ValueError(f"eps must be > 0 (eps = 0 is the clean accuracy), got {v}")
+        return sorted(set(v))
+
+
+class SharpnessSpec(_Strict):
+    """Flatness of the training loss (cross-entropy at T = 1) on a fixed batch."""
+
+    n_batch: int = Field(256, gt=0)  # the same training images for every model
+    lanczos_iter: int = Field(30, ge=2)  # Hessian-vector products for lambda_max at most
+    trace_matvecs: int = Field(30, ge=3)  # Hutch++
+    rho: float = Field(0.1, gt=0)  # worst case: L2 radius in weight space
+    ascent_steps: int = Field(5, ge=1)
+    sigma: float = Field(0.05, gt=0)  # average case: per-filter relative noise level
+    draws: int = Field(8, ge=2)
+
+
+class CorrelationSpec(_Strict):
+    """Which robust accuracy the sharpness measures are correlated with (Spearman)."""
+
+    attack: AttackName = "pgd"
+    norm: NormName = "linf"
+    eps: float | None = Field(None, gt=0)  # None: the middle eps of that norm's list
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the verdict
+    # named subsets of method labels to correlate within as well, e.g. the methods that differ
+    # only in optimizer / regularizer (gradient-masked methods are always left out of these)
+    subsets: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class ClassifierStudyConfig(_Strict):
+    """Methods x seeds on one dataset: clean and robust accuracy, sharpness, their correlation."""
+
+    task: Literal["classifier"] = "classifier"
+    name: str = "classifier-study"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    methods: list[MethodSpec] = Field(default_factory=lambda: [PlainMethod()])
+    attacks: AttackSpec = Field(default_factory=AttackSpec)
+    sharpness: SharpnessSpec = Field(default_factory=SharpnessSpec)
+    correlation: CorrelationSpec = Field(default_factory=CorrelationSpec)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        # "sam" is short for {method: sam}
+        return [{"method": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one seed")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _check(self) -> ClassifierStudyConfig:
+        if not self.methods:
+            raise ValueError("at least one method")
+        labels = [m.label for m in self.methods]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"method labels must be unique (set `name`): {', '.join(dup)}")
+        bad = [x for x in labels if not x.replace("-", "").replace("_", "").isalnum()]
+        if bad:
+            raise ValueError(f"method names may hold letters, digits, - and _ only: {bad}")
+        unknown = sorted({m for ms in self.correlation.subsets.values() for m in ms} - set(labels))
+        if unknown:
+            raise ValueError(f"correlation.subsets name unknown methods: {', '.join(unknown)}")
+        eps = self.attacks.eps_linf if self.correlation.norm == "linf" else self.attacks.eps_l2
+        if self.correlation.attack not in self.attacks.attacks or not eps:
+            raise ValueError("correlation.attack / norm must be among the evaluated attacks")
+        if self.correlation.eps is not None and self.correlation.eps not in eps:
+            raise ValueError(f"correlation.eps must be one of {eps}")
+        return self
+
+    @property
+    def target_eps(self) -> float:
+        """The eps of the robust accuracy that the sharpness measures are correlated with."""
+        if self.correlation.eps is not None:
+            return self.correlation.eps
+        eps = self.attacks.eps_linf if self.correlation.norm == "linf" else self.attacks.eps_l2
+        return eps[len(eps) // 2]

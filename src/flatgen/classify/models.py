@@ -1,0 +1,105 @@
+"""Small CNN classifiers (1x8x8 digits, 3x32x32 CIFAR-10), optional dropout and spectral norm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+CLASSIFIER_PRESETS: dict[str, dict] = {
+    # 8x8 -> conv 32 -> pool 4x4 -> conv 64 -> pool 2x2 -> 256 -> 128 -> 10 (about 53k weights)
+    "cnn-digits": dict(
+        in_channels=1, image_size=8, channels=(32, 64), convs_per_stage=1, hidden=128
+    ),
+    # 32x32 -> 2 convs per stage, 3 stages -> 4x4 x 128 -> 256 -> 10
+    "cnn-cifar": dict(
+        in_channels=3, image_size=32, channels=(32, 64, 128), convs_per_stage=2, hidden=256
+    ),
+}
+
+
+class SmallCNN(nn.Module):
+    """Stages of 3x3 conv + ReLU followed by 2x2 max-pooling, then a hidden linear layer with
+    ReLU and dropout, then the logits."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 8,
+        channels: Sequence[int] = (32, 64),
+        convs_per_stage: int = 1,
+        hidden: int = 128,
+        n_classes: int = 10,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if image_size % (2 ** len(channels)):
+            raise ValueError(f"image_size {image_size} does not halve {len(channels)} times")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c in channels:
+            for _ in range(convs_per_stage):
+                layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU()]
+                c_in = c
+            layers.append(nn.MaxPool2d(2))
+        side = image_size // 2 ** len(channels)
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Sequential(
+            nn.Linear(c_in * side * side, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, N x n_classes."""
+        return self.head(self.features(x))
+
+
+def build_classifier(
+    preset: str = "cnn-digits",
+    dropout: float = 0.0,
+    spectral: bool = False,
+    n_classes: int = 10,
+    **overrides: object,
+) -> nn.Module:
+    """A SmallCNN preset; `overrides` replace preset fields (channels, hidden, ...)."""
+    if preset not in CLASSIFIER_PRESETS:
+        raise ValueError(
+            f"unknown classifier preset {preset!r}; choose from {', '.join(CLASSIFIER_PRESETS)}"
+        )
+    kwargs = {**CLASSIFIER_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    model = SmallCNN(n_classes=n_classes, dropout=dropout, **kwargs)
+    return apply_spectral_norm(model) if spectral else model
+
+
+def apply_spectral_norm(model: nn.Module, n_power_iterations: int = 1) -> nn.Module:
+    """Spectrally normalize the weight of every Conv2d and Linear layer of any model, in place.
+
+    The normalized matrix is the weight reshaped to (out, in * k * k); its largest singular value
+    is kept at ~1 by power iteration, one step per training forward pass. (For a convolution that
+    bounds the operator norm only up to a factor of about the kernel size.)
+    """
+    for module in list(model.modules()):
+        if isinstance(module, nn.Conv2d | nn.Linear) and not parametrize.is_parametrized(module):
+            spectral_norm(module, n_power_iterations=n_power_iterations)
+    return model
+
+
+@torch.no_grad()
+def layer_spectral_norms(model: nn.Module) -> dict[str, float]:
+    """Largest singular value of each Conv2d / Linear weight as the forward pass uses it (the
+    normalized weight where spectral norm is on), reshaped to (out, in * k * k)."""
+    was_training = model.training
+    model.eval()  # eval: read the weight without another power-iteration step
+    try:
+        return {
+            name: float(torch.linalg.matrix_norm(m.weight.flatten(1), ord=2))
+            for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear)
+        }
+    finally:
+        model.train(was_training)
