@@ -88,3 +88,17 @@ def test_export_loads_into_ddpm_pipeline(tmp_path):
     assert pipe.unet.config.sample_size == 8 and pipe.scheduler.config.num_train_timesteps == 1000
     images = pipe(batch_size=1, num_inference_steps=2, output_type="np").images
     assert images.shape == (1, 8, 8, 1)
+
+
+def test_study_dispatch_and_bad_keys(tmp_path):
+    bad = tmp_path / "cls.yaml"
+    bad.write_text(yaml.safe_dump({"task": "classifier", "bogus_key": 1}))
+    result = _invoke("study", bad, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "bogus_key" in result.output
+    bad.write_text(yaml.safe_dump({"methods": ["adm", "nope"]}))
+    result = _invoke("study", bad, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "methods" in result.output
+    plan = _invoke("study", "configs/digits-study.yaml", "--plan", "--out", tmp_path / "s")
+    assert plan.exit_code == 0
+    lines = plan.output.strip().splitlines()
+    assert len(lines) == 3 * 3 + 1 and lines[-1].endswith("--collect")  # 3 trajectories x 3 seeds

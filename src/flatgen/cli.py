@@ -440,7 +440,7 @@ def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
         summary = run_classifier_study(data, out, progress=progress)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
-    console.print(summary["table_markdown"])
+    print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
     console.print(summary["verdict"])
     console.print(f"wrote {out}")
 
