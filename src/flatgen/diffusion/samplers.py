@@ -6,7 +6,7 @@ feed the *original* timestep to the network, and clip the predicted x0 to [-1, 1
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +29,58 @@ class SamplerStep:
 
 def _as_batch_t(t: int, n: int, device: torch.device) -> torch.Tensor:
     return torch.full((n,), t, device=device, dtype=torch.long)
+
+
+def denoise_chain(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    ts: Sequence[int],
+    x: torch.Tensor,
+    sampler: str = "adm",
+    generator: torch.Generator | None = None,
+    clip: bool = True,
+    eps_scale: Callable[[int], float] | None = None,
+    on_step: Callable[[SamplerStep], None] | None = None,
+    final: bool = True,
+) -> torch.Tensor:
+    """Run the sampler from x at timestep ts[-1] down the ascending timesteps ts.
+
+    The one implementation of both samplers' update rule. final=True takes the last step to the
+    data; final=False stops and returns x_{ts[0]} (chains that start or stop mid-way measure
+    exposure bias). Gradients flow when the caller enables them (attacks through the sampler).
+    The ADM sampler's per-step noise is drawn on the CPU from `generator`.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if not ts or list(ts) != sorted(set(ts)):
+        raise ValueError("ts must be a non-empty ascending list of distinct timesteps")
+    abar = schedule.alphas_cumprod
+    for i in reversed(range(0 if final else 1, len(ts))):
+        t = ts[i]
+        a_t = abar[t].item()
+        a_prev = abar[ts[i - 1]].item() if i > 0 else 1.0
+        eps = model(x, _as_batch_t(t, x.shape[0], x.device))
+        if eps_scale is not None:
+            eps = eps / eps_scale(t)
+        if on_step is not None:
+            on_step(SamplerStep(index=i, t=t, x_t=x, eps=eps))
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        if clip:
+            x0 = x0.clamp(-1, 1)
+        if sampler == "ddim":
+            eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+            x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps_hat
+            continue
+        # ADM ancestral step on the respaced chain: beta_i = 1 - abar_t / abar_prev
+        beta = 1 - a_t / a_prev
+        coef_x0 = beta * a_prev**0.5 / (1 - a_t)
+        coef_xt = (1 - a_prev) * (1 - beta) ** 0.5 / (1 - a_t)
+        x = coef_x0 * x0 + coef_xt * x
+        if i > 0:
+            var = beta * (1 - a_prev) / (1 - a_t)  # posterior variance ("fixed small")
+            noise = torch.randn(tuple(x.shape), generator=generator).to(x.device, x.dtype)
+            x = x + var**0.5 * noise
+    return x
 
 
 @torch.no_grad()
@@ -57,32 +109,5 @@ def sample(
     dtype = next(model.parameters()).dtype
     if x_T is None:
         x_T = torch.randn(shape, generator=generator)
-    x = x_T.to(device, dtype)
-    ts = schedule.respaced(steps)
-    abar = schedule.alphas_cumprod
-    for i in reversed(range(len(ts))):
-        t = ts[i]
-        a_t = abar[t].item()
-        a_prev = abar[ts[i - 1]].item() if i > 0 else 1.0
-        eps = model(x, _as_batch_t(t, x.shape[0], device))
-        if eps_scale is not None:
-            eps = eps / eps_scale(t)
-        if on_step is not None:
-            on_step(SamplerStep(index=i, t=t, x_t=x, eps=eps))
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        if clip:
-            x0 = x0.clamp(-1, 1)
-        if sampler == "ddim":
-            eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
-            x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps_hat
-            continue
-        # ADM ancestral step on the respaced chain: beta_i = 1 - abar_t / abar_prev
-        beta = 1 - a_t / a_prev
-        coef_x0 = beta * a_prev**0.5 / (1 - a_t)
-        coef_xt = (1 - a_prev) * (1 - beta) ** 0.5 / (1 - a_t)
-        x = coef_x0 * x0 + coef_xt * x
-        if i > 0:
-            var = beta * (1 - a_prev) / (1 - a_t)  # posterior variance ("fixed small")
-            noise = torch.randn(shape, generator=generator).to(device, dtype)
-            x = x + var**0.5 * noise
-    return x
+    return denoise_chain(model, schedule, schedule.respaced(steps), x_T.to(device, dtype), sampler,
+                         generator, clip, eps_scale, on_step)
