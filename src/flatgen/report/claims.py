@@ -92,6 +92,12 @@ def _pairs(methods: Sequence[str], flat: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _largest_radius(rows: Sequence[dict], prefix: str) -> str | None:
+    """The metric key prefix@r with the largest r that any row measured."""
+    keys = {k for r in rows for k in r["metrics"] if k.startswith(prefix)}
+    return max(keys, key=lambda k: float(k[len(prefix):]), default=None)
+
+
 def evaluate_claims(rows: Sequence[dict], methods: Sequence[str], steps: Sequence[int], metric: str = "w2") -> list[Claim]:
     """Check each claim of Lee et al. (ICCV 2025) that this study measured."""
     few = min(steps) if steps else 20
@@ -105,6 +111,10 @@ def evaluate_claims(rows: Sequence[dict], methods: Sequence[str], steps: Sequenc
 
     claim("SAM finds a flatter minimum: a smaller top Hessian eigenvalue than without SAM.",
           "Lee et al. 2025, sec. 5 (flatness)", "lambda_max", "lower")
+    worst = _largest_radius(rows, "loss_increase_worst@")
+    if worst:
+        claim(f"SAM's loss rises less under worst-case weight perturbations (L2 radius {worst[len('loss_increase_worst@'):]}).",
+              "Lee et al. 2025, sec. 5 (loss under perturbation)", worst, "lower")
     claim(f"A flatter minimum samples better with few steps (T'={few}).",
           "Lee et al. 2025, Table 1 (FID at T'=20)", f"{metric}@T{few}", "lower")
     claim("Less exposure bias: a smaller gap in the predicted-noise norm between sampling and training inputs.",

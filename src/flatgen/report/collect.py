@@ -28,6 +28,7 @@ def table_columns(metric: str, steps: Sequence[int] = (20, 100)) -> list[tuple[s
         *[(f"digits_fid@T{k}", f"dFID T'={k}", ".2f") for k in steps],
         ("lambda_max", "λmax", ".3g"),
         ("hessian_trace", "trace", ".3g"),
+        ("loss_increase_worst@0.5", "Δloss worst ρ=0.5", ".3g"),
         ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
         (f"{metric}@float", f"{q} float (n={{n}})", ".3f"),
         (f"{metric}@w8-channel", f"{q} 8-bit", ".3f"),

@@ -29,6 +29,9 @@ img{max-width:520px} .samples img{max-width:100%} code{background:#f5f5f5;paddin
 PLOT_CAPTIONS = {
     "quality_vs_steps": "Quality versus the number of sampling steps T' (exposure bias shows at small T').",
     "lambda_max": "Top Hessian eigenvalue of the training loss on a fixed batch (lower = flatter).",
+    "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation in an L2 ball "
+                                  "of radius ρ (5 ascent steps; a flatter minimum rises less).",
+    "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized Gaussian weight noise.",
     "quality_vs_bits": "Quality after per-channel round-to-nearest weight quantization.",
     "attack_vs_eps": "Denoising-loss increase under a PGD L∞ attack on the denoiser input x_t.",
     "quality_vs_weight_noise": "Quality under filter-normalized Gaussian weight noise.",

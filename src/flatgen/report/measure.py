@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from flatgen.diffusion import fixed_diffusion_loss_fn
 from flatgen.evaluate import FLOOR_SEED, evaluate_quality
 from flatgen.metrics import train_floor_sample
@@ -23,8 +21,9 @@ def sharpness_loss_fn(run: Run, batch: int):
 
 
 def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bool = True) -> dict[str, Any]:
-    """Quality at each T', lambda_max and trace, and the robustness suites' headline numbers."""
-    from flatgen.analysis import hessian_eigenvalues, hessian_trace
+    """Quality at each T'; lambda_max, trace and the loss-under-perturbation curves; the
+    robustness suites' headline numbers. Curves and per-suite details go under *_detail keys."""
+    from flatgen.analysis import sharpness_summary
     from flatgen.robustness import RobustnessSettings, run_robustness_suite
 
     out: dict[str, Any] = {}
@@ -39,11 +38,18 @@ def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bo
     model = run.model(weights)
     if evals.sharpness:
         loss_fn = sharpness_loss_fn(run, evals.sharpness_batch)
-        vals, _ = hessian_eigenvalues(model, loss_fn, k=1)
-        out["lambda_max"] = float(vals[0])
-        out["hessian_trace"] = float(hessian_trace(model, loss_fn, n_matvecs=evals.trace_matvecs))
-        with torch.no_grad():
-            out["sharpness_batch_loss"] = float(loss_fn(model))
+        flat = sharpness_summary(model, loss_fn, top_k=1, trace_matvecs=evals.trace_matvecs,
+                                 rhos=evals.perturbation_rhos, sigmas=evals.perturbation_sigmas,
+                                 draws=evals.perturbation_draws, seed=SHARPNESS_SEED)
+        out["lambda_max"] = flat["lambda_max"]
+        out["hessian_trace"] = flat["trace"]["estimate"]
+        out["sharpness_batch_loss"] = flat["loss"]
+        curves = {k: flat[k] for k in ("worst_case", "average_case") if flat[k] is not None}
+        for key, radius, name in (("worst_case", "rho", "worst"), ("average_case", "sigma", "noise")):
+            if key in curves:
+                for r, inc in zip(curves[key][radius], curves[key]["increase"], strict=True):
+                    out[f"loss_increase_{name}@{r:g}"] = inc
+        out["perturbation_detail"] = curves
 
     if evals.suites:
         train, test = run.data()

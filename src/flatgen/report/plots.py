@@ -120,6 +120,21 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
                                                   "filter-normalized weight-noise σ", f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
                                                   "Quality under Gaussian weight noise")
 
+    def perturbation(key: str, radius: str):
+        def extract(r):
+            curve = (r["metrics"].get("perturbation_detail") or {}).get(key)
+            return (curve[radius], curve["increase"]) if curve else None
+        return extract
+
+    plots["loss_vs_worst_perturbation"] = _line_plot(
+        _curves(rows, methods, perturbation("worst_case", "rho")), pdir / "loss_vs_worst_perturbation.png",
+        "L2 radius ρ of the weight perturbation", "worst-case training-loss increase",
+        "Loss under worst-case weight perturbation", logx=True)
+    plots["loss_vs_random_perturbation"] = _line_plot(
+        _curves(rows, methods, perturbation("average_case", "sigma")), pdir / "loss_vs_random_perturbation.png",
+        "filter-normalized weight-noise σ", "mean training-loss increase",
+        "Loss under random weight perturbation", logx=True)
+
     lam = {m: [r["metrics"]["lambda_max"] for r in rows if r["method"] == m and "lambda_max" in r["metrics"]]
            for m in methods}
     lam = {m: v for m, v in lam.items() if v}

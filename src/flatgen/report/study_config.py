@@ -29,6 +29,11 @@ class StudyEvaluations(Section):
     sharpness: bool = True
     sharpness_batch: int = Field(256, gt=0)  # fixed (x0, t, noise) triples for the Hessian
     trace_matvecs: int = Field(30, ge=3)
+    # loss-under-perturbation curves on the same fixed batch ([] skips a curve):
+    # worst case within an L2 ball of radius rho, and mean under per-filter Gaussian noise sigma
+    perturbation_rhos: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5])
+    perturbation_sigmas: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
+    perturbation_draws: int = Field(4, ge=1)
     suites: list[Literal["steps", "quant", "attack", "noise"]] = Field(
         default_factory=lambda: ["quant", "attack", "noise"]
     )
