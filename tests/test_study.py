@@ -163,3 +163,28 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
     assert status == {"adm-s0": "done"}
     rows = json.loads((tmp_path / "out" / "runs" / "adm-s0" / "eval" / "study_ema.json").read_text())
     assert rows["weights"] == "ema" and rows["metrics"]["w2@T2"] > 0
+
+
+def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch):
+    """A run trained with other settings (say a --quick demo in the same folder) is refused, and
+    measurements taken with other evaluation settings are taken again, without retraining."""
+    import flatgen.report.study as study_module
+
+    study = toy_study.model_copy(update={"methods": ["adm"], "seeds": [0], "evaluations":
+                                         toy_study.evaluations.model_copy(update={"suites": [], "sharpness": False})})
+    assert run_study(study, tmp_path, QUIET, progress=False) == {"adm-s0": "done"}
+
+    longer = study.model_copy(update={"base": study.base | {"train": study.base["train"] | {"steps": 8}}})
+    status = run_study(longer, tmp_path, QUIET, progress=False)
+    assert status["adm-s0"].startswith("failed") and "train.steps: 6 -> 8" in status["adm-s0"]
+
+    def no_training(*a, **k):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(study_module, "train", no_training)
+    other_eval = study.model_copy(update={"evaluations": study.evaluations.model_copy(
+        update={"quality_steps": [4]})})
+    assert run_study(other_eval, tmp_path, QUIET, progress=False) == {"adm-s0": "done"}
+    saved = json.loads((tmp_path / "runs" / "adm-s0" / "eval" / "study_adm.json").read_text())
+    assert "w2@T4" in saved["metrics"] and "w2@T3" not in saved["metrics"]
+    assert run_study(other_eval, tmp_path, QUIET, progress=False) == {"adm-s0": "skipped (done)"}

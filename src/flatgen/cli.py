@@ -492,16 +492,21 @@ def study(
 @cli_command
 def demo(
     quick: Annotated[bool, typer.Option("--quick", help="A short version (about 3 minutes).")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo"),
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default demo, or demo-quick).")] = None,
 ) -> None:
-    """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report."""
+    """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report.
+
+    Finished runs in --out are reused, so `--seeds 3` after a plain demo trains only seeds 1 and 2.
+    """
     import time
 
     from flatgen.report import collect_study, run_study
     from flatgen.report.demo import demo_study
 
     t0 = time.perf_counter()
-    cfg = demo_study(quick)
+    out = out or Path("demo-quick" if quick else "demo")
+    cfg = demo_study(quick, seeds=seeds)
     run_study(cfg, out, console)
     summary = collect_study(cfg, out)
     _print_study_summary(summary, out)

@@ -9,8 +9,9 @@ DEMO_TRAIN_STEPS = {False: 1000, True: 200}
 DEMO_SAM_RHO = 0.05  # chosen from the rho sweep in benchmarks/RESULTS.md
 
 
-def demo_study(quick: bool = False) -> StudyConfig:
-    """Baseline, EMA, SAM and SAM+EMA on digits, one seed; two trainings (EMA is tracked, not retrained)."""
+def demo_study(quick: bool = False, seeds: int = 1) -> StudyConfig:
+    """Baseline, EMA, SAM and SAM+EMA on digits, seeds 0..seeds-1; two trainings per seed (EMA
+    is tracked, not retrained)."""
     steps = DEMO_TRAIN_STEPS[quick]
     robustness = {"n_samples": 128, "attack_n": 32, "init_n": 16, "noise_draws": 1,
                   "bits": [8, 6, 4], "attack_norms": ["linf"], "attack_timesteps": [100]}
@@ -23,7 +24,7 @@ def demo_study(quick: bool = False) -> StudyConfig:
         "base": {"train": {"steps": steps, "warmup_steps": min(100, steps // 10)}},
         "overrides": {"sam": [f"method.sam.rho={DEMO_SAM_RHO}"]},
         "methods": ["adm", "ema", "sam", "sam+ema"],
-        "seeds": [0],
+        "seeds": list(range(seeds)),
         "evaluations": {
             "quality_steps": [20, 100],
             "trace_matvecs": 6 if quick else 30,

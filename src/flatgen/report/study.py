@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from flatgen.config import Config, load_config
 from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.report.study_config import StudyConfig, split_method, unit_config
-from flatgen.train import load_run, train
+from flatgen.train import RunDirError, load_run, train
 from flatgen.train.checkpoint import find_checkpoint
 
 
@@ -53,8 +54,43 @@ def result_path(out: Path, unit: Unit, method: str) -> Path:
     return out / "runs" / unit.name / "eval" / f"study_{method}.json"
 
 
-def unit_done(out: Path, unit: Unit) -> bool:
-    return all(result_path(out, unit, m).is_file() for m in unit.methods)
+def _measured_with(path: Path, study: StudyConfig) -> bool:
+    """Whether a result file exists and was measured with the study's current evaluations."""
+    if not path.is_file():
+        return False
+    saved = json.loads(path.read_text()).get("evaluations")
+    return saved is None or saved == study.evaluations.model_dump(mode="json")
+
+
+def unit_done(out: Path, unit: Unit, study: StudyConfig) -> bool:
+    """Every method measured with the current evaluations, on a run with the current config."""
+    if not all(_measured_with(result_path(out, unit, m), study) for m in unit.methods):
+        return False
+    try:
+        check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
+    except RunDirError:
+        return False  # run_unit reports it
+    return True
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every leaf where two nested dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b])
+                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+def check_run_config(run_dir: Path, cfg: Config) -> None:
+    """Refuse to reuse or resume a run trained with another config (say a --quick demo)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    diff = _differences(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))
+    if diff:
+        shown = "; ".join(diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
+        raise RunDirError(f"{str(run_dir)!r} was trained with a different config ({shown}): "
+                          "delete it or choose another --out")
 
 
 def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progress: bool = True) -> None:
@@ -63,6 +99,7 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
 
     run_dir = out / "runs" / unit.name
     cfg = unit_config(study, unit.base, unit.seed)
+    check_run_config(run_dir, cfg)
     summary = run_dir / "train_summary.json"
     finished = summary.is_file() and not json.loads(summary.read_text()).get("interrupted")
     if not finished:
@@ -74,7 +111,7 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
     run = load_run(run_dir)
     for method in unit.methods:
         path = result_path(out, unit, method)
-        if path.is_file():
+        if _measured_with(path, study):
             continue
         weights = split_method(method)[1]
         console.print(f"[bold]{unit.name}[/bold]: measuring {method} ({weights} weights)")
@@ -83,6 +120,7 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
         write_json_atomic(path, {
             "method": method, "seed": unit.seed, "base": unit.base, "weights": weights,
             "seconds": round(time.perf_counter() - t0, 1), "metrics": metrics,
+            "evaluations": study.evaluations.model_dump(mode="json"),
         })
 
 
@@ -99,7 +137,7 @@ def run_study(
             names = ", ".join(u.name for u in plan_units(study))
             raise ValueError(f"no unit {only!r} in this study; units: {names}")
     for i, unit in enumerate(units, 1):
-        if unit_done(out, unit):
+        if unit_done(out, unit, study):
             status[unit.name] = "skipped (done)"
             continue
         console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
@@ -129,7 +167,7 @@ def load_results(out: Path, study: StudyConfig) -> tuple[list[dict[str, Any]], l
     for unit in plan_units(study):
         for method in unit.methods:
             path = result_path(out, unit, method)
-            if path.is_file():
+            if _measured_with(path, study):
                 rows.append(json.loads(path.read_text()))
             else:
                 missing.append(f"{method} seed {unit.seed}")
