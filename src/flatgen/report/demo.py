@@ -29,6 +29,8 @@ def demo_study(quick: bool = False, seeds: int = 1) -> StudyConfig:
             "quality_steps": [20, 100],
             "trace_matvecs": 6 if quick else 30,
             "n_samples": 150 if quick else None,
+            **({"sharpness_batch": 128, "perturbation_rhos": [0.1, 0.5], "perturbation_sigmas": [0.02, 0.05],
+                "perturbation_draws": 2} if quick else {}),
             "suites": ["quant", "attack", "noise"],
             "robustness": robustness,
         },
