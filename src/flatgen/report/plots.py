@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,8 +52,11 @@ def _line_plot(curves, path: Path, xlabel: str, ylabel: str, title: str, logx: b
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for m, (xs, mean, std) in curves.items():
         ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=m)
-    if logx:
+    if logx:  # ticks at the measured x values, written plainly (not 3x10^-1)
         ax.set_xscale("log")
+        ax.set_xticks(sorted({x for xs, _, _ in curves.values() for x in xs}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
