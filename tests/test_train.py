@@ -114,7 +114,7 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_toy_config):
     import yaml
 
     cfg = tiny_toy_config.model_copy(deep=True)
-    cfg.train.steps, cfg.train.grad_clip = 4, None
+    cfg.train.steps, cfg.train.grad_clip, cfg.train.log_every = 4, None, 1
     cfg.method = build_config({"data": {"name": "toy2d"}, "model": {"preset": "mlp2d"}, "method": {
         "preset": "sam", "sam": {"sync_perturbation": True}}}).method
     path = tmp_path / "c.yaml"
@@ -135,6 +135,14 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_toy_config):
         # normalization amplifies on tiny gradients: require 1% of the distance travelled
         moved = (one[k] - init[k]).abs().max()
         assert (one[k] - two[k]).abs().max() < 0.01 * moved, k
+    # the logged loss is the mean over both processes (each sees half the batch), not rank 0's
+    def logged(run):
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert logged("two")[0] == pytest.approx(logged("one")[0], rel=1e-6)
+    assert logged("two") == pytest.approx(logged("one"), rel=1e-3)
+    summary = {run: json.loads((tmp_path / run / "train_summary.json").read_text()) for run in ("one", "two")}
+    assert summary["two"]["final_loss"] == pytest.approx(summary["one"]["final_loss"], rel=1e-3)
 
 
 def test_wrm_training(tmp_path, tiny_toy_config):

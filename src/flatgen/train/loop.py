@@ -123,6 +123,14 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
+def _mean_over_processes(accelerator, value: float, world: int) -> float:
+    """The mean of a per-process number over all processes (each sees its shard of the batch)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(t, reduction="mean"))
+
+
 def prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
     config_path = run_dir / "config.yaml"
     if resume:
@@ -232,12 +240,15 @@ def train(
                 losses.append(result.loss)
                 if on_step is not None:
                     on_step(step, result.loss)
-                if log is not None and (step % cfg.train.log_every == 0 or step == total):
+                if (step % cfg.train.log_every == 0 or step == total) and (
+                        log is not None or world > 1):  # every process takes part in the mean
                     elapsed = time.perf_counter() - t_start
                     recent = losses[-cfg.train.log_every:]
+                    mean_loss = _mean_over_processes(accelerator, sum(recent) / len(recent), world)
+                if log is not None and (step % cfg.train.log_every == 0 or step == total):
                     record = {
                         "step": step,
-                        "loss": sum(recent) / len(recent),
+                        "loss": mean_loss,
                         "lr": scheduler.get_last_lr()[0],
                         "grad_norm": result.grad_norm,
                         "skipped": result.skipped,
@@ -255,10 +266,13 @@ def train(
         if log is not None:
             log.close()
     seconds = time.perf_counter() - t_start
+    final_loss = sum(losses[-50:]) / max(1, len(losses[-50:]))
+    if step == total:  # an interrupted process may have stopped at another step: no collective then
+        final_loss = _mean_over_processes(accelerator, final_loss, world)
     result = TrainResult(
         run_dir=run_dir,
         steps=step,
-        final_loss=sum(losses[-50:]) / max(1, len(losses[-50:])),
+        final_loss=final_loss,
         seconds=seconds,
         it_per_s=(step - start_step) / max(seconds, 1e-9),
     )
