@@ -22,14 +22,13 @@ products. Nothing is downloaded at run time.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import add_threads_option, load, machine  # benchmarks/_common.py
 from scipy.sparse.linalg import LinearOperator as SciPyOperator
 from scipy.sparse.linalg import eigsh
 from torch import nn
@@ -45,18 +44,6 @@ from flatgen.diffusion import (
     fixed_diffusion_loss_fn,
 )
 from flatgen.models import build_model
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, load avg (1/5/15 min) {load}"
 
 
 def train_briefly(model: nn.Module, x: torch.Tensor, steps: int, seed: int) -> None:
@@ -103,7 +90,7 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-3, help="eigenvalue tolerance (both tools)")
     ap.add_argument("--train-steps", type=int, default=None, help="AdamW steps (200/50)")
     ap.add_argument("--trace-matvecs", type=int, default=None, help="Hutch++ budget m (60/30)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable under load)")
+    add_threads_option(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--no-equal-accuracy",
@@ -148,7 +135,7 @@ def main() -> None:
     assert abs(l_ours - l_ph) <= 1e-6 * abs(l_ours), (l_ours, l_ph)
 
     print("== inputs")
-    print(f"machine        {machine()}")
+    print(f"machine        {machine()}, load avg (1/5/15 min) {load()}")
     print(f"torch          {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"pyhessian      {getattr(pyhessian, '__version__', '0.1')}")
     print(f"model          unet-digits, {n_params} params, {steps} AdamW steps ({t_train:.0f} s)")
@@ -277,7 +264,7 @@ def main() -> None:
         )
     trace_ratio = equal_err_budget / m_trace
     print(f"{'trace HVPs at equal stderr, Hutchinson/H++':44s} {trace_ratio:9.1f}x {'>= 2x':>10s}")
-    print(f"machine load at end: {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"machine load at end: {load()}")
 
 
 if __name__ == "__main__":

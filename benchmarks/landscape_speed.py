@@ -17,12 +17,11 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
+from _common import add_threads_option, load, machine  # benchmarks/_common.py
 from torch import nn
 
 from flatgen.analysis import ParamSpace, analysis_mode, losses_at, random_direction
@@ -30,21 +29,6 @@ from flatgen.analysis.landscape import grid_coords
 from flatgen.data import load_digits_split, sample_toy2d
 from flatgen.diffusion import NoiseSchedule, fixed_diffusion_loss_fn
 from flatgen.models import build_model
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def classic(model: nn.Module, loss_fn, space: ParamSpace, dirs, coords) -> np.ndarray:
@@ -100,7 +84,7 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=None, help="points per axis (21; quick 11)")
     ap.add_argument("--batch", type=int, default=None, help="digits in the fixed batch (128/32)")
     ap.add_argument("--batch-points", type=int, default=16, help="grid points per vmap call")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable under load)")
+    add_threads_option(ap)
     args = ap.parse_args()
     grid = args.grid or (11 if args.quick else 21)
     batch = args.batch or (32 if args.quick else 128)

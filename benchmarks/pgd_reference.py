@@ -29,6 +29,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import add_threads_option  # benchmarks/_common.py
 
 from flatgen.classify import accuracy, build_classifier, load_classifier_data, train_classifier
 from flatgen.classify.config import AdversarialMethod, DataSpec, PlainMethod, TrainSpec
@@ -73,7 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="PGD steps")
     ap.add_argument("--train-steps", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=1)
+    add_threads_option(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import torchattacks

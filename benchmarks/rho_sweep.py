@@ -29,17 +29,16 @@ import argparse
 import csv
 import json
 import math
-import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import add_threads_option, finished_run, load, machine  # benchmarks/_common.py
 
 from flatgen.analysis import hessian_eigenvalues, hessian_trace, worst_case_sharpness
-from flatgen.config import ConfigError, build_config, load_config
+from flatgen.config import build_config
 from flatgen.evaluate import evaluate_quality
 from flatgen.report.measure import sharpness_loss_fn
 from flatgen.train import load_run, train
@@ -62,21 +61,6 @@ QUICK = dict(
 )
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def overrides_for(rho: float, steps: int, seed: int, extra: list[str]) -> list[str]:
     """The config overrides of one sweep point: AdamW for rho = 0, SAM with radius rho else."""
     method = ["method.preset=adm"] if rho == 0 else ["method.preset=sam", f"method.sam.rho={rho}"]
@@ -90,22 +74,11 @@ def overrides_for(rho: float, steps: int, seed: int, extra: list[str]) -> list[s
     ]
 
 
-def same_config(path: Path, cfg) -> bool:
-    """Whether the run's config.yaml resolves to cfg (fields added since take their defaults)."""
-    try:
-        return load_config(path).model_dump() == cfg.model_dump()
-    except ConfigError:
-        return False
-
-
 def train_or_reuse(cfg, run_dir: Path) -> tuple[float, bool]:
     """Train cfg into run_dir; reuse a finished run with the identical resolved config."""
-    summary = run_dir / "train_summary.json"
-    config = run_dir / "config.yaml"
-    if summary.is_file() and config.is_file() and same_config(config, cfg):
-        done = json.loads(summary.read_text())
-        if done.get("steps") == cfg.train.steps and not done.get("interrupted"):
-            return float(done["seconds"]), True
+    done = finished_run(run_dir, cfg)
+    if done is not None:
+        return float(done["seconds"]), True
     if run_dir.exists():
         shutil.rmtree(run_dir)
     result = train(cfg, run_dir, progress=False)
@@ -212,8 +185,7 @@ def main() -> None:
                     help="Hutch++ trace products per model (0: skip; ~2 s per product here)")
     ap.add_argument("--n-eval", type=int, help="samples for W2/FID (default 297 = the test set)")
     ap.add_argument("--eval-steps", type=int, default=20, help="sampling steps T'")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: stable on a shared, loaded machine)")
+    add_threads_option(ap)
     ap.add_argument("--set", dest="extra", action="append", default=[],
                     help="extra config override for every run, e.g. train.batch_size=64")
     args = ap.parse_args()

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -44,8 +42,9 @@ import time
 from pathlib import Path
 
 import torch
+from _common import add_threads_option, finished_run, load, machine  # benchmarks/_common.py
 
-from flatgen.config import ConfigError, build_config, load_config
+from flatgen.config import build_config
 from flatgen.data import load_dataset
 from flatgen.diffusion import NoiseSchedule, diffusion_loss
 from flatgen.models import build_model
@@ -72,21 +71,6 @@ def methods(rho: float, asam_rho: float) -> list[tuple[str, list[str], float]]:
         ("SAM every 2", [*sam, "method.sam.variant=sam-every-k", "method.sam.k=2"], 1.5),
         ("SAM every 5", [*sam, "method.sam.variant=sam-every-k", "method.sam.k=5"], 1.2),
     ]
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def base_overrides(args: argparse.Namespace, steps: int, seed: int) -> list[str]:
@@ -180,14 +164,6 @@ def time_steps(args: argparse.Namespace, table: list[tuple[str, list[str], float
 # -- 2. flatness ---------------------------------------------------------------------------------
 
 
-def same_config(path: Path, cfg) -> bool:
-    """Whether the run's config.yaml resolves to cfg (fields added since take their defaults)."""
-    try:
-        return load_config(path).model_dump() == cfg.model_dump()
-    except ConfigError:
-        return False
-
-
 def train_and_measure(args: argparse.Namespace, name: str, overrides: list[str], seed: int,
                       root: Path) -> dict:
     from flatgen.analysis import hessian_eigenvalues, worst_case_sharpness
@@ -196,10 +172,8 @@ def train_and_measure(args: argparse.Namespace, name: str, overrides: list[str],
 
     cfg = build_config({}, [*base_overrides(args, args.sharpness_steps, seed), *overrides])
     run_dir = root / f"{name.replace(' ', '_').replace('=', '')}_seed{seed}"
-    summary, config = run_dir / "train_summary.json", run_dir / "config.yaml"
-    done = json.loads(summary.read_text()) if summary.is_file() else {}
-    reused = (config.is_file() and same_config(config, cfg)
-              and done.get("steps") == cfg.train.steps and not done.get("interrupted"))
+    done = finished_run(run_dir, cfg)
+    reused = done is not None
     if reused:  # a finished run of the identical config (same seed: same weights)
         train_s, train_cpu, final_loss = float(done["seconds"]), None, float(done["final_loss"])
     else:
@@ -253,8 +227,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="training batch")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per method (10)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: stable on a shared, loaded machine)")
+    add_threads_option(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sharpness", action="store_true",
                     help="also train every method briefly and compare lambda_max")

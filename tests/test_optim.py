@@ -121,25 +121,33 @@ def test_explicit_two_pass_form_equals_step():
         assert torch.equal(p, q)
 
 
+def _mse_closure(model: nn.Module, opt, x: Tensor, y: Tensor, on_call=None):
+    """The closure opt.step(closure) takes: zero grads, MSE of model(x) vs y, backward.
+
+    on_call() runs at every call (to count the forward/backward passes)."""
+
+    def closure():
+        if on_call is not None:
+            on_call()
+        opt.zero_grad()
+        loss = (model(x) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    return closure
+
+
 def _run(opt_factory, steps: int = 4, seed: int = 0) -> tuple[list[Tensor], int]:
     """Train a small MLP with opt.step(closure); final parameters and the number of passes."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 1))
     x, y = torch.randn(10, 3), torch.randn(10, 1)
     opt = opt_factory(model.parameters())
-    passes = 0
-
-    def closure():
-        nonlocal passes
-        passes += 1
-        opt.zero_grad()
-        loss = (model(x) - y).pow(2).mean()
-        loss.backward()
-        return loss
-
+    passes = []
+    closure = _mse_closure(model, opt, x, y, on_call=lambda: passes.append(1))
     for _ in range(steps):
         opt.step(closure)
-    return [p.detach().clone() for p in model.parameters()], passes
+    return [p.detach().clone() for p in model.parameters()], len(passes)
 
 
 @pytest.mark.parametrize("variant", [LookSAM, SAMEveryK])
@@ -263,14 +271,8 @@ def test_state_dict_round_trip_gives_identical_steps():
     x, y = torch.randn(10, 3), torch.randn(10, 1)
 
     def train(model, opt, steps):
-        def closure():
-            opt.zero_grad()
-            loss = (model(x) - y).pow(2).mean()
-            loss.backward()
-            return loss
-
         for _ in range(steps):
-            opt.step(closure)
+            opt.step(_mse_closure(model, opt, x, y))
 
     m1, o1 = build()
     train(m1, o1, 2)  # mid-cycle: the reuse direction g_v matters for the next step

@@ -16,8 +16,8 @@ from flatgen.analysis import (
     worst_case_sharpness,
 )
 from flatgen.classify.config import AttackSpec, SharpnessSpec
-from flatgen.robustness._util import evaluating
 from flatgen.robustness.attacks import classifier_robust_accuracy, fgsm, pgd
+from flatgen.robustness.util import evaluating
 
 BOX = (0.0, 1.0)  # classifier inputs live in [0, 1]
 SHARPNESS_KEYS = ("lambda_max", "trace", "worst_case", "average_case")

@@ -14,7 +14,7 @@ from flatgen.classify.config import AdversarialMethod, SAMMethod, WRMMethod, _Me
 from flatgen.classify.evaluate import adversarial_examples
 from flatgen.dro.wrm import classifier_per_sample_loss, wrm_perturb
 from flatgen.optim import SAM, LookSAM, MomentumSAM, SAMEveryK
-from flatgen.robustness._util import evaluating
+from flatgen.robustness.util import evaluating
 
 Batch = tuple[Tensor, ...]
 Prepare = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Batch]

@@ -12,7 +12,7 @@ from typing import Any
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.evaluate import SHARPNESS_KEYS, robust_key
 from flatgen.io import atomic_write, write_json_atomic, write_text_atomic
-from flatgen.robustness._util import jsonable
+from flatgen.robustness.util import jsonable
 
 CORRELATED = ("lambda_max", "trace", "worst_case")  # the measures the verdict is about
 NORM_LABEL = {"linf": "L∞", "l2": "L2"}

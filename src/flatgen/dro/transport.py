@@ -80,6 +80,11 @@ def _check(solver: str) -> None:
         raise ValueError(f"unknown OT solver {solver!r}; choose from {', '.join(SOLVERS)}")
 
 
+def _generator_or_seed0(generator: torch.Generator | None) -> torch.Generator:
+    """The caller's generator, else a fresh one seeded 0: sliced costs are reproducible by default."""
+    return generator if generator is not None else torch.Generator().manual_seed(0)
+
+
 def per_sample_ot_cost(
     x: Tensor,
     y: Tensor,
@@ -95,8 +100,7 @@ def per_sample_ot_cost(
     """
     _check(solver)
     if solver == "sliced":
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        return _sliced_per_sample(x, y, n_projections, gen)
+        return _sliced_per_sample(x, y, n_projections, _generator_or_seed0(generator))
     cost = pairwise_sq_dists(x, y)
     plan = transport_plan(cost, solver, reg, sinkhorn_iters)
     return len(x) * (plan * cost).sum(1)
@@ -114,8 +118,7 @@ def ot_cost(
     """Squared W2 between the empirical measures of x and y (sliced: SW2^2), differentiable."""
     _check(solver)
     if solver == "sliced" and len(x) != len(y):
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+        seed = int(torch.randint(2**31 - 1, (1,), generator=_generator_or_seed0(generator)))
         sw = pot.sliced_wasserstein_distance(
             x.flatten(1), y.flatten(1), n_projections=n_projections, p=2, seed=seed
         )

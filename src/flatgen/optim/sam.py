@@ -95,6 +95,7 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.num_steps = 0  # completed (not skipped) steps
         self._perturbed = False
+        self._check_base_optimizer()
 
     # -- protocol -----------------------------------------------------------------------------
 
@@ -104,9 +105,9 @@ class SAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Save w and move to w + e(w), e from the current gradients (the gradient at w)."""
+        """Save w and move to w + e(w), e along `_direction` (SAM: the current gradient, at w)."""
         self._apply_rho_schedule()
-        self._perturb(lambda p: p.grad)
+        self._perturb(self._direction)
         if zero_grad:
             self.zero_grad()
 
@@ -184,6 +185,16 @@ class SAM(torch.optim.Optimizer):
 
     def _params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
+
+    # Hooks for the variants (besides needs_second_pass and _transform_grad), so that the
+    # constructor and first_step (rho schedule, perturbation, zero_grad) are written once.
+
+    def _check_base_optimizer(self) -> None:
+        """Hook: raise if the base optimizer cannot serve this variant (any does for SAM)."""
+
+    def _direction(self, p: Tensor) -> Tensor | None:
+        """Hook: the ascent direction of p before normalization (None: p is not perturbed)."""
+        return p.grad
 
     def _perturb(self, direction: Callable[[Tensor], Tensor | None]) -> None:
         """w += rho * d / ||d|| (ASAM: rho * T^2 d / ||T d||) with one norm over all parameters."""
@@ -342,33 +353,20 @@ class MomentumSAM(SAM):
 
     _momentum_keys = ("exp_avg", "momentum_buffer")
 
-    def __init__(
-        self,
-        params: Iterable[Any],
-        base_optimizer_cls: Callable[..., torch.optim.Optimizer],
-        rho: Rho = 0.05,
-        adaptive: bool = False,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(params, base_optimizer_cls, rho, adaptive, **base_kwargs)
+    def needs_second_pass(self) -> bool:
+        return False
+
+    # first_step is SAM's: it moves to w - rho * m/||m|| (gradients are not used)
+
+    def _check_base_optimizer(self) -> None:
         d = self.base_optimizer.defaults
         if "betas" not in d and not d.get("momentum"):
             raise ValueError(
                 "MomentumSAM needs a base optimizer with momentum (SGD momentum>0, Adam)"
             )
 
-    def needs_second_pass(self) -> bool:
-        return False
-
-    @torch.no_grad()
-    def first_step(self, zero_grad: bool = False) -> None:
-        """Move to w - rho * m/||m|| (gradients are not used)."""
-        self._apply_rho_schedule()
-        self._perturb(self._negative_momentum)
-        if zero_grad:
-            self.zero_grad()
-
-    def _negative_momentum(self, p: Tensor) -> Tensor | None:
+    def _direction(self, p: Tensor) -> Tensor | None:
+        """The negative momentum of p (None before the base optimizer has one)."""
         state = self.base_optimizer.state.get(p, {})
         for key in self._momentum_keys:
             if key in state:

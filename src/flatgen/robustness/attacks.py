@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
-from flatgen.robustness._util import evaluating, make_generator
 from flatgen.robustness.chain import ddim_generate
+from flatgen.robustness.util import evaluating, make_generator
 
 NORMS = ("linf", "l2")
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -197,6 +197,38 @@ def robust_epsilon(
     return None
 
 
+# ---------------------------------------------------------------- eps sweeps
+
+
+def _eps_sweep(
+    n: int,
+    batch_size: int,
+    eps_list: Sequence[float],
+    seed: int,
+    label: tuple[object, ...],
+    batch_total: Callable[[slice, float, torch.Generator], float],
+    tick: Callable[[], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """The sweep loop the three attacks below share: (eps values, per-sample mean per eps).
+
+    The eps values are eps_list sorted, with 0 (the clean value) always in. At each eps, one
+    generator seeded from (seed, *label, index of eps) runs through the batches of batch_size
+    samples in order; batch_total(batch slice, eps, generator) returns the batch's sum of the
+    measured value, and the sums over all n samples are divided by n. tick() after each eps.
+    """
+    eps_all = sorted({0.0, *map(float, eps_list)})
+    means = []
+    for k, eps in enumerate(eps_all):
+        gen = make_generator(seed, *label, k)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            total += batch_total(slice(i, i + batch_size), eps, gen)
+        means.append(total / n)
+        if tick:
+            tick()
+    return eps_all, means
+
+
 # ---------------------------------------------------------------- denoiser input
 
 
@@ -233,26 +265,19 @@ def attack_denoiser_input(
     noise = torch.randn(tuple(x0.shape), generator=g).to(x0.device, x0.dtype)
     tt = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
     x_t = schedule.add_noise(x0, noise, tt)
-    eps_all = sorted({0.0, *map(float, eps_list)})
-    losses = []
+
+    def batch_loss(sl: slice, eps: float, gen: torch.Generator) -> float:
+        def objective(z: torch.Tensor) -> torch.Tensor:
+            return denoising_loss_per_sample(model, z, tt[sl], noise[sl])
+
+        alpha = step_factor * eps / max(steps, 1)
+        _, val = pgd(objective, x_t[sl], eps, norm, steps, alpha, random_start, None, gen, True)
+        return val.sum().item()
+
     with evaluating(model, freeze=True):
-        for k, eps in enumerate(eps_all):
-            gen = make_generator(seed, "denoiser-pgd", t, norm, k)
-            total = 0.0
-            for i in range(0, x0.shape[0], batch_size):
-                sl = slice(i, i + batch_size)
-
-                def objective(z: torch.Tensor, sl: slice = sl) -> torch.Tensor:
-                    return denoising_loss_per_sample(model, z, tt[sl], noise[sl])
-
-                alpha = step_factor * eps / max(steps, 1)
-                _, val = pgd(
-                    objective, x_t[sl], eps, norm, steps, alpha, random_start, None, gen, True
-                )
-                total += val.sum().item()
-            losses.append(total / x0.shape[0])
-            if tick:
-                tick()
+        eps_all, losses = _eps_sweep(
+            x0.shape[0], batch_size, eps_list, seed, ("denoiser-pgd", t, norm), batch_loss, tick
+        )
     return {
         "t": t,
         "norm": norm,
@@ -294,32 +319,27 @@ def attack_initial_noise(
     """
     _check_norm(norm)
     x_T = x_T.detach()
-    eps_all = sorted({0.0, *map(float, eps_list)})
     chunks = [slice(i, i + batch_size) for i in range(0, x_T.shape[0], batch_size)]
+
+    def batch_deviation(c: slice, eps: float, gen: torch.Generator) -> float:
+        def objective(z: torch.Tensor) -> torch.Tensor:
+            out = ddim_generate(model, schedule, z, sampling_steps, clip)
+            return (out - clean[c]).pow(2).flatten(1).mean(1)
+
+        alpha = step_factor * eps / max(steps, 1)
+        _, val = pgd(objective, x_T[c], eps, norm, steps, alpha, random_start, None, gen, True)
+        return val.clamp_min(0).sqrt().sum().item()  # val: mean squared deviation
+
     with evaluating(model, freeze=True):
         with torch.no_grad():
             clean = torch.cat(
                 [ddim_generate(model, schedule, x_T[c], sampling_steps, clip) for c in chunks]
             )
         spread = (clean - clean.roll(1, 0)).pow(2).flatten(1).mean(1).sqrt().mean().item()
-        deviations = []
-        for k, eps in enumerate(eps_all):
-            gen = make_generator(seed, "xT-pgd", norm, k)
-            total = 0.0
-            for c in chunks:
-
-                def objective(z: torch.Tensor, c: slice = c) -> torch.Tensor:
-                    out = ddim_generate(model, schedule, z, sampling_steps, clip)
-                    return (out - clean[c]).pow(2).flatten(1).mean(1)
-
-                alpha = step_factor * eps / max(steps, 1)
-                _, val = pgd(
-                    objective, x_T[c], eps, norm, steps, alpha, random_start, None, gen, True
-                )
-                total += val.clamp_min(0).sqrt().sum().item()  # val: mean squared deviation
-            deviations.append(total / x_T.shape[0])
-            if tick:
-                tick()
+        # the sweep's batches are these chunks: both split x_T every batch_size samples
+        eps_all, deviations = _eps_sweep(
+            x_T.shape[0], batch_size, eps_list, seed, ("xT-pgd", norm), batch_deviation, tick
+        )
     normalized = [d / spread if spread > 0 else 0.0 for d in deviations]
     return {
         "norm": norm,
@@ -359,25 +379,24 @@ def classifier_robust_accuracy(
     _check_norm(norm)
     if attack not in ("pgd", "fgsm"):
         raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
-    eps_all = sorted({0.0, *map(float, eps_list)})
-    acc = []
+
+    def batch_correct(sl: slice, eps: float, gen: torch.Generator) -> float:
+        xb, yb = x[sl], y[sl]
+
+        def objective(z: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(model(z), yb, reduction="none")
+
+        if attack == "fgsm":
+            adv = fgsm(objective, xb, eps, norm, clamp)
+        else:
+            adv = pgd(objective, xb, eps, norm, steps, step_size, random_start, clamp, gen)
+        with torch.no_grad():
+            return (model(adv).argmax(1) == yb).sum().item()
+
     with evaluating(model, freeze=True):
-        for k, eps in enumerate(eps_all):
-            gen = make_generator(seed, "classifier", attack, norm, k)
-            correct = 0
-            for i in range(0, x.shape[0], batch_size):
-                xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-
-                def objective(z: torch.Tensor, yb: torch.Tensor = yb) -> torch.Tensor:
-                    return F.cross_entropy(model(z), yb, reduction="none")
-
-                if attack == "fgsm":
-                    adv = fgsm(objective, xb, eps, norm, clamp)
-                else:
-                    adv = pgd(objective, xb, eps, norm, steps, step_size, random_start, clamp, gen)
-                with torch.no_grad():
-                    correct += (model(adv).argmax(1) == yb).sum().item()
-            acc.append(correct / x.shape[0])
+        eps_all, acc = _eps_sweep(
+            x.shape[0], batch_size, eps_list, seed, ("classifier", attack, norm), batch_correct
+        )
     return {
         "attack": attack,
         "norm": norm,

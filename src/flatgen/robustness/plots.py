@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from flatgen.io import atomic_write
@@ -24,6 +25,12 @@ def _color(i: int) -> str:
     return f"C{i % 10}"
 
 
+def _curve(ax: Axes, x: Any, y: Any, model: int, series: int, label: str, marker: str) -> None:
+    """One curve of a per-model family: the colour tells the model (its index in the results),
+    the line style the series within that model (sampler, timestep, granularity, ...)."""
+    ax.plot(x, y, _STYLES[series % len(_STYLES)], marker=marker, color=_color(model), label=label)
+
+
 def _plot_steps(results: Mapping[str, Any], path: Path) -> Path:
     metric = results["metric"]
     fig = Figure(figsize=(6, 4))
@@ -31,14 +38,7 @@ def _plot_steps(results: Mapping[str, Any], path: Path) -> Path:
     for i, (name, per_sampler) in enumerate(results["steps"].items()):
         for j, (sampler, rows) in enumerate(per_sampler.items()):
             y = [metric_value(q, metric) for q in rows["quality"]]
-            ax.plot(
-                rows["steps"],
-                y,
-                _STYLES[j % 4],
-                marker="o",
-                color=_color(i),
-                label=f"{name} ({sampler})",
-            )
+            _curve(ax, rows["steps"], y, i, j, f"{name} ({sampler})", "o")
     ax.set(xscale="log", xlabel="sampling steps T'", ylabel=metric, title="quality vs steps")
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -51,14 +51,7 @@ def _plot_exposure(results: Mapping[str, Any], path: Path) -> Path:
         gap = exp["eps_norm_gap"]
         ax1.plot(gap["t"], gap["gap"], marker=".", color=_color(i), label=name)
         for j, (key, v) in enumerate(exp["variance_error"].items()):
-            ax2.plot(
-                v["t"],
-                v["delta"],
-                _STYLES[j % 4],
-                marker=".",
-                color=_color(i),
-                label=f"{name} ({key})",
-            )
+            _curve(ax2, v["t"], v["delta"], i, j, f"{name} ({key})", ".")
     ax1.axhline(0, color="grey", lw=0.5)
     ax1.set(xlabel="timestep t", ylabel="E||eps||^2 sampling - training", title="epsilon-norm gap")
     ax2.set(xlabel="timestep t", ylabel="delta_t", yscale="log", title="variance error")
@@ -76,24 +69,11 @@ def _plot_quant(results: Mapping[str, Any], path: Path) -> Path:
         ax.axhline(base, color=_color(i), lw=0.5)
         for j, (gran, sweep) in enumerate((k, v) for k, v in per_gran.items() if k != "float"):
             y = [metric_value(q, metric) for q in sweep["quality"]]
-            ax.plot(
-                sweep["bits"],
-                y,
-                _STYLES[j % 4],
-                marker="o",
-                color=_color(i),
-                label=f"{name} ({gran})",
-            )
-            if "quality_act" in sweep:
+            _curve(ax, sweep["bits"], y, i, j, f"{name} ({gran})", "o")
+            if "quality_act" in sweep:  # activations quantized too: the style two along
                 ya = [metric_value(q, metric) for q in sweep["quality_act"]]
-                ax.plot(
-                    sweep["bits"],
-                    ya,
-                    _STYLES[(j + 2) % 4],
-                    marker="x",
-                    color=_color(i),
-                    label=f"{name} ({gran}, A{sweep['activation_bits']})",
-                )
+                label = f"{name} ({gran}, A{sweep['activation_bits']})"
+                _curve(ax, sweep["bits"], ya, i, j + 2, label, "x")
     ax.set(xlabel="weight bits", ylabel=metric, title="quality vs bits (thin: float)")
     ax.invert_xaxis()
     ax.legend(fontsize=8)
@@ -109,14 +89,7 @@ def _plot_attack(results: Mapping[str, Any], path: Path) -> Path:
         ax2 = fig.add_subplot(2, len(norms), len(norms) + k + 1)
         for i, (name, att) in enumerate(per_model.items()):
             for j, (t, r) in enumerate(att["denoiser_input"][norm].items()):
-                ax1.plot(
-                    r["eps"],
-                    r["loss"],
-                    _STYLES[j % 4],
-                    marker="o",
-                    color=_color(i),
-                    label=f"{name} t={t}",
-                )
+                _curve(ax1, r["eps"], r["loss"], i, j, f"{name} t={t}", "o")
             r = att["initial_noise"][norm]
             ax2.plot(r["eps"], r["normalized_deviation"], marker="o", color=_color(i), label=name)
         ax1.set(xlabel=f"epsilon ({norm})", ylabel="denoising loss", title=f"PGD on x_t ({norm})")
