@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from flatgen.analysis.hvp import HessianOperator
-from flatgen.analysis.lanczos import Lanczos, _error_bounds, _select
+from flatgen.analysis.lanczos import Lanczos, ritz_error_bounds, select_ritz
 from flatgen.report.measure import sharpness_loss_fn
 from flatgen.train import load_run
 
@@ -42,8 +42,8 @@ def main() -> None:
         lz.step()
         if lz.m >= args.k:
             theta, _, resid = lz.ritz()
-            idx = _select(theta, args.k, "LA")
-            history.append((lz.m, theta[idx].copy(), _error_bounds(theta, resid, idx) / np.abs(theta[idx])))
+            idx = select_ritz(theta, args.k, "LA")
+            history.append((lz.m, theta[idx].copy(), ritz_error_bounds(theta, resid, idx) / np.abs(theta[idx])))
     ref = history[-1][1]
     print(f"top-{args.k} reference after {args.steps} products: {np.array2string(ref, precision=4)}")
     print("products | max rel. error | max rel. change | flatgen bound")

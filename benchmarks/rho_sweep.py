@@ -134,8 +134,9 @@ def recommend(rows: list[dict], noise: dict) -> dict:
     """The rho with the lowest lambda_max among those whose quality stays within the noise band
     of AdamW's, provided its reduction is clear (beyond twice the seed spread, at least 10%).
 
-    Quality is W2's excess over the real-data floor (W2 itself sits close to the floor, so a
-    ratio of raw W2 hides real losses) and, on digits, the digits-FID.
+    Quality is the digits-FID where it was measured (pixel W2 cannot rank digits models), else
+    W2's excess over the real-data floor (raw W2 sits close to the floor, so its ratio hides real
+    losses), or W2 itself within 1% when even AdamW's samples sit below the floor.
     """
     base = next(r for r in rows if r["rho"] == 0 and r["seed"] == rows[0]["seed"])
     lam_tol = tolerance(noise, "lambda_max")
@@ -147,19 +148,26 @@ def recommend(rows: list[dict], noise: dict) -> dict:
             continue
         if r["lambda_max"] <= (1 - lam_tol) * base["lambda_max"]:
             clear.append(r["rho"])
-        kept = r["w2_excess"] <= (1 + w2_tol) * base["w2_excess"]
-        if "fid" in r and "fid" in base:
-            kept = kept and r["fid"] <= (1 + fid_tol) * base["fid"]
+        if "fid" in r and "fid" in base:  # on digits pixel W2 cannot rank models (RESULTS.md)
+            kept = r["fid"] <= (1 + fid_tol) * base["fid"]
+        elif base["w2_excess"] > 0:
+            kept = r["w2_excess"] <= (1 + w2_tol) * base["w2_excess"]
+        else:  # AdamW's samples sit below the floor: a ratio of excesses means nothing there
+            kept = r["w2"] <= (1 + 0.01) * base["w2"]
         if kept:
             ok_quality.append(r["rho"])
     both = [r for r in rows if r["rho"] in clear and r["rho"] in ok_quality
             and r["seed"] == base["seed"]]
     pick = min(both, key=lambda r: r["lambda_max"]) if both else None
-    fid_rule = f" and FID <= (1 + {fid_tol:.2f}) x" if "fid" in base else ""
+    if "fid" in base:
+        quality_rule = f"FID <= (1 + {fid_tol:.2f}) x AdamW's"
+    elif base["w2_excess"] > 0:
+        quality_rule = f"W2 - floor <= (1 + {w2_tol:.2f}) x AdamW's"
+    else:
+        quality_rule = "W2 <= 1.01 x AdamW's (AdamW is below the real-data floor)"
     return {
-        "rule": (f"lowest lambda_max among rho with lambda_max <= (1 - {lam_tol:.2f}) x AdamW's, "
-                 f"W2 - floor <= (1 + {w2_tol:.2f}) x{fid_rule} AdamW's (tolerances: "
-                 f"max(10%, 2 x AdamW seed spread))"),
+        "rule": (f"lowest lambda_max among rho with lambda_max <= (1 - {lam_tol:.2f}) x AdamW's and "
+                 f"{quality_rule} (tolerances: max(10%, 2 x AdamW seed spread))"),
         "clear_reduction": clear,
         "quality_kept": ok_quality,
         "smallest_clear_rho": min(clear) if clear else None,

@@ -49,7 +49,7 @@ from flatgen.data import load_dataset
 from flatgen.diffusion import NoiseSchedule, diffusion_loss
 from flatgen.models import build_model
 from flatgen.train import Method, load_run, train
-from flatgen.train.loop import _micro_batches, make_accelerator
+from flatgen.train.loop import make_accelerator, micro_batches
 from flatgen.train.step import train_step
 
 BLOCK = 10  # steps per timed block: a multiple of every k below
@@ -95,7 +95,7 @@ def time_steps(args: argparse.Namespace, table: list[tuple[str, list[str], float
     cfg0 = cfgs["AdamW"]
     train_x, _ = load_dataset(cfg0.data)
     schedule = NoiseSchedule(cfg0.diffusion.schedule, cfg0.diffusion.timesteps)
-    batches = [_micro_batches(cfg0, train_x, schedule, s, 0, 1) for s in range(n_steps)]
+    batches = [micro_batches(cfg0, train_x, schedule, s, 0, 1) for s in range(n_steps)]
     accelerator = make_accelerator(cfg0)
 
     def loss_fn(net, mb):

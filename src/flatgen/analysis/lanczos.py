@@ -105,7 +105,7 @@ class Lanczos:
         return theta, s, resid
 
 
-def _select(theta: np.ndarray, k: int, which: Which) -> np.ndarray:
+def select_ritz(theta: np.ndarray, k: int, which: Which) -> np.ndarray:
     """Indices of the k wanted Ritz values, most extreme first."""
     if which == "LA":
         order = np.argsort(-theta)
@@ -118,7 +118,7 @@ def _select(theta: np.ndarray, k: int, which: Which) -> np.ndarray:
     return order[:k]
 
 
-def _error_bounds(theta: np.ndarray, resid: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def ritz_error_bounds(theta: np.ndarray, resid: np.ndarray, idx: np.ndarray) -> np.ndarray:
     # |lambda - theta| <= r always, and <= r^2 / gap once theta is separated from the rest of
     # the spectrum (Kato-Temple); the Ritz gap stands in for the unknown true gap
     out = np.empty(len(idx))
@@ -176,8 +176,8 @@ def lanczos_eigs(
         if lz.m < k or (lz.betas[-1] == 0.0 and lz.m < lz.max_iter):
             continue  # after a breakdown, look at least one step into the new block
         theta, s, resid = lz.ritz()
-        idx = _select(theta, k, which)
-        err = _error_bounds(theta, resid, idx)
+        idx = select_ritz(theta, k, which)
+        err = ritz_error_bounds(theta, resid, idx)
         scale = np.maximum(np.abs(theta[idx]), 1e-6 * np.max(np.abs(theta)) + 1e-300)
         if lz.m >= min_iter and np.all(err <= tol * scale):
             converged = True

@@ -76,7 +76,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
     return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision)
 
 
-def _micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
+def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
                    rank: int, world: int) -> list[tuple[torch.Tensor, ...]]:
     """This process's micro-batches of step `step`: (x0, t, noise, ip_noise) each."""
     g = torch.Generator().manual_seed(step_seed(cfg.train.seed, step))
@@ -228,7 +228,7 @@ def train(
             model.train()
             while step < total:
                 torch.manual_seed(step_seed(cfg.train.seed, step, stream=1 + rank))  # dropout
-                batches = _micro_batches(cfg, train_x, schedule, step, rank, world)
+                batches = micro_batches(cfg, train_x, schedule, step, rank, world)
                 result = train_step(
                     model, optimizer, batches, loss_fn, accelerator,
                     grad_clip=cfg.train.grad_clip, sync_perturbation=method.sync_perturbation,
