@@ -67,6 +67,16 @@ def test_exact_denoiser_gaussian_recovers_variance(sampler, steps):
     assert abs(x.std().item() - s) < 0.03 and x.mean().abs().max() < 0.05
 
 
+def test_vector_data_is_not_clipped_to_the_image_box():
+    """toy2d lives outside [-1, 1]: by default only image samples (N, C, H, W) have x0 clipped."""
+    sched, s = NoiseSchedule(), 2.0
+    model = ExactGMMDenoiser(torch.zeros(1, 2), s, sched)
+    x = sample(model, sched, (4000, 2), 50, "ddim", generator=torch.Generator().manual_seed(0))
+    assert abs(x.std().item() - s) < 0.1 and x.abs().max() > 4
+    clipped = sample(model, sched, (4000, 2), 50, "ddim", generator=torch.Generator().manual_seed(0), clip=True)
+    assert clipped.abs().max() <= 1 + 1e-6
+
+
 def test_adm_sampler_under_disperses_with_few_steps():
     """The fixed posterior variance misses the x0 uncertainty: fewer steps, smaller spread."""
     sched = NoiseSchedule()

@@ -1,7 +1,8 @@
 """Samplers with T' steps out of T: ADM's stochastic respaced sampler and DDIM (eta = 0).
 
 Both walk the respaced timesteps t_{n-1} > ... > t_0 (guided-diffusion's `space_timesteps`),
-feed the *original* timestep to the network, and clip the predicted x0 to [-1, 1] as ADM does.
+feed the *original* timestep to the network, and clip the predicted x0 to [-1, 1] as ADM does
+(images only: toy 2-D data lives outside that box).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def denoise_chain(
     x: torch.Tensor,
     sampler: str = "adm",
     generator: torch.Generator | None = None,
-    clip: bool = True,
+    clip: bool | None = None,
     eps_scale: Callable[[int], float] | None = None,
     on_step: Callable[[SamplerStep], None] | None = None,
     final: bool = True,
@@ -48,8 +49,12 @@ def denoise_chain(
     The one implementation of both samplers' update rule. final=True takes the last step to the
     data; final=False stops and returns x_{ts[0]} (chains that start or stop mid-way measure
     exposure bias). Gradients flow when the caller enables them (attacks through the sampler).
-    The ADM sampler's per-step noise is drawn on the CPU from `generator`.
+    The ADM sampler's per-step noise is drawn on the CPU from `generator`. clip=None clips the
+    predicted x0 to [-1, 1] for images (N, C, H, W), whose pixels live there, and not for vector
+    data such as toy2d, whose values do not.
     """
+    if clip is None:
+        clip = x.ndim == 4
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not ts or list(ts) != sorted(set(ts)):
@@ -92,7 +97,7 @@ def sample(
     sampler: str = "adm",
     generator: torch.Generator | None = None,
     x_T: torch.Tensor | None = None,
-    clip: bool = True,
+    clip: bool | None = None,
     eps_scale: Callable[[int], float] | None = None,
     on_step: Callable[[SamplerStep], None] | None = None,
     device: torch.device | str | None = None,

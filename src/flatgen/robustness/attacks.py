@@ -302,7 +302,7 @@ def attack_initial_noise(
     steps: int = 10,
     step_factor: float = 2.5,
     random_start: bool = True,
-    clip: bool = True,
+    clip: bool | None = None,
     seed: int = 0,
     fraction: float = 0.5,
     batch_size: int = 256,

@@ -19,7 +19,7 @@ def ddim_generate(
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
     steps: int,
-    clip: bool = True,
+    clip: bool | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM samples from x_T with `steps` network calls, differentiable in x_T."""
     return denoise_chain(model, schedule, schedule.respaced(steps), x_T, sampler="ddim", clip=clip)

@@ -99,7 +99,7 @@ def epsilon_norm_gap(
     sampler: str = "adm",
     n: int | None = None,
     seed: int = 0,
-    clip: bool = True,
+    clip: bool | None = None,
     eps_scale: Callable[[int], float] | None = None,
     batch_size: int = 256,
 ) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def variance_error(
     sampler: str = "adm",
     hop: int | None = 1,
     seed: int = 0,
-    clip: bool = True,
+    clip: bool | None = None,
     eps_scale: Callable[[int], float] | None = None,
     batch_size: int = 256,
 ) -> dict[str, Any]:

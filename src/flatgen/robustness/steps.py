@@ -24,7 +24,7 @@ def generate(
     sampler: str = "adm",
     seed: int = 0,
     batch_size: int = 256,
-    clip: bool = True,
+    clip: bool | None = None,
     eps_scale: Callable[[int], float] | None = None,
     on_step: Callable[[SamplerStep], None] | None = None,
 ) -> torch.Tensor:
