@@ -102,3 +102,11 @@ def test_study_dispatch_and_bad_keys(tmp_path):
     assert plan.exit_code == 0
     lines = plan.output.strip().splitlines()
     assert len(lines) == 3 * 3 + 1 and lines[-1].endswith("--collect")  # 3 trajectories x 3 seeds
+
+
+def test_classifier_study_refuses_diffusion_only_flags(tmp_path):
+    """--plan on a classifier study must not start training (it used to run the whole study)."""
+    for flag in (["--plan"], ["--collect"], ["--only", "sam-s0"]):
+        result = _invoke("study", "configs/classifier-digits.yaml", "--out", tmp_path / "c", *flag)
+        assert result.exit_code == 2 and "diffusion studies" in result.output
+    assert not (tmp_path / "c").exists()

@@ -463,11 +463,16 @@ def study(
 ) -> None:
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
-    Finished runs are skipped on restart; a failed run is reported and the rest go on.
+    Finished runs are skipped on restart; a failed run is reported, the rest go on, and the
+    command exits 1. A classifier study (task: classifier) writes table.md, results.csv/json
+    and plots, and runs in one process (no --plan, --only or --collect).
     """
     from flatgen.report import collect_study, load_study_config, plan_commands, run_study
 
     if _study_task(config) == "classifier":
+        if plan or collect or only:
+            raise ValueError("--plan, --only and --collect are for diffusion studies; a classifier "
+                             f"study runs in one process: flatgen study {config} --out DIR")
         _classifier_study(config, out, progress)
         return
     cfg = load_study_config(config)
@@ -486,12 +491,14 @@ def study(
         if failed:
             console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
     _print_study_summary(collect_study(cfg, out), out)
+    if not collect and failed:
+        raise typer.Exit(1)
 
 
 @app.command()
 @cli_command
 def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="A short version (about 3 minutes).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A short version (about 3 minutes on 2 idle cores).")] = False,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", help="Output directory (default demo, or demo-quick).")] = None,
 ) -> None:
@@ -507,10 +514,12 @@ def demo(
     t0 = time.perf_counter()
     out = out or Path("demo-quick" if quick else "demo")
     cfg = demo_study(quick, seeds=seeds)
-    run_study(cfg, out, console)
+    status = run_study(cfg, out, console)
     summary = collect_study(cfg, out)
     _print_study_summary(summary, out)
     console.print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
+    if any(v.startswith("failed") for v in status.values()):
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -165,6 +165,11 @@ def load_results(out: Path, study: StudyConfig) -> tuple[list[dict[str, Any]], l
     """All measured (method, seed) results, and the names of the missing ones."""
     rows, missing = [], []
     for unit in plan_units(study):
+        try:
+            check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
+        except RunDirError:  # trained for another study config: its numbers do not belong here
+            missing += [f"{m} seed {unit.seed} (run trained with another config)" for m in unit.methods]
+            continue
         for method in unit.methods:
             path = result_path(out, unit, method)
             if _measured_with(path, study):
