@@ -419,6 +419,10 @@ def test_suite_is_deterministic_json_ready_and_plots(tmp_path) -> None:
         first["quant"]["raw"]["channel"]["size_bytes"][0]
         < first["quant"]["raw"]["channel"]["float_bytes"]
     )
+    # a robust epsilon that was never reached is None, and the strongest perturbation tried is kept
+    summary = first["summary"]["raw"]
+    assert summary["robust_epsilon_largest_tried"]["weight_noise_sigma"] == max(TINY["noise_sigmas"])
+    assert set(summary["robust_epsilon_largest_tried"]) == set(summary["robust_epsilon"])
     # raw and ema differ only by weights: the same x_T gives a different but fixed answer
     assert first["steps"]["raw"] != first["steps"]["ema"]
     paths = plot_robustness(first, tmp_path)
@@ -443,7 +447,7 @@ def test_suite_takes_a_float_quality_fn_and_one_suite() -> None:
         quality_fn=lambda x: w2_pot(x, reference),
         progress=False,
     )
-    assert res["metric"] == "quality" and set(res["summary"]["raw"]) == {"robust_epsilon"}
+    assert res["metric"] == "quality" and set(res["summary"]["raw"]) == {"robust_epsilon", "robust_epsilon_largest_tried"}
     noise = res["noise"]["raw"]
     assert noise["sigma"] == [0.0, 0.5, 5.0] and len(noise["metric_values"][1]) == 2
     # 5x the weight norm in every filter wrecks the model: a robust sigma inside the sweep

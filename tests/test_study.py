@@ -207,3 +207,19 @@ def test_quantization_claim_compares_the_degradation_from_float():
     assert comp.metric == "w2_rise@w8-channel"
     assert (comp.mean_a, comp.mean_b) == pytest.approx((0.1, 0.5))
     assert comp.verdict == "points the claimed way (1 seed)"
+
+
+def test_never_degraded_models_count_as_lower_bounds():
+    """A model whose loss never doubled within the attack sweep is the MORE robust one: it must
+    show as '>= largest eps' and take part in the claim, not vanish as a missing value."""
+    from flatgen.report.claims import evaluate_claims
+    from flatgen.report.collect import summary_table
+
+    key = "robust_eps_denoiser_linf_t100"
+    rows = [{"method": "sam", "seed": 0, "metrics": {key: 0.1, f"{key}_censored": 1.0}},
+            {"method": "adm", "seed": 0, "metrics": {key: 0.05}}]
+    header, body = summary_table(rows, ["adm", "sam"])
+    col = header.index("robust ε (x_t, L∞)")
+    assert body[0][col] == "0.05" and body[1][col] == "≥ 0.1"
+    (claim,) = [c for c in evaluate_claims(rows, ["adm", "sam"], [20]) if "adversarial" in c.text]
+    assert claim.verdict == "points the claimed way (1 seed)" and "lower bound" in claim.note

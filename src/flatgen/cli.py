@@ -355,12 +355,16 @@ def robustness(
                                   suites, settings)
     path = write_json_atomic(run_dir / "eval" / "robustness.json", result)
     pngs = plot_robustness(result, run_dir / "eval")
-    table = Table(title=f"robustness of {run.cfg.method.name} (metric {settings.metric}, lower is better)")
+    table = Table(title=f"robustness of {run.cfg.method.name} (metric {result['metric']}, lower is better; "
+                        "robust ε/σ: higher is better)")
     table.add_column("weights")
     table.add_column("headline numbers")
     for name, row in result["summary"].items():
         flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
-        flat |= {f"robust ε {k}": v for k, v in row.get("robust_epsilon", {}).items()}
+        largest = row.get("robust_epsilon_largest_tried", {})
+        flat |= {f"robust ε {k}": v if v is not None else
+                 f"> {largest[k]:g} (never degraded)" if k in largest else "never degraded"
+                 for k, v in row.get("robust_epsilon", {}).items()}
         table.add_row(name, "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
                                        for k, v in flat.items()))
     console.print(table)

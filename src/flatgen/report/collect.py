@@ -79,11 +79,13 @@ def summary_table(rows: Sequence[dict], methods: Sequence[str],
                 cells.append("—")
                 continue
             mean = sum(vals) / len(vals)
+            # a robust ε beyond the sweep counts as the largest ε tried: the mean is then a lower bound
+            bound = "≥ " if any(r.get(f"{key}_censored") for r in mrows) else ""
             if len(vals) > 1:
                 std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-                cells.append(f"{mean:{fmt}} ± {std:{fmt}}")
+                cells.append(f"{bound}{mean:{fmt}} ± {std:{fmt}}")
             else:
-                cells.append(f"{mean:{fmt}}")
+                cells.append(f"{bound}{mean:{fmt}}")
         body.append(cells)
     return header, body
 

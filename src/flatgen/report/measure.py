@@ -62,7 +62,13 @@ def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bo
                                       evals.suites, settings, progress=progress)
         summary = result["summary"][weights]
         out |= {k: v for k, v in summary.items() if not isinstance(v, dict)}
-        out |= {f"robust_eps_{k}": v for k, v in summary.get("robust_epsilon", {}).items()}
+        largest = summary.get("robust_epsilon_largest_tried", {})
+        for k, v in summary.get("robust_epsilon", {}).items():
+            # never degraded within the sweep: count it at the strongest perturbation tried (a
+            # lower bound) and flag it, rather than dropping the most robust models
+            out[f"robust_eps_{k}"] = v if v is not None or k not in largest else largest[k]
+            if v is None and k in largest:
+                out[f"robust_eps_{k}_censored"] = 1.0
         if "quant" in result and weights in result["quant"]:
             out[f"{settings.metric}@float"] = result["quant"][weights]["float"].get(settings.metric)
         out["robustness_metric"] = settings.metric

@@ -480,16 +480,21 @@ def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
                 for b, q in zip(sweep["bits"], sweep["quality"], strict=True):
                     row[f"{metric}@w{b}-{gran}"] = metric_value(q, metric)
         robust: dict[str, Any] = {}
+        largest: dict[str, float] = {}  # the strongest perturbation tried: None above means "more than this"
         if name in results.get("attack", {}):
             att = results["attack"][name]
             for norm, per_t in att["denoiser_input"].items():
                 for t, r in per_t.items():
                     robust[f"denoiser_{norm}_t{t}"] = r["robust_epsilon"]
+                    largest[f"denoiser_{norm}_t{t}"] = max(r["eps"])
             for norm, r in att["initial_noise"].items():
                 robust[f"initial_noise_{norm}"] = r["robust_epsilon"]
+                largest[f"initial_noise_{norm}"] = max(r["eps"])
         if name in results.get("noise", {}):
             robust["weight_noise_sigma"] = results["noise"][name]["robust_sigma"]
+            largest["weight_noise_sigma"] = max(results["noise"][name]["sigma"])
         row["robust_epsilon"] = robust
+        row["robust_epsilon_largest_tried"] = largest
         out[name] = row
     names = list(results["models"])
     if len(names) > 1:
