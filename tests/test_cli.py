@@ -110,3 +110,23 @@ def test_classifier_study_refuses_diffusion_only_flags(tmp_path):
         result = _invoke("study", "configs/classifier-digits.yaml", "--out", tmp_path / "c", *flag)
         assert result.exit_code == 2 and "diffusion studies" in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_robustness_setting_errors_are_one_readable_line(trained_toy_run):
+    result = _invoke("robustness", trained_toy_run, "--suite", "quant", "--set", "bitz=[8]")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: invalid robustness setting: bitz: unknown key (lists are written like bits=[8,4])"]
+
+
+def test_interrupted_training_exits_130(toy_config_file, tmp_path, monkeypatch):
+    """A run stopped early (Ctrl-C) must not look like success to a script."""
+    import flatgen.train
+    from flatgen.train.loop import TrainResult
+
+    def stopped(cfg, out, **kw):
+        return TrainResult(run_dir=out, steps=1, final_loss=1.0, seconds=1.0, it_per_s=1.0)
+
+    monkeypatch.setattr(flatgen.train, "train", stopped)
+    result = _invoke("train", toy_config_file, "--out", tmp_path / "r", "--no-progress")
+    assert result.exit_code == 130 and "--resume" in result.output

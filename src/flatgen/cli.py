@@ -112,6 +112,7 @@ def train(
     console.print(table)
     if result.steps < cfg.train.steps:
         console.print(f"interrupted: continue with  flatgen train {config} --out {out} --resume")
+        raise typer.Exit(130)  # the shell's code for "stopped by Ctrl-C", so scripts can tell
 
 
 # ---------------------------------------------------------------- sample
@@ -326,7 +327,9 @@ def robustness(
     Writes RUN_DIR/eval/robustness.json and one PNG per suite.
     """
     import yaml
+    from pydantic import ValidationError
 
+    from flatgen.config import format_validation_error
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
     from flatgen.metrics import train_floor_sample
@@ -346,8 +349,9 @@ def robustness(
         values["n_samples"] = n
     try:
         settings = RobustnessSettings(**values)
-    except Exception as err:  # pydantic's message, first line, names the key
-        raise ValueError(f"invalid robustness setting: {str(err).splitlines()[1:3]}") from None
+    except ValidationError as err:
+        raise ValueError(format_validation_error(err).replace("invalid config", "invalid robustness setting")
+                         + " (lists are written like bits=[8,4])") from None
     train, test = run.data()
     size = settings.n_samples or len(test)
     floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
@@ -406,13 +410,17 @@ def dro(
 # ---------------------------------------------------------------- study / demo
 
 
-TERMINAL_COLUMNS = ("method", "seeds", "dFID T'=20", "dFID T'=100", "W2 T'=20", "λmax",
-                    "dFID 4-bit", "robust ε (x_t, L∞)", "robust σ (weights)")
+TERMINAL_COLUMNS = ("method", "seeds", "dFID T'=", "W2 T'=", "λmax", "4-bit", "robust ε (x_t, L∞)",
+                    "robust σ (weights)")
 
 
 def _print_study_summary(summary: dict, out: Path) -> None:
-    # the terminal gets the headline columns; table.md and report.html have all of them
-    keep = [i for i, h in enumerate(summary["header"]) if h in TERMINAL_COLUMNS]
+    # the terminal gets the headline columns (quality at every T' measured, W2 only where there
+    # is no dFID); table.md and report.html have all of them
+    header = summary["header"]
+    has_fid = any(h.startswith("dFID T'=") for h in header)
+    keep = [i for i, h in enumerate(header) if any(h.startswith(c) for c in TERMINAL_COLUMNS)
+            and not (has_fid and h.startswith("W2 T'=") and h != "W2 T'=20")]
     table = Table(title="study results (mean ± std over seeds; all columns in table.md)")
     for i in keep:
         table.add_column(summary["header"][i], justify="right")
