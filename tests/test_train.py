@@ -159,3 +159,91 @@ def test_wrm_training(tmp_path, tiny_toy_config):
     gap_huge = max((plain[k] - huge[k]).abs().max() for k in plain)
     gap_strong = max((plain[k] - strong[k]).abs().max() for k in plain)
     assert gap_huge < 1e-5 < gap_strong
+
+
+def _crashed_run(run_dir, cfg):
+    """A run that crashed at step 8, after its step-5 checkpoint."""
+    with pytest.raises(Crash):
+        train(cfg, run_dir, progress=False, on_step=_crash_at(8))
+    return run_dir
+
+
+def _resume_config(run_dir, *overrides):
+    """What `flatgen train ... --out RUN --resume --set ...` trains with: the run's config plus overrides."""
+    from flatgen.config import load_config
+
+    return load_config(run_dir / "config.yaml", list(overrides))
+
+
+def test_resume_refuses_another_method(tmp_path, tiny_toy_config):
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.method = build_config({"data": {"name": "toy2d"}, "model": {"preset": "mlp2d"},
+                               "method": {"preset": "adm"}}).method
+    run = _crashed_run(tmp_path / "run", cfg)
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.jsonl")}
+    with pytest.raises(RunDirError, match=r"cannot change method\.preset \('adm' -> 'sam\+ema'\).* when resuming"):
+        train(_resume_config(run, "method.preset=sam+ema"), run, resume=True, progress=False)
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not (run / "train_summary.json").exists()
+    # the run is intact: a plain resume finishes it
+    result = train(_resume_config(run), run, resume=True, progress=False)
+    assert result.steps == tiny_toy_config.train.steps
+    assert load_trainer_state(find_checkpoint(run / "checkpoints" / "last"))["step"] == result.steps
+
+
+def test_resume_refuses_another_lr(tmp_path, tiny_toy_config):
+    run = _crashed_run(tmp_path / "run", tiny_toy_config)
+    before = (run / "config.yaml").read_bytes()
+    with pytest.raises(RunDirError) as err:
+        train(_resume_config(run, "train.lr=0.5"), run, resume=True, progress=False)
+    assert str(err.value) == "cannot change train.lr (0.002 -> 0.5) when resuming: start a new run with --out"
+    assert (run / "config.yaml").read_bytes() == before
+    assert load_trainer_state(find_checkpoint(run / "checkpoints" / "last"))["step"] == 5
+
+
+def test_resume_with_more_steps_continues(tmp_path, tiny_toy_config):
+    run = tmp_path / "run"
+    train(tiny_toy_config, run, progress=False)
+    before = (run / "config.yaml").read_bytes()
+    # a change resuming cannot apply is refused, named alone (train.steps could change)
+    with pytest.raises(RunDirError, match="cannot change train.batch_size") as err:
+        train(_resume_config(run, "train.steps=20", "train.batch_size=16"), run, resume=True, progress=False)
+    assert "train.steps" not in str(err.value)
+    assert (run / "config.yaml").read_bytes() == before
+    # what resuming applies goes through: more steps, another log/checkpoint period, eval settings
+    cfg = _resume_config(run, "train.steps=20", "train.log_every=4", "train.ckpt_every=3", "eval.steps=[7]")
+    result = train(cfg, run, resume=True, progress=False)
+    assert result.steps == 20
+    assert load_trainer_state(find_checkpoint(run / "checkpoints" / "last"))["step"] == 20
+    assert _resume_config(run) == cfg
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10, 12, 16, 20]
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 20
+
+
+def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypatch):
+    from flatgen.train import loop
+
+    run = tmp_path / "run"
+    trained = train(tiny_toy_config, run, progress=False)
+    files = ("config.yaml", "metrics.jsonl", "train_summary.json", "checkpoints/last/trainer_state.pt")
+    before = {name: (run / name).read_bytes() for name in files}
+    summary = json.loads(before["train_summary.json"])
+
+    def no_progress_bar(*args, **kwargs):
+        raise AssertionError("a finished run needs no progress bar")
+
+    monkeypatch.setattr(loop, "make_progress", no_progress_bar)
+    for cfg in (_resume_config(run), _resume_config(run, "train.steps=8")):  # finished, or past the end
+        result = train(cfg, run, resume=True, progress=True)
+        assert result.steps == tiny_toy_config.train.steps
+        assert result.final_loss == summary["final_loss"] == pytest.approx(trained.final_loss)
+        assert (result.seconds, result.it_per_s) == (summary["seconds"], summary["it_per_s"])
+        assert {name: (run / name).read_bytes() for name in files} == before
+    # without a summary (a crash right after the last checkpoint), the last logged loss
+    (run / "train_summary.json").unlink()
+    result = train(_resume_config(run), run, resume=True, progress=False)
+    last = json.loads(before["metrics.jsonl"].splitlines()[-1])
+    assert result.steps == last["step"] == tiny_toy_config.train.steps
+    assert result.final_loss == last["loss"]
+    assert not (run / "train_summary.json").exists()

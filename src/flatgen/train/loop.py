@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from torch import nn
 
-from flatgen.config import Config, dump_config
+from flatgen.config import Config, dump_config, load_config
 from flatgen.data import load_dataset
 from flatgen.diffusion import NoiseSchedule, diffusion_loss, draw_training_noise
 from flatgen.dro.wrm import diffusion_per_sample_loss, wrm_perturb
@@ -131,18 +132,103 @@ def _mean_over_processes(accelerator, value: float, world: int) -> float:
     return float(accelerator.reduce(t, reduction="mean"))
 
 
-def prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
-    config_path = run_dir / "config.yaml"
+# what a resumed run really applies; anything else (the optimizer's lr, the method, the model,
+# the data...) is fixed by the checkpoint, or would make the run a different one
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "eval")
+
+
+def _config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf where two nested dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in dict.fromkeys([*old, *new])
+                for change in _config_changes(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def _short_repr(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_resume_config(cfg: Config, run_dir: Path) -> None:
+    """Refuse a config for a resumed run that differs from the run's own in what resuming cannot apply."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    changes = _config_changes(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))
+    refused = [(key, a, b) for key, a, b in changes
+               if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)]
+    if refused:
+        shown = ", ".join(f"{key} ({_short_repr(a)} -> {_short_repr(b)})" for key, a, b in refused)
+        raise RunDirError(f"cannot change {shown} when resuming: start a new run with --out")
+
+
+def _check_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+    """Everything prepare_run_dir refuses, without writing: every process can run it."""
     if resume:
         if find_checkpoint(run_dir / CKPT_DIR) is None:
             raise RunDirError(f"nothing to resume: {str(run_dir)!r} has no checkpoint")
-    elif config_path.exists():
+        _check_resume_config(cfg, run_dir)
+    elif (run_dir / "config.yaml").exists():
         raise RunDirError(
             f"run directory {str(run_dir)!r} already holds a run: pass --resume to continue it, "
             "or choose another --out"
         )
+
+
+def _write_run_config(cfg: Config, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path, dump_config(cfg))
+    write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
+    """Check that run_dir can be used as asked (RunDirError if not), then write its config.yaml."""
+    _check_run_dir(cfg, run_dir, resume)
+    _write_run_config(cfg, run_dir)
+
+
+def _checkpoint_step(ckpt: Path) -> int:
+    try:  # the small JSON sidecar spares loading the optimizer state
+        return int(json.loads((ckpt / "trainer_state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return int(load_trainer_state(ckpt)["step"])
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _finished_run(cfg: Config, run_dir: Path) -> TrainResult | None:
+    """The result of a run whose checkpoint already reached cfg.train.steps, read back; else None."""
+    ckpt = find_checkpoint(run_dir / CKPT_DIR)
+    if ckpt is None:
+        return None
+    step = _checkpoint_step(ckpt)
+    if step < cfg.train.steps:
+        return None
+    summary = _read_json(run_dir / "train_summary.json") or {}
+    if summary.get("steps") == step:
+        try:
+            return TrainResult(run_dir=run_dir, steps=step, final_loss=float(summary["final_loss"]),
+                               seconds=float(summary["seconds"]), it_per_s=float(summary["it_per_s"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    # no usable summary (say a crash right after the last checkpoint): the last loss logged
+    final_loss = float("nan")
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                if record["step"] <= step:
+                    final_loss = float(record["loss"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return TrainResult(run_dir=run_dir, steps=step, final_loss=final_loss, seconds=0.0, it_per_s=0.0)
 
 
 def train(
@@ -157,8 +243,15 @@ def train(
 
     run_dir = Path(run_dir)
     accelerator = make_accelerator(cfg)
+    # every process checks the run directory before the main one writes into it, so that all of
+    # them refuse, or find the run finished, alike (and none waits at a barrier for a failed one)
+    _check_run_dir(cfg, run_dir, resume)
+    finished = _finished_run(cfg, run_dir) if resume else None
+    accelerator.wait_for_everyone()
+    if finished is not None:  # nothing to train: leave the run's files as they are
+        return finished
     if accelerator.is_main_process:
-        prepare_run_dir(cfg, run_dir, resume)
+        _write_run_config(cfg, run_dir)
     accelerator.wait_for_everyone()
 
     torch.manual_seed(cfg.train.seed)
