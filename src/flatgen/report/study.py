@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from flatgen.config import Config, load_config
+from flatgen.config import Config, config_changes, load_config
 from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.report.study_config import StudyConfig, split_method, unit_config
 from flatgen.train import RunDirError, load_run, train
@@ -73,20 +73,13 @@ def unit_done(out: Path, unit: Unit, study: StudyConfig) -> bool:
     return True
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every leaf where two nested dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in dict.fromkeys([*a, *b])
-                for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
-
-
 def check_run_config(run_dir: Path, cfg: Config) -> None:
     """Refuse to reuse or resume a run trained with another config (say a --quick demo)."""
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
-    diff = _differences(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))
+    diff = [f"{key}: {a!r} -> {b!r}" for key, a, b in
+            config_changes(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))]
     if diff:
         shown = "; ".join(diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
         raise RunDirError(f"{str(run_dir)!r} was trained with a different config ({shown}): "

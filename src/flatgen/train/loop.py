@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
-from flatgen.config import Config, dump_config, load_config
+from flatgen.config import Config, config_changes, dump_config, load_config
 from flatgen.data import load_dataset
 from flatgen.diffusion import NoiseSchedule, diffusion_loss, draw_training_noise
 from flatgen.dro.wrm import diffusion_per_sample_loss, wrm_perturb
@@ -137,14 +137,6 @@ def _mean_over_processes(accelerator, value: float, world: int) -> float:
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "eval")
 
 
-def _config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for every leaf where two nested dicts differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [change for key in dict.fromkeys([*old, *new])
-                for change in _config_changes(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [(prefix.rstrip("."), old, new)]
-
-
 def _short_repr(value: Any, width: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -155,7 +147,7 @@ def _check_resume_config(cfg: Config, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
-    changes = _config_changes(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))
+    changes = config_changes(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))
     refused = [(key, a, b) for key, a, b in changes
                if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)]
     if refused:
