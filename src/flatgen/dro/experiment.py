@@ -220,18 +220,24 @@ TABLE_COLUMNS = [
 ]
 
 
+def _mean_std(s: dict, key: str, n_seeds: int) -> str:
+    # one seed has no spread: print the value alone rather than a misleading "± 0"
+    return f"{s[key + '_mean']:.4f}" + (f" ± {s[key + '_std']:.4f}" if n_seeds > 1 else "")
+
+
 def _table_rows(datasets: dict[str, dict]) -> list[list[str]]:
     rows = []
     for label, d in datasets.items():
         for method, s in d["summary"].items():
             hit = [x for x in s["iters_to_threshold"] if x is not None]
             to_thr = f"{s['iters_to_threshold_mean']:.0f}" if hit else "-"
+            n_seeds = len(s["iters_to_threshold"])
             rows.append(
                 [
                     label,
                     method,
-                    f"{s['final_w2_mean']:.4f} ± {s['final_w2_std']:.4f}",
-                    f"{s['shifted_w2_mean']:.4f} ± {s['shifted_w2_std']:.4f}",
+                    _mean_std(s, "final_w2", n_seeds),
+                    _mean_std(s, "shifted_w2", n_seeds),
                     f"{s['mean_w2_over_training']:.4f}",
                     f"{to_thr} ({len(hit)}/{len(s['iters_to_threshold'])})",
                     f"{s['late_w2_std']:.4f}",
