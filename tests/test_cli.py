@@ -130,3 +130,9 @@ def test_interrupted_training_exits_130(toy_config_file, tmp_path, monkeypatch):
     monkeypatch.setattr(flatgen.train, "train", stopped)
     result = _invoke("train", toy_config_file, "--out", tmp_path / "r", "--no-progress")
     assert result.exit_code == 130 and "--resume" in result.output
+
+
+def test_missing_weights_fail_before_any_work(trained_toy_run):
+    result = _invoke("evaluate", trained_toy_run, "--weights", "swa", "--steps", "2")
+    assert result.exit_code == 2 and "has no 'swa' weights" in result.output
+    assert len(result.output.strip().splitlines()) == 1  # no progress bar drawn first

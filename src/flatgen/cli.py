@@ -76,7 +76,10 @@ def _weights_list(run, text: str) -> list[str]:
 
     if text == "all":
         return run.available_weights()
-    return _str_list(text, WEIGHTS_CHOICES, "--weights")
+    names = _str_list(text, WEIGHTS_CHOICES, "--weights")
+    for w in names:  # say so now, not after a progress bar has started
+        run.check_weights(w)
+    return names
 
 
 # ---------------------------------------------------------------- train

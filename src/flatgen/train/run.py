@@ -41,8 +41,8 @@ class Run:
     def available_weights(self) -> list[str]:
         return [w for w in WEIGHTS_CHOICES if (self.ckpt / f"{_FILE_FOR[w]}.safetensors").is_file()]
 
-    def model(self, weights: str = "raw", device: str | torch.device = "cpu") -> nn.Module:
-        """The denoiser with raw, EMA or SWA weights, in eval mode."""
+    def check_weights(self, weights: str) -> None:
+        """Raise ValueError unless this run has `weights` (raw, ema or swa)."""
         if weights not in WEIGHTS_CHOICES:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, got {weights!r}")
         if weights not in self.available_weights():
@@ -50,6 +50,10 @@ class Run:
                 f"run {str(self.path)!r} has no {weights!r} weights "
                 f"(trained with method {self.cfg.method.name!r}; available: {', '.join(self.available_weights())})"
             )
+
+    def model(self, weights: str = "raw", device: str | torch.device = "cpu") -> nn.Module:
+        """The denoiser with raw, EMA or SWA weights, in eval mode."""
+        self.check_weights(weights)
         model = build_model(self.cfg.model.preset, self.sample_shape(), self.cfg.model.dropout)
         model.load_state_dict(load_weights(self.ckpt, _FILE_FOR[weights]))
         return model.to(device).eval()
