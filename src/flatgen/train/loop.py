@@ -325,22 +325,21 @@ def train(
                 losses.append(result.loss)
                 if on_step is not None:
                     on_step(step, result.loss)
-                if (step % cfg.train.log_every == 0 or step == total) and (
-                        log is not None or world > 1):  # every process takes part in the mean
-                    elapsed = time.perf_counter() - t_start
+                if step % cfg.train.log_every == 0 or step == total:
                     recent = losses[-cfg.train.log_every:]
+                    # a collective: every process takes part, the main one writes
                     mean_loss = _mean_over_processes(accelerator, sum(recent) / len(recent), world)
-                if log is not None and (step % cfg.train.log_every == 0 or step == total):
-                    record = {
-                        "step": step,
-                        "loss": mean_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": result.grad_norm,
-                        "skipped": result.skipped,
-                        "it_per_s": (step - start_step) / elapsed,
-                    }
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    if log is not None:
+                        record = {
+                            "step": step,
+                            "loss": mean_loss,
+                            "lr": scheduler.get_last_lr()[0],
+                            "grad_norm": result.grad_norm,
+                            "skipped": result.skipped,
+                            "it_per_s": (step - start_step) / (time.perf_counter() - t_start),
+                        }
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
                 if task is not None:
                     bar_ctx.update(task, completed=step, loss=sum(losses[-20:]) / len(losses[-20:]))
                 if step % cfg.train.ckpt_every == 0 or step == total or stop.requested:
