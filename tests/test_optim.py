@@ -394,3 +394,15 @@ def test_averages_unwrap_and_save_like_a_model(tmp_path):
     fresh.load_state_dict(load_file(str(tmp_path / "ema.safetensors")))
     x = torch.randn(3, 2)
     assert torch.equal(fresh(x), ema.module(x))
+
+
+def test_sam_adamw_maps_each_variant_to_its_class():
+    from flatgen.optim import SAM, LookSAM, MomentumSAM, SAMEveryK, sam_adamw
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    expected = {"sam": SAM, "looksam": LookSAM, "momentumsam": MomentumSAM, "sam-every-k": SAMEveryK}
+    for variant, cls in expected.items():
+        opt = sam_adamw(params, variant, rho=0.1, k=3, lr=1e-3)
+        assert type(opt) is cls and isinstance(opt.base_optimizer, torch.optim.AdamW)
+    with pytest.raises(ValueError, match="unknown SAM variant"):
+        sam_adamw(params, "asam", rho=0.1)

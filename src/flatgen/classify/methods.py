@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from flatgen.classify.config import AdversarialMethod, SAMMethod, WRMMethod, _Method
 from flatgen.classify.evaluate import adversarial_examples
 from flatgen.dro.wrm import classifier_per_sample_loss, wrm_perturb
-from flatgen.optim import SAM, LookSAM, MomentumSAM, SAMEveryK
+from flatgen.optim import sam_adamw
 from flatgen.robustness.util import evaluating
 
 Batch = tuple[Tensor, ...]
@@ -47,14 +47,8 @@ def make_optimizer(
     kw = dict(lr=lr, weight_decay=spec.weight_decay)
     if not isinstance(spec, SAMMethod):
         return torch.optim.AdamW(params, **kw)
-    common = dict(rho=spec.radius, adaptive=spec.method == "asam", **kw)
-    if spec.method in ("sam", "asam"):
-        return SAM(params, torch.optim.AdamW, **common)
-    if spec.method == "looksam":
-        return LookSAM(params, torch.optim.AdamW, k=spec.k, alpha=spec.alpha, **common)
-    if spec.method == "momentumsam":
-        return MomentumSAM(params, torch.optim.AdamW, **common)
-    return SAMEveryK(params, torch.optim.AdamW, k=spec.k, **common)
+    variant = {"asam": "sam", "sam_every_k": "sam-every-k"}.get(spec.method, spec.method)
+    return sam_adamw(params, variant, spec.radius, spec.method == "asam", spec.k, spec.alpha, **kw)
 
 
 def recipe(spec: _Method, lr: float) -> Recipe:

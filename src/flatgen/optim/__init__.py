@@ -8,6 +8,7 @@ from flatgen.optim.sam import (
     SAMEveryK,
     global_norm,
     running_stats_frozen,
+    sam_adamw,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "SAMEveryK",
     "global_norm",
     "running_stats_frozen",
+    "sam_adamw",
     "unwrap_model",
 ]

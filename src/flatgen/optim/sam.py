@@ -372,3 +372,26 @@ class MomentumSAM(SAM):
             if key in state:
                 return -state[key]
         return None
+
+
+def sam_adamw(
+    params: Iterable[Tensor] | Iterable[dict],
+    variant: str,
+    rho: float,
+    adaptive: bool = False,
+    k: int = 5,
+    alpha: float = 0.7,
+    **adamw_kwargs: Any,
+) -> SAM:
+    """AdamW wrapped in the named SAM variant: "sam", "looksam", "momentumsam" or "sam-every-k"
+    (k: the LookSAM / SAM-every-k period; alpha: LookSAM's gradient-reuse weight)."""
+    common = dict(rho=rho, adaptive=adaptive, **adamw_kwargs)
+    if variant == "sam":
+        return SAM(params, torch.optim.AdamW, **common)
+    if variant == "looksam":
+        return LookSAM(params, torch.optim.AdamW, k=k, alpha=alpha, **common)
+    if variant == "momentumsam":
+        return MomentumSAM(params, torch.optim.AdamW, **common)
+    if variant == "sam-every-k":
+        return SAMEveryK(params, torch.optim.AdamW, k=k, **common)
+    raise ValueError(f"unknown SAM variant {variant!r}; use sam, looksam, momentumsam or sam-every-k")

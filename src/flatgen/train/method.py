@@ -36,16 +36,9 @@ class Method:
         sam = self.cfg.sam
         if sam is None:
             return torch.optim.AdamW(params, **base_kwargs)
-        from flatgen.optim import SAM, LookSAM, MomentumSAM, SAMEveryK
+        from flatgen.optim import sam_adamw
 
-        common = dict(rho=sam.rho, adaptive=sam.adaptive, **base_kwargs)
-        if sam.variant == "sam":
-            return SAM(params, torch.optim.AdamW, **common)
-        if sam.variant == "looksam":
-            return LookSAM(params, torch.optim.AdamW, k=sam.k, alpha=sam.alpha, **common)
-        if sam.variant == "momentumsam":
-            return MomentumSAM(params, torch.optim.AdamW, **common)
-        return SAMEveryK(params, torch.optim.AdamW, k=sam.k, **common)
+        return sam_adamw(params, sam.variant, sam.rho, sam.adaptive, sam.k, sam.alpha, **base_kwargs)
 
     def attach_averages(self, model: nn.Module) -> dict[str, nn.Module]:
         """Create the EMA / SWA averagers of `model` that this method asks for."""
