@@ -7,10 +7,10 @@ overrides are parsed by YAML and then validated against the model, so they are t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flatgen.data.toy2d import TOY2D_NAMES
 from flatgen.dro.config import WRMConfig
@@ -18,6 +18,16 @@ from flatgen.dro.config import WRMConfig
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the offending key."""
+
+
+def _distinct_seeds(v: list[int]) -> list[int]:
+    if not v:
+        raise ValueError("at least one seed")
+    return list(dict.fromkeys(v))
+
+
+# the seeds of a study: at least one, duplicates dropped (order kept)
+Seeds = Annotated[list[int], AfterValidator(_distinct_seeds)]
 
 
 class Section(BaseModel):

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flatgen.config import Seeds
+
 NormName = Literal["linf", "l2"]
 AttackName = Literal["fgsm", "pgd"]
 
@@ -187,7 +189,7 @@ class ClassifierStudyConfig(_Strict):
 
     task: Literal["classifier"] = "classifier"
     name: str = "classifier-study"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -202,13 +204,6 @@ class ClassifierStudyConfig(_Strict):
     def _shorthand(cls, v: Any) -> Any:
         # "sam" is short for {method: sam}
         return [{"method": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("at least one seed")
-        return list(dict.fromkeys(v))
 
     @model_validator(mode="after")
     def _check(self) -> ClassifierStudyConfig:

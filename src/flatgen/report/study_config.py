@@ -13,6 +13,7 @@ from flatgen.config import (
     Config,
     ConfigError,
     Section,
+    Seeds,
     build_config,
     format_validation_error,
 )
@@ -44,7 +45,7 @@ class StudyConfig(Section):
     name: str = "study"
     base: dict[str, Any] = Field(default_factory=dict)  # a flatgen training config
     methods: list[str] = Field(default_factory=lambda: ["adm", "ema", "sam", "sam+ema"])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: Seeds = Field(default_factory=lambda: [0])
     # extra --set overrides per base trajectory, e.g. {"sam": ["method.sam.rho=0.5"]}
     overrides: dict[str, list[str]] = Field(default_factory=dict)
     evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
@@ -55,13 +56,6 @@ class StudyConfig(Section):
         bad = [m for m in v if m not in METHOD_PRESETS]
         if bad or not v:
             raise ValueError(f"methods must be from {', '.join(METHOD_PRESETS)}; got {bad or v}")
-        return list(dict.fromkeys(v))
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("at least one seed")
         return list(dict.fromkeys(v))
 
 
