@@ -37,15 +37,8 @@ from flatgen.analysis.params import functional_loss
 from flatgen.diffusion import NoiseSchedule, fixed_diffusion_loss_fn
 from flatgen.models import TimeMLP
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the tiny products here are dominated by thread start-up and, on a busy machine, by
-    # threads waiting for each other: one thread is several times faster
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny Hessian products: one thread is several times faster (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_problem(dtype: torch.dtype = torch.float64, dropout: float = 0.0):

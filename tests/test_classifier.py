@@ -25,14 +25,8 @@ from flatgen.classify import (
 )
 from flatgen.classify.config import AdversarialMethod, DataSpec, PlainMethod, TrainSpec
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions: a second thread only adds contention on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# tiny convolutions (see conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
