@@ -63,14 +63,8 @@ def _measured_with(path: Path, study: StudyConfig) -> bool:
 
 
 def unit_done(out: Path, unit: Unit, study: StudyConfig) -> bool:
-    """Every method measured with the current evaluations, on a run with the current config."""
-    if not all(_measured_with(result_path(out, unit, m), study) for m in unit.methods):
-        return False
-    try:
-        check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
-    except RunDirError:
-        return False  # run_unit reports it
-    return True
+    """Every method measured with the current evaluations (check_run_config vouches for the run)."""
+    return all(_measured_with(result_path(out, unit, m), study) for m in unit.methods)
 
 
 def check_run_config(run_dir: Path, cfg: Config) -> None:
@@ -92,7 +86,6 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
 
     run_dir = out / "runs" / unit.name
     cfg = unit_config(study, unit.base, unit.seed)
-    check_run_config(run_dir, cfg)
     summary = run_dir / "train_summary.json"
     finished = summary.is_file() and not json.loads(summary.read_text()).get("interrupted")
     if not finished:
@@ -130,11 +123,13 @@ def run_study(
             names = ", ".join(u.name for u in plan_units(study))
             raise ValueError(f"no unit {only!r} in this study; units: {names}")
     for i, unit in enumerate(units, 1):
-        if unit_done(out, unit, study):
-            status[unit.name] = "skipped (done)"
-            continue
-        console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
         try:
+            # a run trained for another config is refused before it is skipped, resumed or measured
+            check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
+            if unit_done(out, unit, study):
+                status[unit.name] = "skipped (done)"
+                continue
+            console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
             run_unit(study, out, unit, console, progress)
             status[unit.name] = "done"
         except KeyboardInterrupt:
