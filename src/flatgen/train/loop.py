@@ -156,7 +156,7 @@ def _check_resume_config(cfg: Config, run_dir: Path) -> None:
 
 
 def _check_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
-    """Everything prepare_run_dir refuses, without writing: every process can run it."""
+    """RunDirError unless run_dir can be used as asked; writes nothing, so every process can run it."""
     if resume:
         if find_checkpoint(run_dir / CKPT_DIR) is None:
             raise RunDirError(f"nothing to resume: {str(run_dir)!r} has no checkpoint")
@@ -171,12 +171,6 @@ def _check_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
 def _write_run_config(cfg: Config, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
-
-
-def prepare_run_dir(cfg: Config, run_dir: Path, resume: bool) -> None:
-    """Check that run_dir can be used as asked (RunDirError if not), then write its config.yaml."""
-    _check_run_dir(cfg, run_dir, resume)
-    _write_run_config(cfg, run_dir)
 
 
 def _checkpoint_step(ckpt: Path) -> int:
