@@ -105,6 +105,10 @@ def train(
     else:
         cfg = load_config(config, overrides)
     result = run_training(cfg, out, resume=resume, progress=progress)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # under torchrun: exiting with a live gloo group can abort at teardown
+        dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch: rank 0 reports
         return
     table = Table(title=f"trained {cfg.method.name} on {cfg.data.name}", show_header=False)
