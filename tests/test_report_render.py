@@ -10,8 +10,9 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from flatgen.report import collect_study, run_study
-from flatgen.report.study_config import StudyConfig
+from flatgen.report import collect_study
+from flatgen.study import run_study
+from flatgen.study.config import StudyConfig
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

@@ -8,9 +8,10 @@ import yaml
 from rich.console import Console
 
 from flatgen.config import ConfigError
-from flatgen.report import collect_study, load_study_config, plan_units, run_study, split_method
+from flatgen.report import collect_study
 from flatgen.report.claims import compare
-from flatgen.report.study_config import StudyConfig, unit_config
+from flatgen.study import load_study_config, plan_units, run_study, split_method
+from flatgen.study.config import StudyConfig, unit_config
 
 QUIET = Console(quiet=True)
 
@@ -91,7 +92,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     assert all(v > 0 for v in lam)
     # the loss-under-perturbation curves are the analysis functions' own, on the same fixed batch
     from flatgen.analysis import worst_case_sharpness
-    from flatgen.report.measure import sharpness_loss_fn
+    from flatgen.study.measure import sharpness_loss_fn
     from flatgen.train import load_run
 
     row = next(r for r in results["results"] if r["method"] == "sam" and r["seed"] == 1)
@@ -107,7 +108,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     assert csv_lines[0] == "method,seed,base,weights,metric,value" and len(csv_lines) > 20
 
     # restart: everything is skipped, nothing retrained
-    import flatgen.report.study as study_module
+    import flatgen.study.run as study_module
 
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
@@ -117,7 +118,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
 
 
 def test_failed_run_does_not_stop_the_study(tmp_path, toy_study, monkeypatch):
-    import flatgen.report.study as study_module
+    import flatgen.study.run as study_module
 
     real_train = study_module.train
 
@@ -168,7 +169,7 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
 def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch):
     """A run trained with other settings (say a --quick demo in the same folder) is refused, and
     measurements taken with other evaluation settings are taken again, without retraining."""
-    import flatgen.report.study as study_module
+    import flatgen.study.run as study_module
 
     study = toy_study.model_copy(update={"methods": ["adm"], "seeds": [0], "evaluations":
                                          toy_study.evaluations.model_copy(update={"suites": [], "sharpness": False})})

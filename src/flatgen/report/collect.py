@@ -11,8 +11,8 @@ from typing import Any
 
 from flatgen.io import atomic_write, write_json_atomic, write_text_atomic
 from flatgen.report.claims import evaluate_claims
-from flatgen.report.study import load_results
-from flatgen.report.study_config import StudyConfig
+from flatgen.study.config import StudyConfig
+from flatgen.study.run import load_results
 
 QUALITY_TITLES = {"w2": "W2", "digits_fid": "dFID"}
 

@@ -13,7 +13,7 @@ import torch
 
 from flatgen.io import write_text_atomic
 from flatgen.report.claims import Claim
-from flatgen.report.study_config import StudyConfig
+from flatgen.study.config import StudyConfig
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

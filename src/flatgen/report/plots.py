@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from flatgen.io import atomic_write  # noqa: E402
-from flatgen.report.study_config import StudyConfig  # noqa: E402
+from flatgen.study.config import StudyConfig  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
