@@ -60,9 +60,20 @@ def test_resume_is_bitwise_equal(tmp_path, tiny_toy_config, method):
 def test_checkpoint_contents(tmp_path, tiny_toy_config):
     train(tiny_toy_config, tmp_path / "run", progress=False)
     ckpt = tmp_path / "run" / "checkpoints" / "last"
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)  # no pickled objects
-    assert state["step"] == tiny_toy_config.train.steps and "optimizer" in state
-    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == state["step"]
+    # no pickle anywhere: safetensors and strict JSON only
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "model.safetensors", "trainer_state.json", "trainer_state.safetensors"]
+    meta = json.loads((ckpt / "trainer_state.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
+    state = load_trainer_state(ckpt)
+    assert state["step"] == meta["step"] == tiny_toy_config.train.steps
+    # AdamW's moments and step counters, the scheduler and the RNG come back as saved
+    moments = state["optimizer"]["state"]
+    assert sorted(moments) == list(range(len(moments))) and moments  # int keys survive JSON
+    assert set(moments[0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert isinstance(state["optimizer"]["param_groups"][0]["betas"], tuple)
+    assert state["scheduler"]["last_epoch"] == tiny_toy_config.train.steps
+    assert state["rng_cpu"].dtype == torch.uint8
     run = load_run(tmp_path / "run")
     assert run.cfg == tiny_toy_config and run.available_weights() == ["raw"]
     with pytest.raises(ValueError, match="no 'ema' weights"):
@@ -226,7 +237,8 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
 
     run = tmp_path / "run"
     trained = train(tiny_toy_config, run, progress=False)
-    files = ("config.yaml", "metrics.jsonl", "train_summary.json", "checkpoints/last/trainer_state.pt")
+    files = ("config.yaml", "metrics.jsonl", "train_summary.json",
+             "checkpoints/last/trainer_state.safetensors", "checkpoints/last/trainer_state.json")
     before = {name: (run / name).read_bytes() for name in files}
     summary = json.loads(before["train_summary.json"])
 
@@ -234,7 +246,10 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
         raise AssertionError("a finished run needs no progress bar")
 
     monkeypatch.setattr(loop, "make_progress", no_progress_bar)
-    for cfg in (_resume_config(run), _resume_config(run, "train.steps=8")):  # finished, or past the end
+    # fewer steps than done is refused, naming both numbers (it used to pass as "finished")
+    with pytest.raises(RunDirError, match=r"at step 12 with train.steps=8, fewer than done"):
+        train(_resume_config(run, "train.steps=8"), run, resume=True, progress=False)
+    for cfg in (_resume_config(run),):  # finished
         result = train(cfg, run, resume=True, progress=True)
         assert result.steps == tiny_toy_config.train.steps
         assert result.final_loss == summary["final_loss"] == pytest.approx(trained.final_loss)
