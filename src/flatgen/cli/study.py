@@ -26,15 +26,12 @@ def dro(
 
     Writes results.json, table.md / table.csv and plots into the output directory.
     """
-    import yaml
     from pydantic import ValidationError
 
-    from flatgen.config import ConfigError, format_validation_error
+    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
     from flatgen.dro import run_dro_experiment
 
-    if not config.is_file():
-        raise ConfigError(f"config file {str(config)!r} not found")
-    data = yaml.safe_load(config.read_text()) or {}
+    data = read_yaml_mapping(config)
     out = out or Path("runs") / config.stem
     try:
         summary = run_dro_experiment(data, out, progress=progress)
@@ -83,13 +80,12 @@ def _study_task(config: Path) -> str:
 
 def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
     """Sharpness versus adversarial vulnerability of classifiers (task: classifier)."""
-    import yaml
     from pydantic import ValidationError
 
     from flatgen.classify import run_classifier_study
-    from flatgen.config import ConfigError, format_validation_error
+    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
 
-    data = yaml.safe_load(config.read_text())
+    data = read_yaml_mapping(config, "study config")
     out = out or Path("studies") / str(data.get("name", config.stem))
     try:
         summary = run_classifier_study(data, out, progress=progress)
@@ -113,9 +109,12 @@ def study(
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
     Finished runs are skipped on restart; a failed run is reported, the rest go on, and the
-    command exits 1. A classifier study (task: classifier) writes table.md, results.csv/json
-    and plots, and runs in one process (no --plan, --only or --collect).
+    command exits 1. A malformed study (a bad config, or runs in --out trained with another
+    config) is refused before anything runs, with exit code 2. A classifier study
+    (task: classifier) writes table.md, results.csv/json and plots, and runs in one process
+    (no --plan, --only or --collect).
     """
+    from flatgen.errors import RunFailed
     from flatgen.report import collect_study
     from flatgen.study import load_study_config, plan_commands, run_study
 
@@ -140,6 +139,9 @@ def study(
             return
         if failed:
             console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+            if len(failed) == len(status):  # nothing to report: a run-time failure, exit 1
+                raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                                f"{str(out / 'runs')!r}/*/error.log)")
     _print_study_summary(collect_study(cfg, out), out)
     if not collect and failed:
         raise typer.Exit(1)

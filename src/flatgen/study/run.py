@@ -87,7 +87,6 @@ def run_study(
     study: StudyConfig, out: Path, console: Console, only: str | None = None, progress: bool = True
 ) -> dict[str, str]:
     """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
-    out.mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}
     units = plan_units(study)
     if only is not None:
@@ -95,10 +94,17 @@ def run_study(
         if not units:
             names = ", ".join(u.name for u in plan_units(study))
             raise ValueError(f"no unit {only!r} in this study; units: {names}")
+    out.mkdir(parents=True, exist_ok=True)
+    # a run trained for another config is a malformed study (exit 2), refused before any unit
+    # runs and before status.json changes: it must not mark the good runs failed
+    for unit in units:
+        check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
+    previous = json.loads((out / "status.json").read_text()) if (out / "status.json").is_file() else {}
+    planned = {u.name for u in plan_units(study)}  # --only updates its own entry
+    status.update({k: v for k, v in (previous if isinstance(previous, dict) else {}).items()
+                   if k in planned})
     for i, unit in enumerate(units, 1):
         try:
-            # a run trained for another config is refused before it is skipped, resumed or measured
-            check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
             if unit_done(out, unit, study):
                 status[unit.name] = "skipped (done)"
                 continue
