@@ -16,10 +16,14 @@ import os
 import sys
 from typing import Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
+
+try:  # Typer >= 0.26 vendors click; older versions use click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import exceptions as click_exc
 
 DEBUG_ENV = "FLATGEN_DEBUG"
 EXIT_RUNTIME, EXIT_INPUT = 1, 2
@@ -50,18 +54,18 @@ class OneLineErrors(TyperGroup):
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as err:
+        except click_exc.NoArgsIsHelpError as err:
             if not standalone_mode:
                 raise
-            click.echo(err.ctx.get_help() if err.ctx else "", color=err.ctx.color if err.ctx else None)
+            print(err.ctx.get_help() if err.ctx else "")
             sys.exit(0)
-        except click.ClickException as err:
+        except click_exc.ClickException as err:
             if not standalone_mode:
                 raise
             command = err.ctx.command_path if getattr(err, "ctx", None) else "flatgen"
             _say_error(f"{err.format_message()} (see {command} --help)")
-            sys.exit(EXIT_INPUT if isinstance(err, click.UsageError) else err.exit_code)
-        except click.exceptions.Abort:
+            sys.exit(EXIT_INPUT if isinstance(err, click_exc.UsageError) else err.exit_code)
+        except typer.Abort:
             if not standalone_mode:
                 raise
             _say_error("aborted")
@@ -112,7 +116,7 @@ def cli_command(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, click.exceptions.Exit, KeyboardInterrupt, SystemExit):
+        except (typer.Exit, KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
             if os.environ.get(DEBUG_ENV):

@@ -46,7 +46,8 @@ def train(
     else:
         cfg = load_config(config, overrides)
     result = run_training(cfg, out, resume=resume, resume_from=resume_from, force=force,
-                          progress=progress, notify=console.print)
+                          progress=progress,
+                          notify=lambda text: console.print(text, soft_wrap=True, highlight=False))
     import torch.distributed as dist
 
     if dist.is_initialized():  # under torchrun: exiting with a live gloo group can abort at teardown

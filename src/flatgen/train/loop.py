@@ -137,8 +137,9 @@ def _mean_over_processes(accelerator, value: float, world: int) -> float:
 
 
 def _restore(ckpt: Path, model: nn.Module, method: Method, optimizer, scheduler,
-             accelerator: Accelerator) -> tuple[dict[str, Any], int]:
-    """Load a checkpoint into the model, averages, optimizer, scheduler and RNG; (averages, step).
+             accelerator: Accelerator) -> tuple[dict[str, Any], int, list[float]]:
+    """Load a checkpoint into the model, averages, optimizer, scheduler and RNG;
+    (averages, step, the last losses).
 
     Every file is read and checked (readable, fits the model, finite) before training writes.
     """
@@ -147,20 +148,27 @@ def _restore(ckpt: Path, model: nn.Module, method: Method, optimizer, scheduler,
     _load_into(model, weights, ckpt / "model.safetensors")
     averages = method.attach_averages(model)
     state = load_trainer_state(ckpt)
+    average_weights = {name: load_weights(ckpt, name) for name in averages}
+    for name, tensors in average_weights.items():
+        check_finite(tensors, ckpt / f"{name}.safetensors")
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         for name, avg in averages.items():
-            avg_weights = load_weights(ckpt, name)
-            check_finite(avg_weights, ckpt / f"{name}.safetensors")
-            avg.load_state_dict({**state["averages"][name], "module": avg_weights})
+            avg.load_state_dict({**state["averages"][name], "module": average_weights[name]})
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"the trainer state in {str(ckpt)!r} does not fit this run ({err}"[:160]
-                              + "): resume from another checkpoint with --resume-from") from None
-    return averages, int(state["step"])
+        reason = _first_line(err)[:80]
+        raise CheckpointError(f"the trainer state in {str(ckpt)!r} does not fit this run ({reason}): "
+                              "resume from another checkpoint with --resume-from") from None
+    return averages, int(state["step"]), list(state.get("recent_losses", []))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
@@ -228,9 +236,10 @@ def train(
     base_optimizer = getattr(optimizer, "base_optimizer", optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(base_optimizer, lr_lambda(cfg))
 
-    start_step = 0
+    start_step, losses = 0, []
     if plan.ckpt is not None:
-        averages, start_step = _restore(plan.ckpt, model, method, optimizer, scheduler, accelerator)
+        averages, start_step, losses = _restore(plan.ckpt, model, method, optimizer, scheduler,
+                                                accelerator)
     else:
         averages = method.attach_averages(model)
 
@@ -273,12 +282,14 @@ def train(
                          for name, avg in averages.items()},
             "rng_cpu": torch.get_rng_state(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "recent_losses": losses[-keep_losses:],
         }
         commit_checkpoint(run_dir / CKPT_ROOT, weights, state, keep=cfg.train.keep_checkpoints)
 
     rank, world = accelerator.process_index, accelerator.num_processes
     total = cfg.train.steps
-    losses: list[float] = []
+    # the last losses are part of the state, so a resumed run logs the same windowed means
+    keep_losses = max(LOSS_WINDOW, cfg.train.log_every)
     t_start = time.perf_counter()
     step = start_step
     bar = make_progress(progress and accelerator.is_main_process,
@@ -337,7 +348,8 @@ def train(
         if log is not None:
             log.close()
     seconds = time.perf_counter() - t_start
-    final_loss = sum(losses[-LOSS_WINDOW:]) / max(1, len(losses[-LOSS_WINDOW:]))
+    window = losses[-LOSS_WINDOW:]
+    final_loss = sum(window) / max(1, len(window))
     if step == total:  # an interrupted process may have stopped at another step: no collective then
         final_loss = _mean_over_processes(accelerator, final_loss, world)
     result = TrainResult(
