@@ -24,7 +24,6 @@ from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.study.config import StudyConfig, split_method, unit_config
 from flatgen.study.plan import Unit, plan_units, result_path
 from flatgen.train import RunDirError, load_run, train
-from flatgen.train.checkpoint import find_checkpoint
 
 
 def _measured_with(path: Path, study: StudyConfig) -> bool:
@@ -62,7 +61,8 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
     summary = run_dir / "train_summary.json"
     finished = summary.is_file() and not json.loads(summary.read_text()).get("interrupted")
     if not finished:
-        resume = find_checkpoint(run_dir / "checkpoints" / "last") is not None
+        # resume whatever was started, checkpoint or not (a kill before the first one)
+        resume = (run_dir / "config.yaml").is_file()
         averages = [a for a in ("ema", "swa") if getattr(cfg.method, a) is not None]
         tracking = f", tracking {' and '.join(a.upper() for a in averages)}" if averages else ""
         console.print(f"[bold]{unit.name}[/bold]: training {unit.base} ({cfg.train.steps} steps{tracking})")
