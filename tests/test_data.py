@@ -100,7 +100,8 @@ def test_cifar10_missing(tmp_path):
 def test_image_folder_lists_corrupt_files_by_name(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"ok{i}.png")
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"ok{i}.png")
     (tmp_path / "garbage.png").write_bytes(b"not an image at all")
     good = (tmp_path / "ok0.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])  # truncated mid-stream

@@ -318,7 +318,8 @@ CASES = [
        r"has no 'swa' weights"),
     # ---- data
     _c("data-cifar-missing", lambda w, m: ["train", _write_yaml(w / "c.yaml", {
-        "data": {"name": "cifar10", "path": str(w / "nowhere")}, "model": {"preset": "unet-adm32"}}),
+        "data": {"name": "cifar10", "path": str(w / "nowhere")},
+        "model": {"preset": "unet-adm32"}}),
         "--out", w / "r"], 2, r"CIFAR-10 not found"),
     _c("data-cifar-empty-file", lambda w, m: ["train", _cifar(w, 0), "--out", w / "r"], 2,
        r"test_batch.bin' is empty"),
@@ -334,9 +335,10 @@ CASES = [
     _c("train-out-read-only", lambda w, m: (_deny_writes(m, w, errno.EROFS),
                                             ["train", w / "toy.yaml", "--out", w / "ro"])[1], 2,
        r"cannot write to .*Read-only file system"),
-    _c("train-out-permission", lambda w, m: (_deny_writes(m, w / "user", errno.EACCES),
-                                             ["train", w / "toy.yaml", "--out", w / "user" / "r"])[1],
-       2, r"cannot write to .*Permission denied"),
+    _c("train-out-permission", lambda w, m: (
+        _deny_writes(m, w / "user", errno.EACCES),
+        ["train", w / "toy.yaml", "--out", w / "user" / "r"])[1], 2,
+       r"cannot write to .*Permission denied"),
     _c("train-existing-run", lambda w, m: ["train", w / "toy.yaml", "--out", w / "run"], 2,
        r"already holds a run: pass --resume"),
     _c("train-stopped-early-run", lambda w, m: (shutil.rmtree(w / "run" / "checkpoints"),
@@ -403,11 +405,12 @@ CASES = [
        r"exists: pass --force"),
     _c("sample-out-is-folder", lambda w, m: ["sample", w / "run", "--out", w / "user"], 2,
        r"is a folder: give a file name"),
-    _c("sample-out-read-only", lambda w, m: (_deny_writes(m, w / "user", errno.EROFS),
-                                             ["sample", w / "run", "--out", w / "user" / "s.png"])[1],
-       2, r"Read-only file system"),
+    _c("sample-out-read-only", lambda w, m: (
+        _deny_writes(m, w / "user", errno.EROFS),
+        ["sample", w / "run", "--out", w / "user" / "s.png"])[1], 2, r"Read-only file system"),
     _c("sample-run-read-only", lambda w, m: (_deny_writes(m, w / "run", errno.EROFS),
-                                             ["sample", w / "run"])[1], 2, r"Read-only file system"),
+                                             ["sample", w / "run"])[1], 2,
+       r"Read-only file system"),
     # ---- export
     _c("export-out-is-file", lambda w, m: ["export", w / "unet", "--out", w / "toy.yaml"], 2,
        r"is a file: give a folder"),
@@ -458,7 +461,7 @@ def _resume(w: Path) -> list:
 
 
 def _legacy(ckpt: Path) -> None:
-    """A checkpoint as flatgen wrote it before: trainer_state.pt (a pickle), no safetensors state."""
+    """A checkpoint as flatgen wrote it before: trainer_state.pt (a pickle), no safetensors."""
     (ckpt / "trainer_state.safetensors").unlink()
     (ckpt / "trainer_state.pt").write_bytes(b"PK\x03\x04 a torch.save zip")
     for step_dir in (ckpt.parent).glob("step-*"):

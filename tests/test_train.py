@@ -294,7 +294,8 @@ def test_resume_from_an_earlier_step_replays_exactly(tmp_path, tiny_toy_config):
     assert result.steps == 12 and notes == [
         "resuming from step 5: discarded the later checkpoints (steps 10, 12)"]
     _assert_bitwise_equal(final["model"], load_weights(run / "checkpoints" / "last", "model"))
-    strip = [{k: v for k, v in json.loads(ln).items() if k != "it_per_s"} for ln in log.splitlines()]
+    strip = [{k: v for k, v in json.loads(ln).items() if k != "it_per_s"}
+             for ln in log.splitlines()]
     again = [{k: v for k, v in json.loads(ln).items() if k != "it_per_s"}
              for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert again == strip  # the same losses logged, once each
@@ -321,8 +322,8 @@ def test_trainer_state_round_trip_is_exact():
     assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
     assert list(back["optimizer"]["state"]) == [0] and back["tag"] == state["tag"]
     assert back["inf"] == float("inf") and back["nan"] != back["nan"]
-    for a, b in ((state["rng"], back["rng"]), (state["half"], back["half"]),
-                 (state["optimizer"]["state"][0]["exp_avg"], back["optimizer"]["state"][0]["exp_avg"])):
+    moments = state["optimizer"]["state"][0]["exp_avg"], back["optimizer"]["state"][0]["exp_avg"]
+    for a, b in ((state["rng"], back["rng"]), (state["half"], back["half"]), moments):
         assert a.dtype == b.dtype and torch.equal(a, b)
     with pytest.raises(TypeError, match=r"cannot store object at state.x"):
         encode_state({"x": object()})

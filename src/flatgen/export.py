@@ -37,7 +37,9 @@ def check_export_dir(out: str | Path, *, force: bool = False) -> None:
     check_writable(out.parent if not out.exists() else out)
 
 
-def export_pipeline(run: Run, out: str | Path, weights: str = "raw", *, force: bool = False) -> Path:
+def export_pipeline(
+    run: Run, out: str | Path, weights: str = "raw", *, force: bool = False
+) -> Path:
     """Save a DDPMPipeline (UNet2DModel + DDPMScheduler) that `DDPMPipeline.from_pretrained` loads.
 
     Written into a temporary folder beside `out` and renamed into place, so `out` never holds a
@@ -53,7 +55,8 @@ def export_pipeline(run: Run, out: str | Path, weights: str = "raw", *, force: b
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:
         os.chmod(tmp, dir_mode())
-        DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+        pipeline = DDPMPipeline(unet=model.unet, scheduler=scheduler)
+        pipeline.save_pretrained(tmp, safe_serialization=True)
         if out.exists():  # empty, or an export replaced with --force
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -97,7 +97,8 @@ def check_writable(path: str | Path, what: str = "--out") -> None:
         os.unlink(probe)
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise OutputError(f"cannot write to {str(base)!r} ({reason}): choose another {what}") from None
+        raise OutputError(
+            f"cannot write to {str(base)!r} ({reason}): choose another {what}") from None
 
 
 def check_new_file(path: str | Path, *, force: bool, what: str = "--out") -> None:
@@ -105,9 +106,11 @@ def check_new_file(path: str | Path, *, force: bool, what: str = "--out") -> Non
     (unless force), in a writable folder."""
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{what} {str(path)!r} is a folder: give a file name, e.g. {str(path / 'samples.png')!r}")
+        example = str(path / "samples.png")
+        raise OutputError(f"{what} {str(path)!r} is a folder: give a file name, e.g. {example!r}")
     if path.exists() and not force:
-        raise OutputError(f"{what} {str(path)!r} exists: pass --force to overwrite it, or choose another {what}")
+        raise OutputError(f"{what} {str(path)!r} exists: pass --force to overwrite it, "
+                          f"or choose another {what}")
     check_writable(path.parent, what)
 
 

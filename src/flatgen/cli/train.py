@@ -23,9 +23,14 @@ def train(
     config: Annotated[Path, typer.Argument(help="YAML config (see configs/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint (from step 0 if it has none).")] = False,
-    resume_from: Annotated[int | None, typer.Option("--resume-from", min=0, help="Continue from the checkpoint of this step (checkpoints/step-N); later ones are discarded.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Start over in --out even if it holds a run or other files.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --out from its last checkpoint "
+        "(from step 0 if it has none).")] = False,
+    resume_from: Annotated[int | None, typer.Option(
+        "--resume-from", min=0, help="Continue from the checkpoint of this step "
+        "(checkpoints/step-N); later ones are discarded.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start over in --out even if it holds a run or other files.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run directory.
@@ -110,7 +115,8 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (diffusers save_pretrained format).")],
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
-    force: Annotated[bool, typer.Option("--force", help="Replace an earlier export in --out.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an earlier export in --out.")] = False,
 ) -> None:
     """Export the U-Net and its scheduler as a diffusers DDPMPipeline directory.
 

@@ -55,8 +55,8 @@ def load_image_folder(path: str | Path, size: int, channels: int = 3) -> torch.T
     if corrupt:
         names = ", ".join(str(p.relative_to(root)) for p in corrupt[:5])
         more = f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else ""
-        raise DataPathError(f"image folder {str(root)!r} has {len(corrupt)} unreadable image file(s): "
-                            f"{names}{more}; remove or replace them")
+        raise DataPathError(f"image folder {str(root)!r} has {len(corrupt)} unreadable image "
+                            f"file(s): {names}{more}; remove or replace them")
     return _to_unit_range(np.stack(arrays).transpose(0, 3, 1, 2))
 
 

@@ -99,7 +99,8 @@ def run_study(
     # runs and before status.json changes: it must not mark the good runs failed
     for unit in units:
         check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
-    previous = json.loads((out / "status.json").read_text()) if (out / "status.json").is_file() else {}
+    saved = out / "status.json"
+    previous = json.loads(saved.read_text()) if saved.is_file() else {}
     planned = {u.name for u in plan_units(study)}  # --only updates its own entry
     status.update({k: v for k, v in (previous if isinstance(previous, dict) else {}).items()
                    if k in planned})

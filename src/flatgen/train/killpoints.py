@@ -34,7 +34,9 @@ def kill_requested(name: str, step: int | None = None) -> bool:
     return not at or (step is not None and at.strip() == str(step))
 
 
-def kill_point(name: str, step: int | None = None, before: Callable[[], None] | None = None) -> None:
+def kill_point(
+    name: str, step: int | None = None, before: Callable[[], None] | None = None
+) -> None:
     """Exit at once if FLATGEN_KILL_AT names this point (and step); `before` runs first."""
     if kill_requested(name, step):
         if before is not None:

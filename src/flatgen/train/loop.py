@@ -161,8 +161,9 @@ def _restore(ckpt: Path, model: nn.Module, method: Method, optimizer, scheduler,
         torch.set_rng_state(state["rng_cpu"])
     except (KeyError, ValueError, RuntimeError, TypeError) as err:
         reason = _first_line(err)[:80]
-        raise CheckpointError(f"the trainer state in {str(ckpt)!r} does not fit this run ({reason}): "
-                              "resume from another checkpoint with --resume-from") from None
+        raise CheckpointError(
+            f"the trainer state in {str(ckpt)!r} does not fit this run ({reason}): "
+            "resume from another checkpoint with --resume-from") from None
     return averages, int(state["step"]), list(state.get("recent_losses", []))
 
 
@@ -175,8 +176,9 @@ def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -
     try:
         model.load_state_dict(weights)
     except RuntimeError:
-        raise CheckpointError(f"{str(path)!r} does not fit the model of the run's config.yaml "
-                              "(another model.preset?): restore the run's own config.yaml") from None
+        raise CheckpointError(
+            f"{str(path)!r} does not fit the model of the run's config.yaml "
+            "(another model.preset?): restore the run's own config.yaml") from None
 
 
 def _diverged(step: int, result: Any, lr: float, saved: int | None) -> TrainingDiverged:

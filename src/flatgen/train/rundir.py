@@ -65,7 +65,8 @@ def check_resume_config(cfg: Config, run_dir: Path) -> None:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
-    changes = config_changes(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))
+    own = load_config(saved, fix="restore the run's own config.yaml")
+    changes = config_changes(own.model_dump(mode="json"), cfg.model_dump(mode="json"))
     refused = [(key, a, b) for key, a, b in changes
                if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)]
     if refused:
@@ -168,7 +169,8 @@ def prepare_run_dir(cfg: Config, run_dir: Path, plan: RunPlan) -> list[str]:
                      f"(steps {', '.join(map(str, gone))})")
     write_text_atomic(run_dir / "config.yaml", dump_config(cfg))
     if plan.metrics_lines is not None:
-        write_text_atomic(run_dir / "metrics.jsonl", "".join(ln + "\n" for ln in plan.metrics_lines))
+        text = "".join(ln + "\n" for ln in plan.metrics_lines)
+        write_text_atomic(run_dir / "metrics.jsonl", text)
     return notes
 
 
