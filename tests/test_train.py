@@ -325,6 +325,17 @@ def test_trainer_state_round_trip_is_exact():
     moments = state["optimizer"]["state"][0]["exp_avg"], back["optimizer"]["state"][0]["exp_avg"]
     for a, b in ((state["rng"], back["rng"]), (state["half"], back["half"]), moments):
         assert a.dtype == b.dtype and torch.equal(a, b)
+    # the fp16 loss scaler's state goes through as well (scale and growth tracker)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    p = torch.nn.Parameter(torch.ones(2))
+    sgd = torch.optim.SGD([p], lr=0.1)
+    scaler.scale(p.sum()).backward()
+    scaler.step(sgd)
+    scaler.update()
+    tree, tensors = encode_state({"scaler": scaler.state_dict()})
+    restored = torch.amp.GradScaler("cpu")
+    restored.load_state_dict(decode_state(json.loads(json.dumps(tree)), tensors)["scaler"])
+    assert restored.state_dict() == scaler.state_dict() and restored.get_scale() == 1024.0
     with pytest.raises(TypeError, match=r"cannot store object at state.x"):
         encode_state({"x": object()})
 
