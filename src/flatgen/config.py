@@ -13,7 +13,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flatgen.data.toy2d import TOY2D_NAMES
-from flatgen.dro.config import WRMConfig
+from flatgen.optim.wrm import WRMConfig
 
 
 class ConfigError(ValueError):
