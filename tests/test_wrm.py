@@ -35,8 +35,6 @@ def _batch(n: int = 64, dim: int = 5, classes: int = 3, seed: int = 1):
     return torch.randn(n, dim, generator=g), torch.randint(classes, (n,), generator=g)
 
 
-
-
 def test_wrm_ascent_raises_loss_and_penalty_keeps_it_near_x0():
     model = _classifier()
     x0, y = _batch()
