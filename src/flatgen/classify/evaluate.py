@@ -32,6 +32,7 @@ def adversarial_examples(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     eps: float,
     norm: str = "linf",
     attack: str = "pgd",
@@ -58,7 +59,7 @@ def adversarial_examples(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
     """Fraction of x classified as y (eval mode)."""
     with evaluating(model):
         correct = sum(
@@ -69,7 +70,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
 
 
 def robust_accuracies(
-    model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, seed: int = 0
+    model: nn.Module, x: Tensor, y: Tensor, *, spec: AttackSpec, seed: int = 0
 ) -> dict[str, float]:
     """{'clean': accuracy, 'pgd-linf@0.1': accuracy under that attack, ...} on (x, y).
 
@@ -106,6 +107,7 @@ def sharpness_measures(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     spec: SharpnessSpec,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,

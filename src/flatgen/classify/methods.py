@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from flatgen.classify.config import AdversarialMethod, SAMMethod, WRMMethod, _Method
 from flatgen.classify.evaluate import adversarial_examples
-from flatgen.dro.wrm import classifier_per_sample_loss, wrm_perturb
 from flatgen.optim import sam_adamw
+from flatgen.optim.wrm import classifier_per_sample_loss, wrm_perturb
 from flatgen.robustness.util import evaluating
 
 Batch = tuple[Tensor, ...]
@@ -47,8 +47,7 @@ def make_optimizer(
     kw = dict(lr=lr, weight_decay=spec.weight_decay)
     if not isinstance(spec, SAMMethod):
         return torch.optim.AdamW(params, **kw)
-    variant = {"asam": "sam", "sam_every_k": "sam-every-k"}.get(spec.method, spec.method)
-    return sam_adamw(params, variant, spec.radius, spec.method == "asam", spec.k, spec.alpha, **kw)
+    return sam_adamw(params, spec.method, spec.radius, spec.adaptive, spec.k, spec.alpha, **kw)
 
 
 def recipe(spec: _Method, lr: float) -> Recipe:
@@ -65,9 +64,9 @@ def recipe(spec: _Method, lr: float) -> Recipe:
                 model,
                 x,
                 y,
-                spec.eps,
-                spec.norm,
-                "pgd",
+                eps=spec.eps,
+                norm=spec.norm,
+                attack="pgd",
                 steps=spec.steps,
                 step_size=spec.step_size,
                 random_start=spec.random_start,
@@ -80,7 +79,11 @@ def recipe(spec: _Method, lr: float) -> Recipe:
         def wrm_batch(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
             with evaluating(model, freeze=True):  # input gradients only, dropout off
                 adv = wrm_perturb(
-                    classifier_per_sample_loss(model, y), x, spec.gamma, spec.steps, spec.step_size
+                    classifier_per_sample_loss(model, y),
+                    x,
+                    spec.gamma,
+                    steps=spec.steps,
+                    step_size=spec.step_size,
                 )
             return adv, y  # unclamped: WRM's transport ball is not confined to the pixel box
 
@@ -109,7 +112,7 @@ def distillation_loss(student_logits: Tensor, targets: Tensor, temperature: floa
 
 
 def distillation_recipes(
-    spec: _Method, lr: float, temperature: float, teacher: nn.Module
+    spec: _Method, lr: float, *, temperature: float, teacher: nn.Module
 ) -> tuple[Recipe, Recipe]:
     """(teacher phase, student phase): the teacher learns hard labels with logits / T; the
     student learns the teacher's soft labels at T. The student is deployed at T = 1."""
