@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from flatgen.report.stats import mean_std
+
 
 @dataclass
 class Comparison:
@@ -48,18 +50,12 @@ def _values(rows: Sequence[dict], method: str, metric: str) -> list[float]:
     return out
 
 
-def _mean_std(v: list[float]) -> tuple[float, float]:
-    m = sum(v) / len(v)
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return m, s
-
-
 def compare(rows: Sequence[dict], metric: str, a: str, b: str, a_should_be: str) -> Comparison | None:
     """Is metric(a) lower/higher than metric(b)? a_should_be: 'lower' or 'higher'."""
     va, vb = _values(rows, a, metric), _values(rows, b, metric)
     if not va or not vb:
         return None
-    (ma, sa), (mb, sb) = _mean_std(va), _mean_std(vb)
+    (ma, sa), (mb, sb) = mean_std(va), mean_std(vb)
     claimed = ma < mb if a_should_be == "lower" else ma > mb
     if len(va) < 2 or len(vb) < 2:
         verdict = "points the claimed way (1 seed)" if claimed else "points the other way (1 seed)"

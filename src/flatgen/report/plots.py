@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from flatgen.io import atomic_write  # noqa: E402
+from flatgen.report.stats import mean_std  # noqa: E402
 from flatgen.study.config import StudyConfig  # noqa: E402
 
 
@@ -22,12 +23,6 @@ def _save(fig, path: Path) -> Path:
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
     return path
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
 
 
 def _curves(rows: Sequence[dict], methods: Sequence[str],
@@ -40,7 +35,7 @@ def _curves(rows: Sequence[dict], methods: Sequence[str],
             continue
         xs = per_seed[0][0]
         ys = [c[1] for c in per_seed if c[0] == xs]
-        stats = [_mean_std([y[i] for y in ys if y[i] is not None and math.isfinite(y[i])] or [math.nan])
+        stats = [mean_std([y[i] for y in ys if y[i] is not None and math.isfinite(y[i])])
                  for i in range(len(xs))]
         out[m] = (xs, [s[0] for s in stats], [s[1] for s in stats])
     return out
@@ -144,7 +139,7 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
     lam = {m: v for m, v in lam.items() if v}
     if lam:
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        stats = [_mean_std(v) for v in lam.values()]
+        stats = [mean_std(v) for v in lam.values()]
         ax.bar(list(lam), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4, color="tab:blue")
         ax.set(ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)")
         ax.grid(alpha=0.3, axis="y")
