@@ -32,10 +32,7 @@ def save_samples_png(x: torch.Tensor, path: str | Path, reference: torch.Tensor 
     if x.ndim == 4:
         scale = max(1, 64 // x.shape[-1])
         return atomic_write(path, lambda p: image_grid(x, scale=scale).save(p, format="PNG"))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from flatgen.report.figures import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(5, 5))
     if reference is not None:
@@ -43,7 +40,4 @@ def save_samples_png(x: torch.Tensor, path: str | Path, reference: torch.Tensor 
     ax.scatter(*x[:, :2].T.cpu(), s=2, alpha=0.6, label="samples")
     ax.legend(loc="upper right")
     ax.set_aspect("equal")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, Path(path), dpi=100)

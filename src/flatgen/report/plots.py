@@ -7,22 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import matplotlib.ticker
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from flatgen.io import atomic_write  # noqa: E402
-from flatgen.report.stats import mean_std  # noqa: E402
-from flatgen.study.config import StudyConfig  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
-    return path
+from flatgen.report.figures import plt, save_figure
+from flatgen.report.stats import mean_std
+from flatgen.report.tables import QUALITY_TITLES, quality_metric, robustness_metric
+from flatgen.study.config import StudyConfig
 
 
 def _curves(rows: Sequence[dict], methods: Sequence[str],
@@ -55,7 +45,7 @@ def _line_plot(curves, path: Path, xlabel: str, ylabel: str, title: str, logx: b
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _detail(r: dict, suite: str) -> Any:
@@ -70,8 +60,6 @@ def _metric_of(q: Any, metric: str) -> float | None:
 def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig, out: Path,
                 samples: bool = True) -> dict[str, Path]:
     """Write every figure the measurements allow into out/plots; name -> path."""
-    from flatgen.report.collect import QUALITY_TITLES, quality_metric, robustness_metric
-
     pdir = out / "plots"
     metric = robustness_metric(rows)
     plots: dict[str, Path | None] = {}
@@ -143,7 +131,7 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
         ax.bar(list(lam), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4, color="tab:blue")
         ax.set(ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)")
         ax.grid(alpha=0.3, axis="y")
-        plots["lambda_max"] = _save(fig, pdir / "lambda_max.png")
+        plots["lambda_max"] = save_figure(fig, pdir / "lambda_max.png")
 
     if samples:
         plots |= _sample_grids(rows, methods, study, out, pdir)
@@ -178,4 +166,58 @@ def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> d
         ax.set_title(m, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"Samples, {study.evaluations.sampler} sampler, T'={steps} (same noise for every method)", fontsize=9)
-    return {"samples": _save(fig, pdir / "samples.png")}
+    return {"samples": save_figure(fig, pdir / "samples.png")}
+
+
+def _ladder_means(rows: Sequence[dict], method: str, key: str, field: str = "values"):
+    """(levels, mean over seeds per level) of one ladder, or None."""
+    recs = [rec for r in rows if r["method"] == method
+            and isinstance(rec := (r["metrics"].get("ladders") or {}).get(key), dict)
+            and rec.get(field) is not None]
+    if not recs:
+        return None
+    levels = recs[0]["levels"]
+    means = [mean_std([v for rec in recs if (v := rec[field][i]) is not None
+                       and math.isfinite(v)])[0] for i in range(len(levels))]
+    return levels, means
+
+
+def ladder_plot(claim, rows: Sequence[dict], path: Path) -> Path | None:
+    """Score vs level per method (mean over seeds) on the claim's deciding ladder, with the
+    baseline's selection ladder dotted and the judged level or the shared threshold marked."""
+    s = claim.primary.sample
+    methods = list(dict.fromkeys([s.a, s.b, *(c.sample.a for c in claim.supporting),
+                                  *(c.sample.b for c in claim.supporting)]))
+    curves = {m: c for m in methods if (c := _ladder_means(rows, m, s.key))}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    levels = next(iter(curves.values()))[0]
+    x = list(range(len(levels)))  # positions: levels run weakest first, on any scale
+    for m, (lv, means) in curves.items():
+        if list(lv) == list(levels):
+            ax.plot(x, means, marker="o", label=m)
+    sel = _ladder_means(rows, s.b, s.key, "select_values")
+    if sel and list(sel[0]) == list(levels):
+        ax.plot(x, sel[1], ls=":", color="gray", label=f"{s.b} (selection noise)")
+    if s.tau is not None:
+        ax.axhline(s.tau, color="tab:red", ls="--", lw=1, label=f"threshold τ={s.tau:.3g}")
+    if s.level is not None and s.level in levels:
+        ax.axvline(levels.index(s.level), color="tab:red", ls="--", lw=1, label="judged level")
+    ax.set_xticks(x, [f"{v:g}" for v in levels])
+    ax.set(xlabel=f"{s.key} level (weakest first)", ylabel="score (lower is better)",
+           title=claim.spec.id)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def claim_plots(claims: Sequence, rows: Sequence[dict], pdir: Path) -> dict[str, Path]:
+    """One ladder plot per ladder claim; claim id -> path."""
+    out = {}
+    for c in claims:
+        if c.spec.kind != "scalar" and c.primary.sample.key:
+            p = ladder_plot(c, rows, pdir / f"ladder_{c.spec.id}.png")
+            if p is not None:
+                out[c.spec.id] = p
+    return out
