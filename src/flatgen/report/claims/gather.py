@@ -91,6 +91,7 @@ def degradation_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: 
         sample.untestable = sel
         return sample
     levels, mean_sel, clean = sel
+    sample.regime = f"{key}, levels {levels[0]:g} to {levels[-1]:g}"
     idx = degraded_level(levels, mean_sel, clean, margin=ctx.margin)
     if idx is None:
         rises = [(v / clean - 1, lv) for lv, v in zip(levels, mean_sel, strict=True)
