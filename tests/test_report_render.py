@@ -33,7 +33,8 @@ from flatgen.report.ladder_ids import (
 from flatgen.study import run_study
 from flatgen.study.config import StudyConfig
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+BROWSER = (shutil.which("chromium") or shutil.which("chromium-browser")
+           or shutil.which("google-chrome"))
 
 
 NEEDS_BROWSER = pytest.mark.skipif(

@@ -17,7 +17,8 @@ from flatgen.report.tables import fmt_effect, fmt_p, per_seed_rows, verdict_rows
 from flatgen.study.config import StudyConfig
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222}
 h1{margin:.2em 0;font-size:1.5em} .sub{color:#666;margin-top:0;font-size:.9em}
 table.verdicts{font-size:.8em;width:100%} table.verdicts td{text-align:left}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
@@ -29,11 +30,13 @@ img{max-width:520px} .samples img{max-width:100%} code{background:#f5f5f5;paddin
 """
 
 PLOT_CAPTIONS = {
-    "quality_vs_steps": "Quality versus the number of sampling steps T' (exposure bias shows at small T').",
+    "quality_vs_steps": "Quality versus the number of sampling steps T' "
+                        "(exposure bias shows at small T').",
     "lambda_max": "Top Hessian eigenvalue of the training loss on a fixed batch (lower = flatter).",
-    "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation in an L2 ball "
-                                  "of radius ρ (5 ascent steps; a flatter minimum rises less).",
-    "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized Gaussian weight noise.",
+    "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation "
+                                  "found within radius ρ (a flatter minimum rises less).",
+    "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized "
+                                   "Gaussian weight noise.",
     "quality_vs_bits": "Quality after per-channel round-to-nearest weight quantization.",
     "attack_vs_eps": "Denoising-loss increase under a PGD L∞ attack on the denoiser input x_t.",
     "quality_vs_weight_noise": "Quality under filter-normalized Gaussian weight noise.",

@@ -12,7 +12,9 @@ from PIL import Image
 from flatgen.io import atomic_write
 
 
-def image_grid(x: torch.Tensor, nrow: int | None = None, scale: int = 4, pad: int = 1) -> Image.Image:
+def image_grid(
+    x: torch.Tensor, *, nrow: int | None = None, scale: int = 4, pad: int = 1
+) -> Image.Image:
     """Tile N x C x H x W images in [-1, 1] into one PIL image, upscaled by `scale` (nearest)."""
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
@@ -27,7 +29,9 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, scale: int = 4, pad: in
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
 
 
-def save_samples_png(x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> Path:
+def save_samples_png(
+    x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None
+) -> Path:
     """Write samples as a PNG: an image grid, or for 2-D points a scatter (over the reference)."""
     if x.ndim == 4:
         scale = max(1, 64 // x.shape[-1])

@@ -149,12 +149,13 @@ def evaluate_claims(
         if key is None or any(m not in ctx.methods for m in spec.primary):
             continue
         gather = GATHER[spec.kind]
-        primary = gather(spec, ctx, key, *spec.primary)
+        primary = gather(spec, ctx, key=key, a=spec.primary[0], b=spec.primary[1])
         if primary is None:  # only claims whose data exist are shown
             continue
-        samples = [s for a, b in spec.pairs[1:]
-                   if a in ctx.methods and b in ctx.methods and (s := gather(spec, ctx, key, a, b))]
-        samples += [s for k in spec.supporting_keys if (s := gather(spec, ctx, k, *spec.primary))]
+        samples = [s for a, b in spec.pairs[1:] if a in ctx.methods and b in ctx.methods
+                   and (s := gather(spec, ctx, key=key, a=a, b=b))]
+        a, b = spec.primary
+        samples += [s for k in spec.supporting_keys if (s := gather(spec, ctx, key=k, a=a, b=b))]
         results.append(ClaimResult(
             spec, key, judge(primary, spec, role="primary"),
             [judge(s, spec, role="supporting") for s in samples],

@@ -40,8 +40,11 @@ def _seed_rows(ctx: ClaimContext, method: str) -> dict[int, dict]:
 
 
 def _ladders(ctx: ClaimContext, method: str, key: str) -> dict[int, dict]:
-    return {s: rec for s, m in _seed_rows(ctx, method).items()
-            if isinstance(rec := (m.get("ladders") or {}).get(key), dict)}
+    return {
+        s: rec
+        for s, m in _seed_rows(ctx, method).items()
+        if isinstance(rec := (m.get("ladders") or {}).get(key), dict)
+    }
 
 
 def _mean_per_level(records: list[dict], field_name: str) -> list[float | None]:
@@ -56,19 +59,27 @@ def _mean_per_level(records: list[dict], field_name: str) -> list[float | None]:
 
 def _selection(base: dict[int, dict], b: str) -> tuple[list, list[float | None], float] | str:
     """The baseline's levels, mean selection values and mean selection clean; or why not."""
-    recs = [r for r in base.values()
-            if r.get("select_values") is not None and _finite(r.get("select_clean"))]
+    recs = [
+        r
+        for r in base.values()
+        if r.get("select_values") is not None and _finite(r.get("select_clean"))
+    ]
     if not recs:
-        return (f"no selection ladder for the baseline {b} (separate noise; add it to "
-                "evaluations.selection_methods)")
+        return (
+            f"no selection ladder for the baseline {b} (separate noise; add it to "
+            "evaluations.selection_methods)"
+        )
     levels = list(recs[0]["levels"])
     if any(list(r["levels"]) != levels for r in recs):
         return f"the baseline {b}'s seeds measured different levels"
-    return levels, _mean_per_level(recs, "select_values"), mean_std(
-        [r["select_clean"] for r in recs])[0]
+    return (
+        levels,
+        _mean_per_level(recs, "select_values"),
+        mean_std([r["select_clean"] for r in recs])[0],
+    )
 
 
-def scalar_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: str) -> Sample | None:
+def scalar_sample(spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str) -> Sample | None:
     values: dict[str, dict[int, float]] = {}
     censored: dict[str, dict[int, bool]] = {}
     for m in (a, b):
@@ -80,8 +91,9 @@ def scalar_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: str) 
     return Sample(a, b, key, values, censored, regime=spec.extra.get("regime", key))
 
 
-def degradation_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: str
-                       ) -> Sample | None:
+def degradation_sample(
+    spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str
+) -> Sample | None:
     recs = {m: _ladders(ctx, m, key) for m in (a, b)}
     if not recs[a] or not recs[b]:
         return None
@@ -94,16 +106,20 @@ def degradation_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: 
     sample.regime = f"{key}, levels {levels[0]:g} to {levels[-1]:g}"
     idx = degraded_level(levels, mean_sel, clean, margin=ctx.margin)
     if idx is None:
-        rises = [(v / clean - 1, lv) for lv, v in zip(levels, mean_sel, strict=True)
-                 if v is not None]
+        rises = [
+            (v / clean - 1, lv) for lv, v in zip(levels, mean_sel, strict=True) if v is not None
+        ]
         worst = max(rises, default=(math.nan, math.nan))
-        sample.untestable = (f"the baseline never degraded by {ctx.margin:.0%} (worst: "
-                             f"{worst[0]:+.0%} at level {worst[1]:g})")
+        sample.untestable = (
+            f"the baseline never degraded by {ctx.margin:.0%} (worst: "
+            f"{worst[0]:+.0%} at level {worst[1]:g})"
+        )
         return sample
     level = float(levels[idx])
     sample.level = level
-    sample.regime = (spec.level_format.format(level=level)
-                     + f" (baseline {mean_sel[idx] / clean - 1:+.0%})")
+    sample.regime = (
+        spec.level_format.format(level=level) + f" (baseline {mean_sel[idx] / clean - 1:+.0%})"
+    )
     for m in (a, b):
         ratios = []
         for seed, rec in recs[m].items():
@@ -117,12 +133,14 @@ def degradation_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: 
         if ratios:
             sample.ratios[m] = mean_std(ratios)[0]
     if not sample.values[a] or not sample.values[b]:
-        sample.untestable = f"level {level:g} was not measured for {a if not sample.values[a] else b}"
+        missing = a if not sample.values[a] else b
+        sample.untestable = f"level {level:g} was not measured for {missing}"
     return sample
 
 
-def threshold_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: str
-                     ) -> Sample | None:
+def threshold_sample(
+    spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str
+) -> Sample | None:
     recs = {m: _ladders(ctx, m, key) for m in (a, b)}
     if not recs[a] or not recs[b]:
         return None
@@ -137,8 +155,10 @@ def threshold_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: st
     sample.regime = f"threshold {1 + ctx.threshold_margin:g}x baseline clean (τ={tau:.3g})"
     _, never = first_crossing(levels, mean_sel, tau, clean=clean)
     if never:
-        sample.untestable = (f"the baseline never crossed {1 + ctx.threshold_margin:g}x its clean "
-                             f"score within the sweep (up to {levels[-1]:g})")
+        sample.untestable = (
+            f"the baseline never crossed {1 + ctx.threshold_margin:g}x its clean "
+            f"score within the sweep (up to {levels[-1]:g})"
+        )
         return sample
     for m in (a, b):
         for seed, rec in recs[m].items():
@@ -149,5 +169,4 @@ def threshold_sample(spec: ClaimSpec, ctx: ClaimContext, key: str, a: str, b: st
     return sample
 
 
-GATHER = {"scalar": scalar_sample, "degradation": degradation_sample,
-          "threshold": threshold_sample}
+GATHER = {"scalar": scalar_sample, "degradation": degradation_sample, "threshold": threshold_sample}
