@@ -113,8 +113,9 @@ def pgd(
     assumed inside the box). `restarts` runs from independent random starts (drawn in turn from
     `generator`); zero_first=True starts the first run at x itself instead, whose first step
     follows the gradient at the clean input (random starts on the sphere of a high-dimensional
-    ball turn slowly towards the best direction). Returns the best point per sample (per batch for a scalar objective) among x
-    itself, the starts and all iterates of all restarts. eps = 0 returns x unchanged.
+    ball turn slowly towards the best direction). Returns the best point per sample (per batch
+    for a scalar objective) among x itself, the starts and all iterates of all restarts.
+    eps = 0 returns x unchanged.
     return_values=True also returns the objective at the returned point (no extra call).
     """
     check_norm(norm)
