@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flatgen.analysis.batched import losses_at
 from flatgen.analysis.density import SpectralDensity, hessian_spectral_density, slq
-from flatgen.analysis.directions import filter_normalize, random_direction
+from flatgen.analysis.directions import Filters, filter_normalize, random_direction
 from flatgen.analysis.eigen import (
     hessian_eigenvalues,
     hessian_eigenvalues_per_layer,
@@ -25,8 +25,12 @@ from flatgen.analysis.lanczos import EigenResult, Lanczos, lanczos_eigs
 from flatgen.analysis.landscape import Landscape, load_landscape, loss_landscape, save_landscape
 from flatgen.analysis.params import ParamSpace, analysis_mode
 from flatgen.analysis.perturbation import (
+    ASCENTS,
+    Ascent,
     PerturbationCurve,
     average_case_sharpness,
+    filter_pgd_ascent,
+    filter_worst_case_sharpness,
     worst_case_sharpness,
 )
 from flatgen.analysis.summary import rich_progress, sharpness_summary
@@ -53,7 +57,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ASCENTS",
+    "Ascent",
     "EigenResult",
+    "Filters",
     "HessianOperator",
     "Lanczos",
     "Landscape",
@@ -65,6 +72,8 @@ __all__ = [
     "analysis_mode",
     "average_case_sharpness",
     "filter_normalize",
+    "filter_pgd_ascent",
+    "filter_worst_case_sharpness",
     "hessian_eigenvalues",
     "hessian_eigenvalues_per_layer",
     "hessian_spectral_density",

@@ -70,7 +70,9 @@ def loss_landscape(
     space = ParamSpace(model)
     if directions is None:
         g = torch.Generator().manual_seed(seed)
-        directions = torch.stack([random_direction(model, g, bias, space) for _ in range(dim)])
+        directions = torch.stack(
+            [random_direction(model, g, bias=bias, space=space) for _ in range(dim)]
+        )
     if directions.shape != (dim, space.n):
         raise ValueError(f"directions must be ({dim}, {space.n}), got {tuple(directions.shape)}")
     axis = grid_coords(grid, span)
