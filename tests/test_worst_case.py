@@ -123,9 +123,8 @@ def test_filters_normalize_is_filter_normalize():
     space = ParamSpace(model)
     d = torch.randn(space.n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     for bias in ("zero", "filter"):
-        expected = torch.cat(
-            [filter_normalize(x, p, bias).reshape(-1) for x, p in zip(space.split(d), space.params)]
-        )
+        pairs = zip(space.split(d), space.params, strict=True)
+        expected = torch.cat([filter_normalize(x, p, bias).reshape(-1) for x, p in pairs])
         torch.testing.assert_close(Filters(space, bias).normalize(d), expected)
     with pytest.raises(ValueError, match="copy"):
         Filters(space, "copy")

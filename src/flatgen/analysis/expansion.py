@@ -37,7 +37,9 @@ def delta_between(model: nn.Module, perturbed: nn.Module) -> list[torch.Tensor]:
             f"the perturbed model lacks parameters {', '.join(missing[:3])}; perturb a copy of "
             "the same architecture (a weight-only perturbation)"
         )
-    return [(other[n].detach() - p.detach()) for n, p in zip(space.names, space.params, strict=True)]
+    return [
+        (other[n].detach() - p.detach()) for n, p in zip(space.names, space.params, strict=True)
+    ]
 
 
 def _flat_delta(model: nn.Module, space: ParamSpace, perturbation: Perturbation) -> torch.Tensor:
