@@ -55,7 +55,7 @@ def run(name: str, model: nn.Module, loss_fn, grid: int, batch_points: int) -> l
     with analysis_mode(model):
 
         def flat(**kw):
-            return lambda: losses_at(model, loss_fn, dirs, coords, space, **kw)
+            return lambda: losses_at(model, loss_fn, dirs, coords=coords, space=space, **kw)
 
         variants = [
             (

@@ -71,6 +71,7 @@ class HessianOperator:
         model: nn.Module,
         loss_fn: LossFn,
         params: Sequence[str] | None = None,
+        *,
         method: HVPMethod = "reverse",
     ):
         if method not in HVP_METHODS:

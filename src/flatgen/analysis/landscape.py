@@ -48,6 +48,7 @@ def grid_coords(n_points: int, span: float) -> np.ndarray:
 def loss_landscape(
     model: nn.Module,
     loss_fn: LossFn,
+    *,
     dim: int = 2,
     grid: int = 21,
     span: float = 1.0,
@@ -85,7 +86,7 @@ def loss_landscape(
             model,
             loss_fn,
             directions,
-            torch.from_numpy(mesh),
+            coords=torch.from_numpy(mesh),
             space=space,
             batch_points=batch_points,
             vectorize=vectorize,

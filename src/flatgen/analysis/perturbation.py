@@ -279,7 +279,7 @@ def average_case_sharpness(
             model,
             loss_fn,
             dirs,
-            coords,
+            coords=coords,
             space=space,
             batch_points=batch_points,
             vectorize=vectorize,

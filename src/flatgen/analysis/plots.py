@@ -43,7 +43,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_landscape(
-    landscape: Landscape, path: str | os.PathLike, kind: str = "both", log: bool = False
+    landscape: Landscape, path: str | os.PathLike, *, kind: str = "both", log: bool = False
 ) -> Path:
     """A 1-D landscape as a line; a 2-D one as a contour ("contour"), a 3-D surface
     ("surface"), or both side by side ("both"). log=True plots log10 of the loss."""
