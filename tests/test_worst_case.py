@@ -148,3 +148,20 @@ def test_curve_and_summary_label_the_ascent():
     assert sam["settings"]["worst_case_ascent"] == "sam-ascent"
     with pytest.raises(ValueError, match="unknown worst-case ascent"):
         sharpness_summary(model, loss_fn, top_k=0, trace=False, ascent="sam")
+
+
+def test_zero_filters_stay_put_in_float32():
+    # diffusion U-Nets zero-initialize their output layer: its filters have a ball of radius 0
+    model, _ = small_net()
+    model = model.float()
+    with torch.no_grad():
+        model[3].weight[:2].zero_()
+    x = torch.randn(16, 2, 4, 4)
+
+    def loss_fn(m: nn.Module) -> torch.Tensor:
+        return m(x).pow(2).mean()
+
+    found = filter_pgd_ascent(model, loss_fn, 0.05, steps=3)
+    assert found.filter_ratio == pytest.approx(0.05, rel=1e-5)
+    delta = dict(zip(ParamSpace(model).names, ParamSpace(model).split(found.delta), strict=True))
+    assert torch.all(delta["3.weight"][:2] == 0) and torch.any(delta["3.weight"][2:] != 0)

@@ -86,6 +86,11 @@ class Filters:
         sq = torch.zeros(self.n_filters, dtype=flat.dtype, device=flat.device)
         return sq.index_add_(0, self.ids, flat.detach() ** 2).sqrt()
 
+    def ratios(self, flat: torch.Tensor) -> torch.Tensor:
+        """||filter_i of flat|| / ||weight filter_i|| (0 where the weight's filter is 0)."""
+        w = self.weight_norms.to(flat.dtype)
+        return torch.where(w > 0, self.norms(flat) / w.clamp_min(torch.finfo(w.dtype).tiny), 0.0)
+
     def expand(self, per_filter: torch.Tensor) -> torch.Tensor:
         """A per-filter value repeated over the filter's coordinates, shape (n,)."""
         return per_filter[self.ids]
@@ -100,7 +105,7 @@ class Filters:
         """`flat` projected onto the ball ||filter_i|| <= radius * ||weight filter_i|| for all i."""
         n = self.norms(flat)
         limit = radius * self.weight_norms
-        scale = torch.where(n > limit, limit / n.clamp_min(1e-300), torch.ones_like(n))
+        scale = torch.where(n > limit, limit / n.clamp_min(torch.finfo(n.dtype).tiny), 1.0)
         return flat * self.expand(scale)
 
 

@@ -196,8 +196,7 @@ def filter_pgd_ascent(
                     alpha /= 2
             if value > best:
                 best, best_delta = value, delta
-    ratio = filters.norms(best_delta) / filters.weight_norms.clamp_min(1e-300)
-    return Ascent(rho, loss0, best, best_delta.detach(), float(ratio.max()))
+    return Ascent(rho, loss0, best, best_delta.detach(), float(filters.ratios(best_delta).max()))
 
 
 def filter_worst_case_sharpness(
