@@ -76,15 +76,17 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     lam = [r["metrics"]["lambda_max"] for r in results["results"]]
     assert all(v > 0 for v in lam)
     # the loss-under-perturbation curves are the analysis functions' own, on the same fixed batch
-    from flatgen.analysis import worst_case_sharpness
-    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.analysis import filter_worst_case_sharpness
+    from flatgen.study.measure import SHARPNESS_SEED, sharpness_loss_fn
     from flatgen.train import load_run
 
     row = next(r for r in results["results"] if r["method"] == "sam" and r["seed"] == 1)
     curve = row["metrics"]["perturbation_detail"]["worst_case"]
     assert curve["rho"] == toy_study.evaluations.perturbation_rhos
     run = load_run(out / "runs" / "sam-s1")
-    direct = worst_case_sharpness(run.model("raw"), sharpness_loss_fn(run, 32), curve["rho"])
+    direct = filter_worst_case_sharpness(
+        run.model("raw"), sharpness_loss_fn(run, 32), curve["rho"], seed=SHARPNESS_SEED
+    )
     assert curve["increase"] == pytest.approx(direct.increase, rel=1e-5)
     assert row["metrics"]["loss_increase_worst@0.5"] == curve["increase"][-1]
     assert {"loss_vs_worst_perturbation", "loss_vs_random_perturbation"} <= set(summary["plots"])

@@ -48,7 +48,10 @@ def make_optimizer(
     if not isinstance(spec, SAMMethod):
         return torch.optim.AdamW(params, **kw)
     variant = {"asam": "sam", "sam_every_k": "sam-every-k"}.get(spec.method, spec.method)
-    return sam_adamw(params, variant, spec.radius, spec.method == "asam", spec.k, spec.alpha, **kw)
+    return sam_adamw(
+        params, variant, rho=spec.radius, adaptive=spec.method == "asam",
+        options={"k": spec.k, "alpha": spec.alpha}, **kw,
+    )  # fmt: skip
 
 
 def recipe(spec: _Method, lr: float) -> Recipe:
