@@ -23,22 +23,9 @@ from scipy import stats
 
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.evaluate import SHARPNESS_KEYS, robust_key
+from flatgen.report.stats import holm
 
 EXACT_MAX_N = 8  # 8! = 40320 pairings
-
-try:  # the shared Holm step-down (flatgen.report.stats)
-    from flatgen.report.stats import holm
-except ImportError:  # TEMPORARY until report/stats.py lands on main; then this goes
-
-    def holm(pvalues: Sequence[float]) -> list[float]:
-        """Holm-adjusted p-values, in the input order."""
-        order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-        adjusted, running = [0.0] * len(pvalues), 0.0
-        for rank, i in enumerate(order):
-            running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
-            adjusted[i] = running
-        return adjusted
-
 
 def robust_keys(cfg: ClassifierStudyConfig) -> list[str]:
     """Robust-accuracy columns in table order: per norm, per attack, per eps."""

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
-from flatgen.config import SAMConfig, Seeds
+from flatgen.config import Seeds
 
 NormName = Literal["linf", "l2"]
 AttackName = Literal["fgsm", "pgd"]
 SharpnessName = Literal["lambda_max", "trace", "worst_case", "average_case"]
-# the SAM variants by the names the diffusion config uses (SAMConfig.variant); ASAM is
-# `adaptive: true` on any of them, as there
-SAM_VARIANTS: tuple[str, ...] = get_args(SAMConfig.model_fields["variant"].annotation)
-SAMVariant = Literal[SAM_VARIANTS]  # type: ignore[valid-type]
 # names this config used before it shared the diffusion vocabulary, and what to write instead
 RENAMED = {"asam": "{method: sam, adaptive: true}", "sam_every_k": "sam-every-k"}
 
@@ -87,11 +92,18 @@ class PlainMethod(_Method):
         return data
 
 
+def _registered_sam_variant(v: str) -> str:
+    from flatgen.optim.registry import sam_variant
+
+    sam_variant(v)  # ValueError naming the registered variants
+    return v
+
+
 class SAMMethod(_Method):
     """The SAM family from flatgen.optim, named as in the diffusion config (sam, looksam,
     momentumsam, sam-every-k); `adaptive: true` makes any of them ASAM."""
 
-    method: SAMVariant
+    method: Annotated[str, AfterValidator(_registered_sam_variant)]
     rho: float | None = Field(None, gt=0)  # None: 0.05, adaptive 0.5 (ASAM needs ~10x the rho)
     adaptive: bool = False  # ASAM
     k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
@@ -147,12 +159,42 @@ class WRMMethod(_Method):
     grad_tol: float = Field(1e-3, gt=0)  # converged: every inner gradient norm below this
 
 
+PLAIN_NAMES = ("plain", "weight_decay", "dropout", "spectral_norm")
+
+
+def _method_kind(v: Any) -> str | None:
+    """Which model a method entry is: its own name, "plain", or "sam" for a registered SAM
+    variant (flatgen.optim's registry, the same names as the diffusion config's sam.variant)."""
+    from flatgen.optim.registry import sam_variant_names
+
+    name = v.get("method", "plain") if isinstance(v, dict) else getattr(v, "method", None)
+    if name in PLAIN_NAMES:
+        return "plain"
+    if name in ("pgd_at", "distillation", "wrm"):
+        return name
+    return "sam" if name in sam_variant_names() else None
+
+
 MethodSpec = Annotated[
-    PlainMethod | SAMMethod | AdversarialMethod | DistillationMethod | WRMMethod,
-    Field(discriminator="method"),
+    Annotated[PlainMethod, Tag("plain")]
+    | Annotated[SAMMethod, Tag("sam")]
+    | Annotated[AdversarialMethod, Tag("pgd_at")]
+    | Annotated[DistillationMethod, Tag("distillation")]
+    | Annotated[WRMMethod, Tag("wrm")],
+    Discriminator(
+        _method_kind,
+        custom_error_type="unknown_method",
+        custom_error_message="method must be plain, weight_decay, dropout, spectral_norm, "
+        "pgd_at, distillation, wrm or a SAM variant of flatgen.optim",
+    ),
 ]
-METHOD_NAMES = ("plain", "weight_decay", "dropout", "spectral_norm", *SAM_VARIANTS)
-METHOD_NAMES += ("pgd_at", "distillation", "wrm")
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method name a config may use (the SAM variants from flatgen.optim's registry)."""
+    from flatgen.optim.registry import sam_variant_names
+
+    return (*PLAIN_NAMES, *sam_variant_names(), "pgd_at", "distillation", "wrm")
 
 
 class AttackSpec(_Strict):

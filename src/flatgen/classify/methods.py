@@ -47,7 +47,14 @@ def make_optimizer(
     kw = dict(lr=lr, weight_decay=spec.weight_decay)
     if not isinstance(spec, SAMMethod):
         return torch.optim.AdamW(params, **kw)
-    return sam_adamw(params, spec.method, spec.radius, spec.adaptive, spec.k, spec.alpha, **kw)
+    return sam_adamw(
+        params,
+        spec.method,
+        rho=spec.radius,
+        adaptive=spec.adaptive,
+        options={"k": spec.k, "alpha": spec.alpha},
+        **kw,
+    )
 
 
 def recipe(spec: _Method, lr: float) -> Recipe:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from flatgen.classify.analysis import analyze, robust_keys, target_key
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.evaluate import SHARPNESS_KEYS
 from flatgen.io import atomic_write, write_json_atomic, write_text_atomic
+from flatgen.report.stats import mean_std
 from flatgen.robustness.util import jsonable
 
 NORM_LABEL = {"linf": "L∞", "l2": "L2"}
@@ -48,12 +48,6 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    var = sum((v - m) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return m, math.sqrt(var)
-
-
 def method_means(cfg: ClassifierStudyConfig, rows: list[dict]) -> dict[str, dict[str, list]]:
     """method -> column -> [mean, std, n] over seeds, in config order."""
     flat = [flat_row(r) for r in rows]
@@ -62,7 +56,7 @@ def method_means(cfg: ClassifierStudyConfig, rows: list[dict]) -> dict[str, dict
         mine = [r for r in flat if r["method"] == m]
         if mine:
             keys = [k for k in mine[0] if k not in ("method", "seed")]
-            out[m] = {k: [*_mean_std([r[k] for r in mine]), len(mine)] for k in keys}
+            out[m] = {k: [*mean_std([r[k] for r in mine]), len(mine)] for k in keys}
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from flatgen.diffusion import fixed_diffusion_loss_fn
 from flatgen.evaluate import FLOOR_SEED, evaluate_quality
 from flatgen.metrics import train_floor_sample
-from flatgen.report.study_config import StudyEvaluations
+from flatgen.study.config import StudyEvaluations
 from flatgen.train.run import Run
 
 SHARPNESS_SEED = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flatgen.report.study_config import StudyConfig
+from flatgen.study.config import StudyConfig
 
 # measured on 2 CPU cores; see benchmarks/RESULTS.md for the wall times
 DEMO_TRAIN_STEPS = {False: 1000, True: 200}

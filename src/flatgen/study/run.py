@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,36 +21,10 @@ from rich.console import Console
 
 from flatgen.config import Config, config_changes, load_config
 from flatgen.io import write_json_atomic, write_text_atomic
-from flatgen.report.study_config import StudyConfig, split_method, unit_config
+from flatgen.study.config import StudyConfig, split_method, unit_config
+from flatgen.study.plan import Unit, plan_units, result_path
 from flatgen.train import RunDirError, load_run, train
 from flatgen.train.checkpoint import find_checkpoint
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One training run of a study and the methods measured on it."""
-
-    base: str
-    seed: int
-    methods: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return f"{self.base}-s{self.seed}"
-
-
-def plan_units(study: StudyConfig) -> list[Unit]:
-    units = []
-    for seed in study.seeds:
-        bases: dict[str, list[str]] = {}
-        for m in study.methods:
-            bases.setdefault(split_method(m)[0], []).append(m)
-        units += [Unit(base, seed, tuple(ms)) for base, ms in bases.items()]
-    return units
-
-
-def result_path(out: Path, unit: Unit, method: str) -> Path:
-    return out / "runs" / unit.name / "eval" / f"study_{method}.json"
 
 
 def _measured_with(path: Path, study: StudyConfig) -> bool:
@@ -82,7 +55,7 @@ def check_run_config(run_dir: Path, cfg: Config) -> None:
 
 def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progress: bool = True) -> None:
     """Train (or resume, or reuse) the unit's run, then measure each of its methods."""
-    from flatgen.report.measure import measure_method
+    from flatgen.study.measure import measure_method
 
     run_dir = out / "runs" / unit.name
     cfg = unit_config(study, unit.base, unit.seed)
@@ -142,11 +115,6 @@ def run_study(
             console.print(f"[red]{unit.name} failed[/red]: {err} (traceback in {log})")
     write_json_atomic(out / "status.json", status)
     return status
-
-
-def plan_commands(study_path: Path, study: StudyConfig, out: Path) -> list[str]:
-    """One shell command per unit, for users who launch runs on their own scheduler."""
-    return [f"flatgen study {study_path} --out {out} --only {u.name}" for u in plan_units(study)]
 
 
 def load_results(out: Path, study: StudyConfig) -> tuple[list[dict[str, Any]], list[str]]:

@@ -1,0 +1,18 @@
+"""The flatgen command line: thin wrappers that parse, call the library, print a rich summary.
+
+Bad input (a bad config key, a missing run or data path) is one line on stderr and exit code 2,
+never a traceback; set FLATGEN_DEBUG=1 to see the traceback anyway.
+"""
+
+# importing a command module registers its commands, in this order in --help
+# isort: off
+from flatgen.cli import train, analyze, study  # noqa: F401
+# isort: on
+from flatgen.cli.common import app
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+__all__ = ["app", "main"]

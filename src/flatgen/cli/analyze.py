@@ -1,0 +1,222 @@
+"""flatgen evaluate, sharpness, landscape, robustness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flatgen.cli.common import (
+    _float_list,
+    _int_list,
+    _str_list,
+    _weights_list,
+    app,
+    cli_command,
+    console,
+)
+from flatgen.progress import make_progress
+
+
+def _quality_table(result: dict, title: str) -> Table:
+    floor = result["floor"] or {}
+    has_fid = "digits_fid" in (result["results"][0] if result["results"] else {})
+    table = Table(title=title)
+    for col in ["weights", "sampler", "T'", "W2"] + (["digits-FID", "KID x1e3"] if has_fid else []):
+        table.add_column(col, justify="right")
+    for row in result["results"]:
+        cells = [row["weights"], row["sampler"], str(row["steps"]), f"{row['w2']:.3f}"]
+        if has_fid:
+            cells += [f"{row['digits_fid']:.2f}", f"{1e3 * row['kid']:.2f}"]
+        table.add_row(*cells)
+    cells = ["real data", "floor", "", f"{floor.get('w2_floor', float('nan')):.3f}"]
+    if has_fid:
+        cells += [f"{floor['digits_fid_floor']:.2f}", f"{1e3 * floor['kid_floor']:.2f}"]
+    table.add_row(*cells, style="dim")
+    return table
+
+
+@app.command()
+@cli_command
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    steps: Annotated[str, typer.Option(help="Comma-separated sampling steps T'.")] = "10,100",
+    n: Annotated[int | None, typer.Option(help="Samples per setting (default: test-set size).", min=2)] = None,
+    sampler: Annotated[str, typer.Option(help="Comma-separated samplers: adm, ddim.")] = "adm,ddim",
+    weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+) -> None:
+    """Sample quality (W2, and digits-FID/KID on digits) per T' and sampler, with the real-data floor.
+
+    Writes RUN_DIR/eval/quality.json.
+    """
+    from flatgen.diffusion import SAMPLERS
+    from flatgen.evaluate import evaluate_quality
+    from flatgen.io import write_json_atomic
+    from flatgen.train import load_run
+
+    run = load_run(run_dir)
+    result = evaluate_quality(
+        run, _weights_list(run, weights), _int_list(steps, "--steps"),
+        _str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
+    )
+    path = write_json_atomic(run_dir / "eval" / "quality.json", result)
+    console.print(_quality_table(result, f"sample quality, n={result['n']} (lower is better)"))
+    console.print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- export
+
+
+@app.command()
+@cli_command
+def sharpness(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    top_k: Annotated[int, typer.Option("--top-k", help="Top Hessian eigenvalues (Lanczos).", min=0)] = 5,
+    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Hessian trace (Hutch++).")] = True,
+    density: Annotated[bool, typer.Option("--density", help="Spectral density (SLQ).")] = False,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Top eigenvalue of each layer's block.")] = False,
+    rhos: Annotated[str, typer.Option(help="Worst case: per-filter relative radii (PGD in a filter-normalized ball).")] = "0.01,0.05,0.1",
+    sigmas: Annotated[str, typer.Option(help="Per-filter Gaussian weight-noise scales.")] = "0.01,0.05,0.1",
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+) -> None:
+    """Flatness of the trained loss: eigenvalues, trace, density, loss under weight perturbation.
+
+    Writes RUN_DIR/eval/sharpness.json and sharpness.png.
+    """
+    from flatgen.analysis import plot_sharpness, sharpness_summary
+    from flatgen.io import write_json_atomic
+    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.train import load_run
+
+    run = load_run(run_dir)
+    model = run.model(weights)
+    loss_fn = sharpness_loss_fn(run, batch)
+    with make_progress(True, fields="{task.fields[stage]}") as bar:
+        task = bar.add_task("sharpness", total=None, stage="")
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, stage=stage)
+
+        summary = sharpness_summary(
+            model, loss_fn, top_k=top_k, trace=trace, density=density, per_layer=per_layer,
+            rhos=_float_list(rhos, "--rhos"), sigmas=_float_list(sigmas, "--sigmas"), progress=on_progress,
+        )
+    summary |= {"weights": weights, "batch": batch}
+    path = write_json_atomic(run_dir / "eval" / "sharpness.json", summary)
+    plot_sharpness(summary, run_dir / "eval" / "sharpness.png")
+    table = Table(title=f"sharpness of {run.cfg.method.name} ({weights} weights)", show_header=False)
+    table.add_row("loss on the fixed batch", f"{summary['loss']:.5f}")
+    if summary["top_k"]:
+        table.add_row(f"top-{len(summary['top_k'])} eigenvalues", ", ".join(f"{v:.4g}" for v in summary["top_k"]))
+    if summary.get("trace"):
+        tr = summary["trace"]
+        table.add_row("trace", f"{tr['estimate']:.4g} ± {tr['stderr']:.2g}" if isinstance(tr, dict) else f"{tr:.4g}")
+    console.print(table)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+@cli_command
+def landscape(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    dim: Annotated[int, typer.Option(help="1 (a line) or 2 (a plane).", min=1, max=2)] = 2,
+    grid: Annotated[int, typer.Option(help="Points per axis.", min=3)] = 21,
+    span: Annotated[float, typer.Option(help="Half-width of the grid, in filter-normalized units.")] = 1.0,
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+) -> None:
+    """Loss along filter-normalized random directions through the trained weights (Li et al. 2018).
+
+    Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and landscape.png.
+    """
+    from flatgen.analysis import loss_landscape, plot_landscape, save_landscape
+    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.train import load_run
+
+    if span <= 0:
+        raise ValueError(f"--span must be > 0, got {span}")
+    run = load_run(run_dir)
+    model = run.model(weights)
+    loss_fn = sharpness_loss_fn(run, batch)
+    with make_progress(True) as bar:
+        task = bar.add_task("landscape", total=grid**dim)
+        result = loss_landscape(model, loss_fn, dim=dim, grid=grid, span=span, seed=seed,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    npz = save_landscape(result, run_dir / "eval" / "landscape.npz")
+    png = plot_landscape(result, run_dir / "eval" / "landscape.png")
+    console.print(f"loss at the trained weights {result.loss0:.5f}; "
+                  f"max on the grid {float(result.losses.max()):.5f}")
+    console.print(f"wrote {npz} and {png}")
+
+
+# ---------------------------------------------------------------- robustness
+
+
+@app.command()
+@cli_command
+def robustness(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    suite: Annotated[str, typer.Option(help="Comma-separated: steps, quant, attack, noise.")] = "steps,quant,attack,noise",
+    weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
+    n: Annotated[int | None, typer.Option(help="Samples per evaluation (default 128).", min=2)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Suite setting: key=value, e.g. bits=[8,4].")] = None,
+) -> None:
+    """Quality vs sampling steps (+ exposure bias), weight quantization, attacks, weight noise.
+
+    Writes RUN_DIR/eval/robustness.json and one PNG per suite.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from flatgen.config import format_validation_error
+    from flatgen.evaluate import FLOOR_SEED
+    from flatgen.io import write_json_atomic
+    from flatgen.metrics import train_floor_sample
+    from flatgen.robustness import SUITES, RobustnessSettings, plot_robustness, run_robustness_suite
+    from flatgen.train import load_run
+
+    suites = _str_list(suite, SUITES, "--suite")
+    run = load_run(run_dir)
+    names = _weights_list(run, weights)
+    values = {}
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        values[key.strip()] = yaml.safe_load(raw)
+    if n is not None:
+        values["n_samples"] = n
+    try:
+        settings = RobustnessSettings(**values)
+    except ValidationError as err:
+        raise ValueError(format_validation_error(err).replace("invalid config", "invalid robustness setting")
+                         + " (lists are written like bits=[8,4])") from None
+    train, test = run.data()
+    size = settings.n_samples or len(test)
+    floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
+    result = run_robustness_suite({w: run.model(w) for w in names}, run.schedule, test, floor_ref,
+                                  suites, settings)
+    path = write_json_atomic(run_dir / "eval" / "robustness.json", result)
+    pngs = plot_robustness(result, run_dir / "eval")
+    table = Table(title=f"robustness of {run.cfg.method.name} (metric {result['metric']}, lower is better; "
+                        "robust ε/σ: higher is better)")
+    table.add_column("weights")
+    table.add_column("headline numbers")
+    for name, row in result["summary"].items():
+        flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+        largest = row.get("robust_epsilon_largest_tried", {})
+        flat |= {f"robust ε {k}": v if v is not None else
+                 f"> {largest[k]:g} (never degraded)" if k in largest else "never degraded"
+                 for k, v in row.get("robust_epsilon", {}).items()}
+        table.add_row(name, "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                                       for k, v in flat.items()))
+    console.print(table)
+    console.print(f"wrote {path} and {len(pngs)} plot(s) in {run_dir / 'eval'}")
+
+
+# ---------------------------------------------------------------- dro

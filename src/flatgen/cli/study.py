@@ -1,0 +1,173 @@
+"""flatgen study, demo, dro."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flatgen.cli.common import (
+    app,
+    cli_command,
+    console,
+)
+
+
+@app.command()
+@cli_command
+def dro(
+    config: Annotated[Path, typer.Argument(help="DRO experiment YAML (configs/toy2d-dro.yaml, configs/digits-dro-game.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/<config name>).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The Wasserstein DRO game for generators against minimum-W2 training and WGAN-GP.
+
+    Writes results.json, table.md / table.csv and plots into the output directory.
+    """
+    import yaml
+    from pydantic import ValidationError
+
+    from flatgen.config import ConfigError, format_validation_error
+    from flatgen.dro import run_dro_experiment
+
+    if not config.is_file():
+        raise ConfigError(f"config file {str(config)!r} not found")
+    data = yaml.safe_load(config.read_text()) or {}
+    out = out or Path("runs") / config.stem
+    try:
+        summary = run_dro_experiment(data, out, progress=progress)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    console.print(summary["table_markdown"])
+    console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- study / demo
+
+
+TERMINAL_COLUMNS = ("method", "seeds", "dFID T'=", "W2 T'=", "λmax", "4-bit", "robust ε (x_t, L∞)",
+                    "robust σ (weights)")
+
+
+def _print_study_summary(summary: dict, out: Path) -> None:
+    # the terminal gets the headline columns (quality at every T' measured, W2 only where there
+    # is no dFID); table.md and report.html have all of them
+    header = summary["header"]
+    has_fid = any(h.startswith("dFID T'=") for h in header)
+    keep = [i for i, h in enumerate(header) if any(h.startswith(c) for c in TERMINAL_COLUMNS)
+            and not (has_fid and h.startswith("W2 T'=") and h != "W2 T'=20")]
+    table = Table(title="study results (mean ± std over seeds; all columns in table.md)")
+    for i in keep:
+        table.add_column(summary["header"][i], justify="right")
+    for row in summary["body"]:
+        table.add_row(*[row[i] for i in keep])
+    console.print(table)
+    for claim in summary["claims"]:
+        console.print(f"• {claim.text}\n    [bold]{claim.verdict}[/bold]")
+    if summary["missing"]:
+        console.print(f"[yellow]missing runs:[/yellow] {', '.join(summary['missing'])}")
+    console.print(f"report: {summary['report']}")
+
+
+def _study_task(config: Path) -> str:
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except yaml.YAMLError:
+        return "diffusion"  # load_study_config reports the YAML error
+    return data.get("task", "diffusion") if isinstance(data, dict) else "diffusion"
+
+
+def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
+    """Sharpness versus adversarial vulnerability of classifiers (task: classifier)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from flatgen.classify import run_classifier_study
+    from flatgen.config import ConfigError, format_validation_error
+
+    data = yaml.safe_load(config.read_text())
+    out = out or Path("studies") / str(data.get("name", config.stem))
+    try:
+        summary = run_classifier_study(data, out, progress=progress)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+    print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
+    console.print(summary["verdict"])
+    console.print(f"wrote {out}")
+
+
+@app.command()
+@cli_command
+def study(
+    config: Annotated[Path, typer.Argument(help="Study YAML (see configs/digits-study.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Study directory (default studies/<name>).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print one command per run, run nothing.")] = False,
+    collect: Annotated[bool, typer.Option("--collect", help="Only build the report from finished runs.")] = False,
+    only: Annotated[str | None, typer.Option("--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train methods x seeds, measure quality, flatness and robustness, write report.html.
+
+    Finished runs are skipped on restart; a failed run is reported, the rest go on, and the
+    command exits 1. A classifier study (task: classifier) writes table.md, results.csv/json
+    and plots, and runs in one process (no --plan, --only or --collect).
+    """
+    from flatgen.report import collect_study
+    from flatgen.study import load_study_config, plan_commands, run_study
+
+    if _study_task(config) == "classifier":
+        if plan or collect or only:
+            raise ValueError("--plan, --only and --collect are for diffusion studies; a classifier "
+                             f"study runs in one process: flatgen study {config} --out DIR")
+        _classifier_study(config, out, progress)
+        return
+    cfg = load_study_config(config)
+    out = out or Path("studies") / cfg.name
+    if plan:
+        for line in plan_commands(config, cfg, out):
+            print(line)
+        print(f"flatgen study {config} --out {out} --collect")
+        return
+    if not collect:
+        status = run_study(cfg, out, console, only=only, progress=progress)
+        failed = {k: v for k, v in status.items() if v.startswith("failed")}
+        if only is not None:
+            console.print(f"{only}: {status.get(only)}")
+            return
+        if failed:
+            console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+    _print_study_summary(collect_study(cfg, out), out)
+    if not collect and failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@cli_command
+def demo(
+    quick: Annotated[bool, typer.Option("--quick", help="A short version (about 3 minutes on 2 idle cores).")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
+    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default demo, or demo-quick).")] = None,
+) -> None:
+    """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report.
+
+    Finished runs in --out are reused, so `--seeds 3` after a plain demo trains only seeds 1 and 2.
+    """
+    import time
+
+    from flatgen.report import collect_study
+    from flatgen.study import run_study
+    from flatgen.study.demo import demo_study
+
+    t0 = time.perf_counter()
+    out = out or Path("demo-quick" if quick else "demo")
+    cfg = demo_study(quick, seeds=seeds)
+    status = run_study(cfg, out, console)
+    summary = collect_study(cfg, out)
+    _print_study_summary(summary, out)
+    console.print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
+    if any(v.startswith("failed") for v in status.values()):
+        raise typer.Exit(1)

@@ -1,0 +1,105 @@
+"""flatgen train, sample, export."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flatgen.cli.common import (
+    _str_list,
+    app,
+    cli_command,
+    console,
+)
+
+
+@app.command()
+@cli_command
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config (see configs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run directory."""
+    from flatgen.config import load_config
+    from flatgen.train import train as run_training
+
+    out = out or Path("runs") / config.stem
+    overrides = list(set_ or [])
+    if resume and (out / "config.yaml").is_file():
+        cfg = load_config(out / "config.yaml", overrides)  # the run's own config, plus overrides
+    else:
+        cfg = load_config(config, overrides)
+    result = run_training(cfg, out, resume=resume, progress=progress)
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # under torchrun: exiting with a live gloo group can abort at teardown
+        dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch: rank 0 reports
+        return
+    table = Table(title=f"trained {cfg.method.name} on {cfg.data.name}", show_header=False)
+    table.add_row("run directory", str(out))
+    table.add_row("steps", f"{result.steps} / {cfg.train.steps}")
+    table.add_row("final loss", f"{result.final_loss:.4f}")
+    table.add_row("time", f"{result.seconds:.1f} s ({result.it_per_s:.2f} it/s)")
+    console.print(table)
+    if result.steps < cfg.train.steps:
+        console.print(f"interrupted: continue with  flatgen train {config} --out {out} --resume")
+        raise typer.Exit(130)  # the shell's code for "stopped by Ctrl-C", so scripts can tell
+
+
+# ---------------------------------------------------------------- sample
+
+
+@app.command()
+@cli_command
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1)] = 20,
+    n: Annotated[int, typer.Option(help="Number of samples.", min=1)] = 64,
+    sampler: Annotated[str, typer.Option(help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...).")] = None,
+) -> None:
+    """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
+    from flatgen.diffusion import SAMPLERS, generate
+    from flatgen.report.images import save_samples_png
+    from flatgen.train import load_run
+
+    _str_list(sampler, SAMPLERS, "--sampler")
+    run = load_run(run_dir)
+    model = run.model(weights)
+    _, test = run.data()
+    with console.status(f"sampling {n} with {sampler}, T'={steps}"):
+        x = generate(model, run.schedule, n, tuple(test.shape[1:]), steps, sampler, seed)
+    out = out or run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
+    save_samples_png(x, out, reference=test)
+    console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@app.command()
+@cli_command
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (diffusers save_pretrained format).")],
+    weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+) -> None:
+    """Export the U-Net and its scheduler as a diffusers DDPMPipeline directory."""
+    from flatgen.export import export_pipeline
+    from flatgen.train import load_run
+
+    path = export_pipeline(load_run(run_dir), out, weights)
+    console.print(f"wrote {path}  (load with diffusers.DDPMPipeline.from_pretrained)")
+
+
+# ---------------------------------------------------------------- sharpness / landscape
