@@ -46,7 +46,7 @@ def test_wrm_ascent_raises_loss_and_penalty_keeps_it_near_x0():
         assert not x.requires_grad
         assert loss(x).mean().item() > clean  # the inner step finds harder inputs
         # x0 is feasible, so the maximized robust objective cannot be below the clean loss
-        assert robust_objective(loss, x, x0, gamma).mean().item() >= clean - 1e-6
+        assert robust_objective(loss, x, x0, gamma=gamma).mean().item() >= clean - 1e-6
         dists.append((x - x0).pow(2).sum(1).mean().item())
     assert all(a > b for a, b in zip(dists, dists[1:], strict=False)), dists
     assert dists[-1] < 0.05 * dists[0]

@@ -27,6 +27,7 @@ from flatgen.report.stats import holm
 
 EXACT_MAX_N = 8  # 8! = 40320 pairings
 
+
 def robust_keys(cfg: ClassifierStudyConfig) -> list[str]:
     """Robust-accuracy columns in table order: per norm, per attack, per eps."""
     return [

@@ -17,7 +17,8 @@ from flatgen.optim.wrm import classifier_per_sample_loss, wrm_perturb
 from flatgen.robustness.util import evaluating
 
 Batch = tuple[Tensor, ...]
-Prepare = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Batch]
+# prepare(model, x, y, generator=g) -> the batch the loss sees
+Prepare = Callable[..., Batch]
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
@@ -27,7 +28,7 @@ def cross_entropy_loss(model: nn.Module, batch: Batch) -> Tensor:
     return F.cross_entropy(model(x), y)
 
 
-def clean_batch(model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Batch:
+def clean_batch(model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator) -> Batch:
     return x, y
 
 
@@ -65,7 +66,9 @@ def recipe(spec: _Method, lr: float) -> Recipe:
 
     if isinstance(spec, AdversarialMethod):
 
-        def pgd_batch(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
+        def pgd_batch(
+            model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator
+        ) -> Batch:
             # examples at the current weights, as in Madry et al.
             return adversarial_examples(
                 model,
@@ -77,13 +80,15 @@ def recipe(spec: _Method, lr: float) -> Recipe:
                 steps=spec.steps,
                 step_size=spec.step_size,
                 random_start=spec.random_start,
-                generator=g,
+                generator=generator,
             ), y
 
         return Recipe(opt, pgd_batch)
     if isinstance(spec, WRMMethod):
 
-        def wrm_batch(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
+        def wrm_batch(
+            model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator
+        ) -> Batch:
             with evaluating(model, freeze=True):  # input gradients only, dropout off
                 adv = wrm_perturb(
                     classifier_per_sample_loss(model, y),
@@ -131,7 +136,9 @@ def distillation_recipes(
         x, y = batch
         return F.cross_entropy(model(x) / temperature, y)
 
-    def with_soft_labels(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
+    def with_soft_labels(
+        model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator
+    ) -> Batch:
         with torch.no_grad(), evaluating(teacher):
             return x, y, soft_labels(teacher(x), temperature)
 

@@ -107,7 +107,7 @@ def _primary_call(primary: dict) -> str:
     return "the link is reversed (significantly positive: the sharper methods were more robust)"
 
 
-def verdict(cfg: ClassifierStudyConfig, result: dict, means: dict, masked: dict) -> str:
+def verdict(cfg: ClassifierStudyConfig, result: dict, *, means: dict, masked: dict) -> str:
     """One paragraph: the primary test decides; exploratory results and caveats follow."""
     prim, names = result["primary"], sharpness_labels(cfg)
     key = prim["accuracy"]
@@ -237,7 +237,7 @@ def write_outputs(
     masked = masked_methods(cfg, means)
     result = analyze(cfg, means)
     table = table_markdown(cfg, means)
-    text = verdict(cfg, result, means, masked) if rows else "No finished runs."
+    text = verdict(cfg, result, means=means, masked=masked) if rows else "No finished runs."
     key = target_key(cfg)
     md = (
         f"# {cfg.name}\n\nmean ± std over seeds {cfg.seeds}\n\n{table}\n\n"

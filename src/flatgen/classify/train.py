@@ -75,7 +75,7 @@ def fit(
         pos += bs
         for grp, lr in zip(groups, base_lr, strict=True):
             grp["lr"] = lr * lr_factor(step, steps, train.lr_decay)
-        batch = rec.prepare(model, x[idx], y[idx], g)
+        batch = rec.prepare(model, x[idx], y[idx], generator=g)
         res = train_step(model, optimizer, [batch], rec.loss, accelerator, train.grad_clip)
         losses.append(res.loss)
         if not math.isfinite(res.loss):

@@ -27,7 +27,9 @@ def min_wasserstein(
     return DROGame(generator, latent_dim, gamma=1.0, steps=0, ot=ot, lr=lr, betas=betas, seed=seed)
 
 
-def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, rng: torch.Generator) -> Tensor:
+def gradient_penalty(
+    critic: nn.Module, real: Tensor, fake: Tensor, *, rng: torch.Generator
+) -> Tensor:
     """E[(||grad critic(x_hat)|| - 1)^2] on random real/fake interpolates (Gulrajani 2017)."""
     return _critic_terms(critic, real, fake, rng)[2]
 

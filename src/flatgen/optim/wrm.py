@@ -116,7 +116,9 @@ def wrm_perturb(
     return _ascent(per_sample_loss, x0, gamma=gamma, steps=steps, step_size=step_size)[-1]
 
 
-def robust_objective(per_sample_loss: PerSampleLoss, x: Tensor, x0: Tensor, gamma: float) -> Tensor:
+def robust_objective(
+    per_sample_loss: PerSampleLoss, x: Tensor, x0: Tensor, *, gamma: float
+) -> Tensor:
     """Per-sample loss(x) - gamma * ||x - x0||^2 (phi_gamma when x is the inner maximizer)."""
     return _check_loss(per_sample_loss(x), len(x0)) - gamma * _sq_dist(x, x0.detach())
 
@@ -131,7 +133,7 @@ def wrm_loss(
 ) -> Tensor:
     """The robust loss E[phi_gamma] on the batch x0; backward gives the WRM parameter gradient."""
     x_adv = wrm_perturb(per_sample_loss, x0, gamma, steps=steps, step_size=step_size)
-    return robust_objective(per_sample_loss, x_adv, x0, gamma).mean()
+    return robust_objective(per_sample_loss, x_adv, x0, gamma=gamma).mean()
 
 
 def loss_smoothness(
