@@ -38,7 +38,7 @@ def check_export_dir(out: str | Path, *, force: bool = False) -> None:
 
 
 def export_pipeline(
-    run: Run, out: str | Path, weights: str = "raw", *, force: bool = False
+    run: Run, out: str | Path, *, weights: str = "raw", force: bool = False
 ) -> Path:
     """Save a DDPMPipeline (UNet2DModel + DDPMScheduler) that `DDPMPipeline.from_pretrained` loads.
 

@@ -127,7 +127,7 @@ def export(
 
     run = load_run(run_dir)
     check_export_dir(out, force=force)
-    path = export_pipeline(run, out, weights, force=force)
+    path = export_pipeline(run, out, weights=weights, force=force)
     console.print(f"wrote {path}  (load with diffusers.DDPMPipeline.from_pretrained)")
 
 
