@@ -15,7 +15,8 @@ def export_pipeline(run: Run, out: str | Path, weights: str = "raw") -> Path:
     model = run.model(weights)
     if not isinstance(model, UNetDenoiser):
         raise ValueError(f"only U-Net presets export to diffusers; this run uses {run.cfg.model.preset!r}")
-    scheduler = DDPMScheduler.from_config(run.schedule.scheduler.config)
+    # timestep_spacing "linspace": DDPMPipeline then walks the ADM sampler's respaced chain
+    scheduler = DDPMScheduler.from_config(run.schedule.scheduler_config())
     out = Path(out)
     DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
     return out

@@ -22,10 +22,15 @@ from torch import nn
 
 from flatgen.config import Config, config_changes, dump_config, load_config
 from flatgen.data import load_dataset
-from flatgen.diffusion import NoiseSchedule, diffusion_loss, draw_training_noise
+from flatgen.diffusion import (
+    NoiseSchedule,
+    diffusion_loss,
+    draw_training_noise,
+    schedule_from_config,
+)
 from flatgen.dro.wrm import diffusion_per_sample_loss, wrm_perturb
 from flatgen.io import write_json_atomic, write_text_atomic
-from flatgen.models import build_model
+from flatgen.models import model_from_config
 from flatgen.progress import make_progress
 from flatgen.train.checkpoint import (
     find_checkpoint,
@@ -243,8 +248,8 @@ def train(
     torch.manual_seed(cfg.train.seed)
     train_x, _ = load_dataset(cfg.data)
     train_x = train_x.to(accelerator.device)
-    schedule = NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
-    model = build_model(cfg.model.preset, tuple(train_x.shape[1:]), cfg.model.dropout)
+    schedule = schedule_from_config(cfg.diffusion)
+    model = model_from_config(cfg.model, tuple(train_x.shape[1:]))
     method = Method(cfg.method, cfg.train)
     optimizer = method.build_optimizer(model.parameters())
     base_optimizer = getattr(optimizer, "base_optimizer", optimizer)

@@ -10,8 +10,8 @@ from torch import nn
 
 from flatgen.config import Config, load_config
 from flatgen.data import load_dataset
-from flatgen.diffusion import NoiseSchedule
-from flatgen.models import build_model
+from flatgen.diffusion import NoiseSchedule, schedule_from_config
+from flatgen.models import model_from_config
 from flatgen.train.checkpoint import find_checkpoint, load_weights
 
 WEIGHTS_CHOICES = ("raw", "ema", "swa")
@@ -54,7 +54,7 @@ class Run:
     def model(self, weights: str = "raw", device: str | torch.device = "cpu") -> nn.Module:
         """The denoiser with raw, EMA or SWA weights, in eval mode."""
         self.check_weights(weights)
-        model = build_model(self.cfg.model.preset, self.sample_shape(), self.cfg.model.dropout)
+        model = model_from_config(self.cfg.model, self.sample_shape())
         model.load_state_dict(load_weights(self.ckpt, _FILE_FOR[weights]))
         return model.to(device).eval()
 
@@ -68,4 +68,4 @@ def load_run(path: str | Path) -> Run:
     if ckpt is None:
         raise RunNotFoundError(f"run {str(path)!r} has no checkpoint yet")
     cfg = load_config(path / "config.yaml")
-    return Run(path=path, cfg=cfg, schedule=NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.timesteps), ckpt=ckpt)
+    return Run(path=path, cfg=cfg, schedule=schedule_from_config(cfg.diffusion), ckpt=ckpt)
