@@ -146,6 +146,8 @@ class TrainConfig(Section):
     # None: what `accelerate launch` / `accelerate config` / ACCELERATE_MIXED_PRECISION say
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     cpu: bool = False  # force the CPU even where a GPU exists
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"  # Accelerate's trackers
+    sample_every: int | None = Field(None, gt=0)  # a sample grid in samples/step-<n>.png
 
 
 class EvalConfig(Section):

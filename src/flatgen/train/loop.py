@@ -76,10 +76,16 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
     return factor
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
-    # Accelerate only sets up multi-process CPU training (gloo) when told cpu=True
+def make_accelerator(cfg: Config, project_dir: Path | None = None) -> Accelerator:
+    # Accelerate only sets up multi-process CPU training (gloo) when told cpu=True.
+    # mixed_precision None leaves it to `accelerate launch` / `accelerate config` (their
+    # ACCELERATE_MIXED_PRECISION), and ACCELERATE_USE_CPU to them too; the config overrides.
+    from flatgen.train.tracking import tracker_for
+
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision)
+    return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision,
+                       log_with=tracker_for(cfg.train.log_with),
+                       project_dir=str(project_dir / "logs") if project_dir else None)
 
 
 def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
@@ -233,7 +239,7 @@ def train(
     from flatgen.train.step import train_step  # the SAM-aware step (accumulation, DDP, AMP)
 
     run_dir = Path(run_dir)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, run_dir)
     # every process checks the run directory before the main one writes into it, so that all of
     # them refuse, or find the run finished, alike (and none waits at a barrier for a failed one)
     _check_run_dir(cfg, run_dir, resume)
@@ -271,6 +277,9 @@ def train(
         torch.set_rng_state(state["rng_cpu"])
 
     model, optimizer = accelerator.prepare(model, optimizer)
+    from flatgen.train.tracking import Tracking
+
+    tracking = Tracking(accelerator, cfg, run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     if accelerator.is_main_process:
         _trim_metrics(metrics_path, start_step)
@@ -339,6 +348,9 @@ def train(
                         }
                         log.write(json.dumps(record) + "\n")
                         log.flush()
+                        tracking.log(record)
+                tracking.after_step(accelerator.unwrap_model(model), schedule, step,
+                                    tuple(train_x.shape[1:]))
                 if task is not None:
                     bar_ctx.update(task, completed=step, loss=sum(losses[-20:]) / len(losses[-20:]))
                 if step % cfg.train.ckpt_every == 0 or step == total or stop.requested:
@@ -348,6 +360,7 @@ def train(
     finally:
         if log is not None:
             log.close()
+    tracking.finish()
     seconds = time.perf_counter() - t_start
     final_loss = sum(losses[-50:]) / max(1, len(losses[-50:]))
     if step == total:  # an interrupted process may have stopped at another step: no collective then
