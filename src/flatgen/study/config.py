@@ -17,6 +17,7 @@ from flatgen.config import (
     build_config,
     format_validation_error,
 )
+from flatgen.study.executors import SlurmSettings
 
 ROBUSTNESS_SUITES = ("steps", "quant", "attack", "noise")
 
@@ -49,6 +50,7 @@ class StudyConfig(Section):
     # extra --set overrides per base trajectory, e.g. {"sam": ["method.sam.rho=0.5"]}
     overrides: dict[str, list[str]] = Field(default_factory=dict)
     evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
+    slurm: SlurmSettings | None = None  # `flatgen study --executor slurm`: one job per unit
 
     @field_validator("methods")
     @classmethod
