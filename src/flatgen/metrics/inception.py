@@ -124,7 +124,9 @@ def load_inception_features(path: str | Path) -> InceptionFeatures:
 class _Given(nn.Module):
     """What torchmetrics calls its feature extractor, for features computed already."""
 
-    num_features = FEATURES
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return feats
@@ -148,13 +150,15 @@ def inception_scores(
     if n < 2:
         raise ValueError(f"Inception FID needs at least 2 images per side, got {n}")
     # the network runs once per image; both metrics then read the same features
-    fid = FrechetInceptionDistance(feature=_Given(), reset_real_features=True)
-    kid = KernelInceptionDistance(feature=_Given(), subsets=kid_subsets, subset_size=n)
-    for images, is_real in ((real, True), (fake, False)):
-        feats = torch.cat([features(images[i:i + batch_size]).double()
-                           for i in range(0, len(images), batch_size)])
-        fid.update(feats, real=is_real)
-        kid.update(feats, real=is_real)
+    feats = {is_real: torch.cat([features(images[i:i + batch_size]).double()
+                                 for i in range(0, len(images), batch_size)])
+             for images, is_real in ((real, True), (fake, False))}
+    dim = feats[True].shape[1]
+    fid = FrechetInceptionDistance(feature=_Given(dim), reset_real_features=True)
+    kid = KernelInceptionDistance(feature=_Given(dim), subsets=kid_subsets, subset_size=n)
+    for is_real, f in feats.items():
+        fid.update(f, real=is_real)
+        kid.update(f, real=is_real)
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global generator
         torch.manual_seed(seed)
         kid_mean, _ = kid.compute()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer
 
 from flatgen.config import (
     METHOD_PRESETS,
@@ -40,6 +40,16 @@ class StudyEvaluations(Section):
         default_factory=lambda: ["quant", "attack", "noise"]
     )
     robustness: dict[str, Any] = Field(default_factory=dict)  # RobustnessSettings fields
+    # RGB images: Inception FID / KID too, with the FID Inception weights at this local path
+    inception_weights: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_inception(self, handler):
+        # results measured before this field existed still count as measured with these settings
+        data = handler(self)
+        if isinstance(data, dict) and data.get("inception_weights") is None:
+            data.pop("inception_weights", None)
+        return data
 
 
 class StudyConfig(Section):
