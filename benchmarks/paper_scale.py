@@ -13,8 +13,8 @@ import resource
 import time
 
 import torch
-
 from _common import add_threads_option, load, machine
+
 from flatgen.analysis import hessian_eigenvalues
 from flatgen.diffusion import NoiseSchedule, diffusion_loss, fixed_diffusion_loss_fn
 from flatgen.models import build_model

@@ -96,7 +96,8 @@ def test_slurm_submission_one_job_per_unit(study_file, tmp_path, monkeypatch):
     sbatch.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["study", str(study_file), "--out", str(out), "--executor", "slurm"])
+    result = runner.invoke(app, ["study", str(study_file), "--out", str(out),
+                                 "--executor", "slurm"])
     assert result.exit_code == 0, result.output
     assert "adm-s0: Slurm job 101" in result.output and "sam-s0: Slurm job 102" in result.output
     assert "--collect" in result.output

@@ -94,7 +94,8 @@ class _ExactGaussian(torch.nn.Module):
         eps = (1 - a).sqrt() * x / (a * self.var + 1 - a)
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         kind = self.s.prediction_type
-        return eps if kind == "epsilon" else x0 if kind == "sample" else a.sqrt() * eps - (1 - a).sqrt() * x0
+        v = a.sqrt() * eps - (1 - a).sqrt() * x0
+        return eps if kind == "epsilon" else x0 if kind == "sample" else v
 
 
 @pytest.mark.parametrize("prediction", ["v_prediction", "sample"])
@@ -135,15 +136,16 @@ def test_ddpm_pipeline_reproduces_adm_sampler(one_thread):
     """export's scheduler config (timestep_spacing linspace) walks flatgen's respaced chain."""
     schedule = NoiseSchedule("linear", 1000)
     model = _unet_model()
-    ours = sample(model, schedule, (2, 1, 8, 8), 20, "adm", generator=torch.Generator().manual_seed(7))
+    ours = sample(model, schedule, (2, 1, 8, 8), 20, "adm",
+                  generator=torch.Generator().manual_seed(7))
     ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
     def theirs(spacing):
         sched = DDPMScheduler.from_config(schedule.scheduler_config(), timestep_spacing=spacing)
         pipe = DDPMPipeline(unet=model.unet, scheduler=sched)
         pipe.set_progress_bar_config(disable=True)
-        return pipe(batch_size=2, generator=torch.Generator().manual_seed(7), num_inference_steps=20,
-                    output_type="np").images
+        return pipe(batch_size=2, generator=torch.Generator().manual_seed(7),
+                    num_inference_steps=20, output_type="np").images
 
     assert schedule.scheduler_config()["timestep_spacing"] == "linspace"
     assert np.abs(theirs("linspace") - ours).max() < 1e-5

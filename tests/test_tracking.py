@@ -36,7 +36,8 @@ def test_mixed_precision_comes_from_accelerate(monkeypatch, fresh_accelerate, en
     assert make_accelerator(cfg).mixed_precision == expected
 
 
-def test_tensorboard_samples_and_loss_curve(tmp_path, tiny_toy_config, fresh_accelerate, one_thread):
+def test_tensorboard_samples_and_loss_curve(tmp_path, tiny_toy_config, fresh_accelerate,
+                                           one_thread):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = tiny_toy_config.model_copy(deep=True)
@@ -55,7 +56,8 @@ def test_tensorboard_samples_and_loss_curve(tmp_path, tiny_toy_config, fresh_acc
     assert (run / "loss_curve.png").stat().st_size > 1000
 
 
-def test_sample_grids_do_not_change_training(tmp_path, tiny_toy_config, fresh_accelerate, one_thread):
+def test_sample_grids_do_not_change_training(tmp_path, tiny_toy_config, fresh_accelerate,
+                                            one_thread):
     from flatgen.train.checkpoint import load_weights
 
     plain = tiny_toy_config.model_copy(deep=True)

@@ -19,6 +19,7 @@ from flatgen.models import model_from_config
 from flatgen.models.pretrained import is_diffusers_dir, sample_shape
 from flatgen.train.run import Run, load_run
 
+
 def data_section(data: str, image_shape: tuple[int, int, int]) -> dict:
     """The `data` config section for `--data NAME|PATH`: digits, a CIFAR-10 binary folder, or an
     image folder (resized to the model's image size and channels)."""

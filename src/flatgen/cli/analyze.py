@@ -221,10 +221,10 @@ def robustness(
     from pydantic import ValidationError
 
     from flatgen.config import format_validation_error
+    from flatgen.diffusion import as_epsilon_model
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
     from flatgen.metrics import train_floor_sample
-    from flatgen.diffusion import as_epsilon_model
     from flatgen.robustness import SUITES, RobustnessSettings, plot_robustness, run_robustness_suite
 
     suites = _str_list(suite, SUITES, "--suite")

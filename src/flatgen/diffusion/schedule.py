@@ -15,7 +15,8 @@ import torch
 from diffusers import DDPMScheduler
 
 # flatgen name -> diffusers beta_schedule
-SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2", "scaled_linear": "scaled_linear"}
+SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2",
+                  "scaled_linear": "scaled_linear"}
 DIFFUSERS_TO_KIND = {v: k for k, v in SCHEDULE_NAMES.items()}
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # the posterior variance flatgen's ADM sampler uses ("fixed small"); log-space is the same value
@@ -117,7 +118,8 @@ class NoiseSchedule:
         abar = _bcast(self.alphas_cumprod.to(x0.device)[t], x0)
         return abar.sqrt() * noise - (1 - abar).sqrt() * x0
 
-    def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def eps_from_output(self, out: torch.Tensor, x_t: torch.Tensor,
+                        t: torch.Tensor) -> torch.Tensor:
         """The noise eps implied by the network's output at (x_t, t)."""
         if self.prediction_type == "epsilon":
             return out
@@ -131,7 +133,8 @@ class NoiseSchedule:
         return dict(self.scheduler.config)
 
     def respaced(self, steps: int) -> list[int]:
-        """`steps` evenly spaced timesteps from 0 to T-1, ascending (guided-diffusion's space_timesteps)."""
+        """`steps` evenly spaced timesteps from 0 to T-1, ascending (guided-diffusion's
+        space_timesteps; diffusers' timestep_spacing "linspace")."""
         if not 1 <= steps <= self.timesteps:
             raise ValueError(f"sampling steps must be in 1..{self.timesteps}, got {steps}")
         if steps == 1:

@@ -78,7 +78,7 @@ def scheduler_config(path: str | Path) -> dict[str, Any]:
 
 
 def diffusion_fields(path: str | Path) -> dict[str, Any]:
-    """flatgen's `diffusion` config section for a pretrained directory (refuses what it cannot read)."""
+    """flatgen's `diffusion` config section for a pretrained directory (or a one-line refusal)."""
     from flatgen.diffusion.schedule import NoiseSchedule
 
     unet_config(path)  # a model directory first (a missing one must not find ../scheduler)

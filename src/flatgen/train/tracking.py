@@ -105,7 +105,8 @@ def plot_loss_curve(run_dir: str | Path) -> Path | None:
     from flatgen.io import atomic_write
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="." if len(rows) < 30 else None)
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows],
+            marker="." if len(rows) < 30 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
