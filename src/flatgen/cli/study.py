@@ -115,7 +115,7 @@ def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | No
     todo = [u.name for u in units if not unit_done(out, u, cfg)]
     out.mkdir(parents=True, exist_ok=True)
     if executor == "slurm":
-        ids = submit_slurm(config, out, todo, cfg.slurm)
+        ids = submit_slurm(config, out, todo, settings=cfg.slurm)
         for unit, job_id in ids.items():
             console.print(f"{unit}: Slurm job {job_id}")
         console.print(f"when they finish: flatgen study {config} --out {out} --collect")

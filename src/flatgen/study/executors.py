@@ -122,7 +122,7 @@ def run_local(config: Path, out: Path, units: Sequence[str], *, parallel: int) -
     return status
 
 
-def submit_slurm(config: Path, out: Path, units: Sequence[str],
+def submit_slurm(config: Path, out: Path, units: Sequence[str], *,
                  settings: SlurmSettings | None) -> dict[str, str]:
     """Submit one Slurm job per unit and return unit name -> job id, without waiting."""
     executor = make_executor("slurm", Path(out) / "submitit", settings)

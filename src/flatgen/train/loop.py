@@ -349,8 +349,8 @@ def train(
                         log.write(json.dumps(record) + "\n")
                         log.flush()
                         tracking.log(record)
-                tracking.after_step(accelerator.unwrap_model(model), schedule, step,
-                                    tuple(train_x.shape[1:]))
+                tracking.after_step(accelerator.unwrap_model(model), schedule=schedule, step=step,
+                                    sample_shape=tuple(train_x.shape[1:]))
                 if task is not None:
                     bar_ctx.update(task, completed=step, loss=sum(losses[-20:]) / len(losses[-20:]))
                 if step % cfg.train.ckpt_every == 0 or step == total or stop.requested:

@@ -62,7 +62,7 @@ class Tracking:
                    if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.accelerator.log(scalars, step=int(record["step"]))
 
-    def after_step(self, model: nn.Module, schedule: Any, step: int,
+    def after_step(self, model: nn.Module, *, schedule: Any, step: int,
                    sample_shape: tuple[int, ...]) -> None:
         every = self.cfg.train.sample_every
         if not every or step % every or not self.main:
