@@ -13,7 +13,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flatgen.data.toy2d import TOY2D_NAMES
-from flatgen.dro.config import WRMConfig
+from flatgen.optim.wrm import WRMConfig
 
 
 class ConfigError(ValueError):
@@ -69,8 +69,15 @@ class DiffusionConfig(Section):
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
 
 
+def _registered_sam_variant(v: str) -> str:
+    from flatgen.optim.registry import sam_variant  # torch is loaded only when a SAM is asked for
+
+    sam_variant(v)  # ValueError naming the registered variants
+    return v
+
+
 class SAMConfig(Section):
-    variant: Literal["sam", "looksam", "momentumsam", "sam-every-k"] = "sam"
+    variant: Annotated[str, AfterValidator(_registered_sam_variant)] = "sam"  # flatgen.optim
     rho: float = Field(0.05, gt=0)
     adaptive: bool = False  # ASAM
     k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period

@@ -24,7 +24,12 @@ from rich.console import Console
 from torch import Tensor
 
 from flatgen.classify import report
-from flatgen.classify.config import ClassifierStudyConfig, DistillationMethod, _Method
+from flatgen.classify.config import (
+    ClassifierStudyConfig,
+    DistillationMethod,
+    WRMMethod,
+    _Method,
+)
 from flatgen.classify.data import fixed_batch, load_classifier_data
 from flatgen.classify.evaluate import (
     TemperatureScaled,
@@ -35,6 +40,7 @@ from flatgen.classify.evaluate import (
 from flatgen.classify.models import build_classifier
 from flatgen.classify.train import make_accelerator, train_classifier
 from flatgen.io import write_json_atomic, write_text_atomic
+from flatgen.optim.wrm import classifier_per_sample_loss, wrm_certificate
 from flatgen.progress import make_progress
 from flatgen.train.checkpoint import save_checkpoint
 
@@ -93,10 +99,32 @@ class _Bar:
             self.progress.remove_task(self.task)
 
 
+def wrm_checks(
+    model: torch.nn.Module, x: Tensor, y: Tensor, *, spec: WRMMethod, rhos: list[float]
+) -> dict[str, Any]:
+    """The WRM certificate on (x, y), with its convergence and smoothness checks and label.
+
+    rhos are the squared L2 attack radii: a per-sample L2 ball of radius eps lies inside the
+    Wasserstein ball E||x - x0||^2 <= eps^2, so each bound also covers that L2 attack (without
+    the [0, 1] box, which only shrinks the attack's set).
+    """
+    cert = wrm_certificate(
+        classifier_per_sample_loss(model, y),
+        x,
+        spec.gamma,
+        rhos=rhos,
+        steps=spec.certificate_steps,
+        step_size=spec.step_size,
+        grad_tol=spec.grad_tol,
+    )
+    return cert.to_dict()
+
+
 def run_one(
     cfg: ClassifierStudyConfig,
     method: _Method,
     seed: int,
+    *,
     data: tuple[Tensor, Tensor, Tensor, Tensor],
     run_dir: Path,
     bar: _Bar | None = None,
@@ -110,6 +138,7 @@ def run_one(
         _preset(cfg, xtr),
         dropout=method.dropout,
         n_classes=10,  # digits and CIFAR-10
+        activation=method.activation if isinstance(method, WRMMethod) else "relu",
         channels=tuple(cfg.model.channels) if cfg.model.channels else None,
         hidden=cfg.model.hidden,
     )
@@ -117,20 +146,26 @@ def run_one(
         model,
         xtr,
         ytr,
-        method,
-        cfg.train,
-        seed,
-        bar.tick if bar else None,
-        make_accelerator(cfg.train.cpu),
+        method=method,
+        train=cfg.train,
+        seed=seed,
+        tick=bar.tick if bar else None,
+        accelerator=make_accelerator(cfg.train.cpu),
     )
     model.eval()
     device = next(model.parameters()).device  # evaluate where it trained
     xte, yte, xf, yf = (t.to(device) for t in (xte, yte, xf, yf))
     if bar:
         bar.stage("attacks")
-    robust = robust_accuracies(model, xte, yte, cfg.attacks, seed)
-    sharp = sharpness_measures(model, xf, yf, cfg.sharpness, seed, bar.stage if bar else None)
+    robust = robust_accuracies(model, xte, yte, spec=cfg.attacks, seed=seed)
+    sharp = sharpness_measures(
+        model, xf, yf, spec=cfg.sharpness, seed=seed, progress=bar.stage if bar else None
+    )
     extra: dict[str, Any] = {"final_train_loss": trained.losses[-1]}
+    if isinstance(method, WRMMethod):
+        n = cfg.sharpness.n_batch
+        rhos = [e**2 for e in cfg.attacks.eps_l2]
+        extra["wrm_certificate"] = wrm_checks(model, xte[:n], yte[:n], spec=method, rhos=rhos)
     weights = {"model": model}
     if isinstance(method, DistillationMethod) and trained.teacher is not None:
         teacher = trained.teacher.eval()
@@ -141,8 +176,8 @@ def run_one(
             TemperatureScaled(model, method.temperature),
             xte,
             yte,
-            cfg.attacks.model_copy(update={"attacks": ["pgd"]}),
-            seed,
+            spec=cfg.attacks.model_copy(update={"attacks": ["pgd"]}),
+            seed=seed,
         )
         extra["at_temperature"] = {k: v for k, v in soft.items() if k != "clean"}
     save_checkpoint(run_dir / "checkpoint", weights, {"method": method.label, "seed": seed})
@@ -169,7 +204,7 @@ def _preset(cfg: ClassifierStudyConfig, x: Tensor) -> str:
 
 
 def run_classifier_study(
-    cfg: ClassifierStudyConfig | dict, out_dir: Path, progress: bool = True
+    cfg: ClassifierStudyConfig | dict, out_dir: Path, *, progress: bool = True
 ) -> dict[str, Any]:
     """Run every (method, seed) not yet done, then write results.json, results.csv, table.md
     and scatter.png into out_dir. Returns a summary with "table_markdown" and "verdict".
@@ -198,7 +233,7 @@ def run_classifier_study(
                 else:
                     bar = _Bar(bars, run_name(method, seed))
                     try:
-                        rows.append(run_one(cfg, method, seed, data, run_dir, bar))
+                        rows.append(run_one(cfg, method, seed, data=data, run_dir=run_dir, bar=bar))
                         (run_dir / "error.log").unlink(missing_ok=True)
                     except KeyboardInterrupt:
                         raise
@@ -210,6 +245,6 @@ def run_classifier_study(
                         bar.close()
                 if bars:
                     bars.advance(overall)
-    summary = report.write_outputs(cfg, rows, failed, out_dir)
+    summary = report.write_outputs(cfg, rows, failed=failed, out_dir=out_dir)
     summary.update(skipped=skipped, wall_seconds=round(time.perf_counter() - t0, 1))
     return summary

@@ -49,6 +49,7 @@ def fit(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     rec: Recipe,
     train: TrainSpec,
     steps: int,
@@ -74,7 +75,7 @@ def fit(
         pos += bs
         for grp, lr in zip(groups, base_lr, strict=True):
             grp["lr"] = lr * lr_factor(step, steps, train.lr_decay)
-        batch = rec.prepare(model, x[idx], y[idx], g)
+        batch = rec.prepare(model, x[idx], y[idx], generator=g)
         res = train_step(model, optimizer, [batch], rec.loss, accelerator, train.grad_clip)
         losses.append(res.loss)
         if not math.isfinite(res.loss):
@@ -89,6 +90,7 @@ def train_classifier(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     method: _Method,
     train: TrainSpec,
     seed: int = 0,
@@ -112,14 +114,34 @@ def train_classifier(
 
     if isinstance(method, DistillationMethod):
         teacher = copy.deepcopy(model)
-        teach, student = distillation_recipes(method, train.lr, method.temperature, teacher)
+        teach, student = distillation_recipes(
+            method, train.lr, temperature=method.temperature, teacher=teacher
+        )
+        common = dict(train=train, accelerator=accelerator)
         t_steps = method.teacher_steps or train.steps
-        t_losses = fit(teacher, x, y, teach, train, t_steps, seed, accelerator, phase("teacher"))
+        t_losses = fit(
+            teacher, x, y, rec=teach, steps=t_steps, seed=seed, tick=phase("teacher"), **common
+        )
         losses = fit(
-            model, x, y, student, train, train.steps, seed + 1, accelerator, phase("student")
+            model,
+            x,
+            y,
+            rec=student,
+            steps=train.steps,
+            seed=seed + 1,
+            tick=phase("student"),
+            **common,
         )
         return TrainResult(model, losses, time.perf_counter() - t0, teacher, t_losses)
     losses = fit(
-        model, x, y, recipe(method, train.lr), train, train.steps, seed, accelerator, phase("train")
+        model,
+        x,
+        y,
+        rec=recipe(method, train.lr),
+        train=train,
+        steps=train.steps,
+        seed=seed,
+        accelerator=accelerator,
+        tick=phase("train"),
     )
     return TrainResult(model, losses, time.perf_counter() - t0)

@@ -112,7 +112,7 @@ def sharpness(
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Hessian trace (Hutch++).")] = True,
     density: Annotated[bool, typer.Option("--density", help="Spectral density (SLQ).")] = False,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Top eigenvalue of each layer's block.")] = False,
-    rhos: Annotated[str, typer.Option(help="L2 radii for worst-case perturbation sharpness.")] = "0.01,0.05,0.1",
+    rhos: Annotated[str, typer.Option(help="Worst case: per-filter relative radii (PGD in a filter-normalized ball).")] = "0.01,0.05,0.1",
     sigmas: Annotated[str, typer.Option(help="Per-filter Gaussian weight-noise scales.")] = "0.01,0.05,0.1",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,

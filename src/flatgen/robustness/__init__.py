@@ -6,8 +6,9 @@ from flatgen.robustness.attacks import (
     attack_initial_noise,
     classifier_robust_accuracy,
     fgsm,
+    ladder_record,
     pgd,
-    robust_epsilon,
+    robust_level,
 )
 from flatgen.robustness.chain import ddim_generate, denoise_chain
 from flatgen.robustness.exposure import (
@@ -48,6 +49,7 @@ __all__ = [
     "fgsm",
     "filter_normalized_direction",
     "generate",
+    "ladder_record",
     "model_size_bytes",
     "perturb_weights",
     "pgd",
@@ -55,7 +57,7 @@ __all__ = [
     "quantization_sweep",
     "quantize_activations",
     "quantize_weights",
-    "robust_epsilon",
+    "robust_level",
     "run_robustness_suite",
     "steps_sweep",
     "summarize",

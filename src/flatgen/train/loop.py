@@ -28,9 +28,9 @@ from flatgen.diffusion import (
     draw_training_noise,
     schedule_from_config,
 )
-from flatgen.dro.wrm import diffusion_per_sample_loss, wrm_perturb
 from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.models import model_from_config
+from flatgen.optim.wrm import diffusion_per_sample_loss, wrm_perturb
 from flatgen.progress import make_progress
 from flatgen.train.checkpoint import (
     find_checkpoint,
@@ -289,8 +289,9 @@ def train(
     def loss_fn(net: nn.Module, mb: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x0, t, noise, ip_noise = mb
         if wrm is not None:  # WRM: move x0 to the inner maximizer (no sync needed: unwrapped)
-            inner = diffusion_per_sample_loss(accelerator.unwrap_model(net), schedule, t, noise)
-            x0 = wrm_perturb(inner, x0, wrm.gamma, wrm.steps, wrm.step_size)
+            unwrapped = accelerator.unwrap_model(net)
+            inner = diffusion_per_sample_loss(unwrapped, schedule, t=t, noise=noise)
+            x0 = wrm_perturb(inner, x0, wrm.gamma, steps=wrm.steps, step_size=wrm.step_size)
         return diffusion_loss(net, x0, schedule, t, noise, method.ip_gamma, ip_noise)
 
     def checkpoint(step: int) -> None:
