@@ -218,12 +218,12 @@ def _fail_study_training(monkeypatch) -> None:
 
 
 def _internal_bug(monkeypatch) -> None:
-    import flatgen.train.run as run_module
+    import flatgen.open_model as open_module
 
     def broken(*a, **k):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(run_module, "load_run", broken)
+    monkeypatch.setattr(open_module, "open_model", broken)
 
 
 # ---------------------------------------------------------------- extra checks after a case

@@ -139,14 +139,15 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
         _write_cifar_batch(root / f"data_batch_{i}.bin", [i, i], rng)
     _write_cifar_batch(root / "test_batch.bin", [0, 1, 2, 3], rng)
     study = load_study_config("configs/cifar10-study.yaml")
-    assert study.base["model"]["preset"] == "unet-adm32" and study.evaluations.quality_steps == [20, 100]
+    assert study.base["model"]["preset"] == "unet-adm-cifar10" and study.evaluations.quality_steps == [20, 100]
     base = json.loads(json.dumps(study.base))
     base["data"]["path"] = str(root)
     base["train"] |= {"steps": 1, "batch_size": 2, "warmup_steps": 0, "mixed_precision": "no"}
     tiny = study.model_copy(update={
         "base": base, "methods": ["adm", "ema"],
         "evaluations": study.evaluations.model_copy(update={
-            "quality_steps": [2], "n_samples": 4, "suites": [], "sharpness": False}),
+            "quality_steps": [2], "n_samples": 4, "suites": [], "sharpness": False,
+            "inception_weights": None}),
     })
     status = run_study(tiny, tmp_path / "out", QUIET, progress=False)
     assert status == {"adm-s0": "done"}

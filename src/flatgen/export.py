@@ -50,7 +50,8 @@ def export_pipeline(
     model = run.model(weights)
     if not isinstance(model, UNetDenoiser):
         raise ValueError(f"only U-Net presets export to diffusers; this run uses {run.cfg.model.preset!r}")
-    scheduler = DDPMScheduler.from_config(run.schedule.scheduler.config)
+    # timestep_spacing "linspace": DDPMPipeline then walks the ADM sampler's respaced chain
+    scheduler = DDPMScheduler.from_config(run.schedule.scheduler_config())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
     try:

@@ -96,6 +96,33 @@ def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
     console.print(f"wrote {out}")
 
 
+def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | None,
+                  jobs: int) -> int:
+    """--executor local|slurm: one submitit job per unit not yet done; returns the failures."""
+    from flatgen.study import plan_units
+    from flatgen.study.executors import EXECUTORS, run_local, submit_slurm
+    from flatgen.study.run import unit_done
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    units = [u for u in plan_units(cfg) if only in (None, u.name)]
+    if not units:
+        raise ValueError(f"no unit {only!r} in this study; see --plan")
+    todo = [u.name for u in units if not unit_done(out, u, cfg)]
+    out.mkdir(parents=True, exist_ok=True)
+    if executor == "slurm":
+        ids = submit_slurm(config, out, todo, settings=cfg.slurm)
+        for unit, job_id in ids.items():
+            console.print(f"{unit}: Slurm job {job_id}")
+        console.print(f"when they finish: flatgen study {config} --out {out} --collect")
+        return 0
+    console.print(f"running {len(todo)} unit(s) as local processes, {jobs} at a time")
+    status = run_local(config, out, todo, parallel=jobs)
+    for unit, state in status.items():
+        console.print(f"{unit}: {state}")
+    return sum(state.startswith("failed") for state in status.values())
+
+
 @app.command()
 @cli_command
 def study(
@@ -105,6 +132,10 @@ def study(
     collect: Annotated[bool, typer.Option("--collect", help="Only build the report from finished runs.")] = False,
     only: Annotated[str | None, typer.Option("--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="inline (one process), local (parallel processes, 1 thread each) or "
+        "slurm (one job per unit; then --collect).")] = "inline",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel processes (--executor local).")] = 2,
 ) -> None:
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
@@ -130,6 +161,13 @@ def study(
         for line in plan_commands(config, cfg, out):
             print(line)
         print(f"flatgen study {config} --out {out} --collect")
+        return
+    if executor != "inline" and not collect:
+        failed_jobs = _submit_study(config, cfg, out, executor, only=only, jobs=jobs)
+        if executor == "local":
+            _print_study_summary(collect_study(cfg, out), out)
+        if failed_jobs:
+            raise typer.Exit(1)
         return
     if not collect:
         status = run_study(cfg, out, console, only=only, progress=progress)

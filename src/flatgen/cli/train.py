@@ -76,23 +76,27 @@ def train(
 @app.command()
 @cli_command
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="Run directory written by flatgen train, or a diffusers pipeline / UNet directory.")],
     steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1)] = 20,
     n: Annotated[int, typer.Option(help="Number of samples.", min=1)] = 64,
     sampler: Annotated[str, typer.Option(help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
+                                             "required for a diffusers directory).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="For a diffusers directory: digits, or a CIFAR-10 / image folder path.")] = None,
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
     from flatgen.io import check_new_file, check_writable
+    from flatgen.open_model import open_model
     from flatgen.report.images import save_samples_png
-    from flatgen.train import load_run
 
     _str_list(sampler, SAMPLERS, "--sampler")
-    run = load_run(run_dir)
+    run = open_model(run_dir, data=data, out=out)
     model = run.model(weights)
     if out is not None:  # the user's file: never overwritten without --force
         check_new_file(out, force=force)

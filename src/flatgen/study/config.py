@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer
 
 from flatgen.config import (
     METHOD_PRESETS,
@@ -17,6 +17,7 @@ from flatgen.config import (
     build_config,
     format_validation_error,
 )
+from flatgen.study.executors import SlurmSettings
 
 ROBUSTNESS_SUITES = ("steps", "quant", "attack", "noise")
 
@@ -39,6 +40,16 @@ class StudyEvaluations(Section):
         default_factory=lambda: ["quant", "attack", "noise"]
     )
     robustness: dict[str, Any] = Field(default_factory=dict)  # RobustnessSettings fields
+    # RGB images: Inception FID / KID too, with the FID Inception weights at this local path
+    inception_weights: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_inception(self, handler):
+        # results measured before this field existed still count as measured with these settings
+        data = handler(self)
+        if isinstance(data, dict) and data.get("inception_weights") is None:
+            data.pop("inception_weights", None)
+        return data
 
 
 class StudyConfig(Section):
@@ -49,6 +60,7 @@ class StudyConfig(Section):
     # extra --set overrides per base trajectory, e.g. {"sam": ["method.sam.rho=0.5"]}
     overrides: dict[str, list[str]] = Field(default_factory=dict)
     evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
+    slurm: SlurmSettings | None = None  # `flatgen study --executor slurm`: one job per unit
 
     @field_validator("methods")
     @classmethod

@@ -28,9 +28,10 @@ def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bo
 
     out: dict[str, Any] = {}
     quality = evaluate_quality(run, (weights,), evals.quality_steps, (evals.sampler,),
-                               n=evals.n_samples, progress=progress)
+                               n=evals.n_samples, progress=progress,
+                               inception_weights=evals.inception_weights)
     for row in quality["results"]:
-        for key in ("w2", "digits_fid", "kid"):
+        for key in ("w2", "digits_fid", "kid", "inception_fid", "inception_kid"):
             if key in row:
                 out[f"{key}@T{row['steps']}"] = row[key]
     out |= {f"floor_{k}": v for k, v in quality["floor"].items() if k != "n"}

@@ -25,10 +25,15 @@ from torch import nn
 
 from flatgen.config import Config
 from flatgen.data import load_dataset
-from flatgen.diffusion import NoiseSchedule, diffusion_loss, draw_training_noise
+from flatgen.diffusion import (
+    NoiseSchedule,
+    diffusion_loss,
+    draw_training_noise,
+    schedule_from_config,
+)
 from flatgen.errors import CheckpointError, TrainingDiverged
 from flatgen.io import dumps_strict, write_json_atomic
-from flatgen.models import build_model
+from flatgen.models import model_from_config
 from flatgen.optim.wrm import diffusion_per_sample_loss, wrm_perturb
 from flatgen.progress import make_progress
 from flatgen.train.checkpoint import (
@@ -83,10 +88,16 @@ def lr_lambda(cfg: Config) -> Callable[[int], float]:
     return factor
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
-    # Accelerate only sets up multi-process CPU training (gloo) when told cpu=True
+def make_accelerator(cfg: Config, project_dir: Path | None = None) -> Accelerator:
+    # Accelerate only sets up multi-process CPU training (gloo) when told cpu=True.
+    # mixed_precision None leaves it to `accelerate launch` / `accelerate config` (their
+    # ACCELERATE_MIXED_PRECISION), and ACCELERATE_USE_CPU to them too; the config overrides.
+    from flatgen.train.tracking import tracker_for
+
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision)
+    return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision,
+                       log_with=tracker_for(cfg.train.log_with),
+                       project_dir=str(project_dir / "logs") if project_dir else None)
 
 
 def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
@@ -219,7 +230,7 @@ def train(
 
     run_dir = Path(run_dir)
     say = notify or (lambda text: None)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, run_dir)
     # every process checks the run directory before the main one writes into it, so that all of
     # them refuse, or find the run finished, alike (and none waits at a barrier for a failed one)
     plan = plan_run(cfg, run_dir, resume=resume, resume_from=resume_from, force=force)
@@ -231,8 +242,8 @@ def train(
     torch.manual_seed(cfg.train.seed)
     train_x, _ = load_dataset(cfg.data)
     train_x = train_x.to(accelerator.device)
-    schedule = NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.timesteps)
-    model = build_model(cfg.model.preset, tuple(train_x.shape[1:]), cfg.model.dropout)
+    schedule = schedule_from_config(cfg.diffusion)
+    model = model_from_config(cfg.model, tuple(train_x.shape[1:]))
     method = Method(cfg.method, cfg.train)
     optimizer = method.build_optimizer(model.parameters())
     base_optimizer = getattr(optimizer, "base_optimizer", optimizer)
@@ -255,6 +266,9 @@ def train(
     accelerator.wait_for_everyone()
 
     model, optimizer = accelerator.prepare(model, optimizer)
+    from flatgen.train.tracking import Tracking
+
+    tracking = Tracking(accelerator, cfg, run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     saved = start_step if plan.ckpt is not None else None  # the last checkpoint written
 
@@ -339,6 +353,9 @@ def train(
                             kill_point("metrics-write", step)
                         log.write(line)
                         log.flush()
+                        tracking.log(record)
+                tracking.after_step(accelerator.unwrap_model(model), schedule=schedule, step=step,
+                                    sample_shape=tuple(train_x.shape[1:]))
                 if task is not None:
                     window = losses[-LOSS_WINDOW:]
                     bar_ctx.update(task, completed=step, loss=sum(window) / len(window))
@@ -350,6 +367,7 @@ def train(
     finally:
         if log is not None:
             log.close()
+    tracking.finish()
     seconds = time.perf_counter() - t_start
     window = losses[-LOSS_WINDOW:]
     final_loss = sum(window) / max(1, len(window))

@@ -10,9 +10,9 @@ from torch import nn
 
 from flatgen.config import Config, load_config
 from flatgen.data import load_dataset
-from flatgen.diffusion import NoiseSchedule
+from flatgen.diffusion import NoiseSchedule, schedule_from_config
 from flatgen.errors import CheckpointError
-from flatgen.models import build_model
+from flatgen.models import model_from_config
 from flatgen.train.checkpoint import check_finite, latest_checkpoint, load_weights
 
 WEIGHTS_CHOICES = ("raw", "ema", "swa")
@@ -59,7 +59,7 @@ class Run:
         run's config, or holds non-finite weights (a diverged run).
         """
         self.check_weights(weights)
-        model = build_model(self.cfg.model.preset, self.sample_shape(), self.cfg.model.dropout)
+        model = model_from_config(self.cfg.model, self.sample_shape())
         path = self.ckpt / f"{_FILE_FOR[weights]}.safetensors"
         tensors = load_weights(self.ckpt, _FILE_FOR[weights])
         check_finite(tensors, path)
@@ -82,4 +82,4 @@ def load_run(path: str | Path) -> Run:
     if ckpt is None:
         raise RunNotFoundError(f"run {str(path)!r} has no checkpoint yet")
     cfg = load_config(path / "config.yaml", fix="restore the run's own config.yaml")
-    return Run(path=path, cfg=cfg, schedule=NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.timesteps), ckpt=ckpt)
+    return Run(path=path, cfg=cfg, schedule=schedule_from_config(cfg.diffusion), ckpt=ckpt)
