@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-import yaml
 import torch.nn.functional as F
+import yaml
 from pydantic import ValidationError
 
 from flatgen.classify import (

@@ -92,7 +92,7 @@ def train_unit(
 
 
 def measure(
-    study: ClassifierStudyConfig, out: Path, unit: Unit, method: str, *, progress: bool = True
+    study: ClassifierStudyConfig, out: Path, unit: Unit, *, method: str, progress: bool = True
 ) -> dict[str, Any]:
     from flatgen.classify.study import measure_run, run_bar, torch_threads
 

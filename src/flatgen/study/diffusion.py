@@ -67,7 +67,7 @@ def train_unit(
 
 
 def measure(
-    study: StudyConfig, out: Path, unit: Unit, method: str, *, progress: bool = True
+    study: StudyConfig, out: Path, unit: Unit, *, method: str, progress: bool = True
 ) -> dict[str, Any]:
     """Quality, flatness and robustness of one method's weights of the unit's run."""
     from flatgen.study.measure import measure_method

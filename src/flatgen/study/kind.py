@@ -32,7 +32,7 @@ class Unit:
 # train_unit(study, out, unit, *, console, progress): train runs/<unit.name>, resume it, or
 # leave it as it is when its training is finished
 TrainUnit = Callable[..., None]
-# measure(study, out, unit, method, *, progress) -> the method's result record (JSON-able,
+# measure(study, out, unit, *, method, progress) -> the method's result record (JSON-able,
 # with at least "method" and "seed"); the engine adds "evaluations" and writes it
 Measure = Callable[..., dict[str, Any]]
 

@@ -73,7 +73,7 @@ def run_unit(
     kind.train_unit(study, out, unit, console=console, progress=progress)
     for method in todo:
         console.print(f"[bold]{unit.name}[/bold]: measuring {method}")
-        record = kind.measure(study, out, unit, method, progress=progress)
+        record = kind.measure(study, out, unit, method=method, progress=progress)
         write_json_atomic(kind.result_path(out, unit, method),
                           {**record, "evaluations": evaluations})
 
