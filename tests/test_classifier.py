@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from pydantic import ValidationError
+from rich.console import Console
 
 from flatgen.classify import (
     ClassifierStudyConfig,
@@ -24,7 +25,7 @@ from flatgen.classify import (
     train_classifier,
 )
 from flatgen.classify.config import AdversarialMethod, DataSpec, PlainMethod, TrainSpec
-from flatgen.study import plan_units
+from flatgen.study import plan_units, run_study
 from flatgen.study.collect import run_classifier_study
 from flatgen.study.run import check_run_config
 from flatgen.train import RunDirError
@@ -238,10 +239,15 @@ def test_tiny_study_writes_outputs_and_skips_finished_runs(tmp_path, monkeypatch
         assert new["evaluations"]["attacks"]["pgd_steps"] == 4
         assert new["robust"]["clean"] == old["robust"]["clean"]
         assert new["sharpness"]["lambda_max"] == pytest.approx(old["sharpness"]["lambda_max"])
-    # a changed training setting is refused: the run directory belongs to another config
+    # a changed training setting is refused, before any unit runs: the run directories
+    # belong to another config
     other = ClassifierStudyConfig.model_validate({**TINY, "train": {"steps": 16, "cpu": True}})
     with pytest.raises(RunDirError, match="train.steps"):
         check_run_config(tmp_path / "runs" / "sam-s0", other, plan_units(other)[0])
+    status = (tmp_path / "status.json").read_text()
+    with pytest.raises(RunDirError, match="train.steps: 15 -> 16"):
+        run_study(other, tmp_path, Console(quiet=True), progress=False)
+    assert (tmp_path / "status.json").read_text() == status
 
 
 def test_classifier_study_through_the_generic_cli(tmp_path):

@@ -93,13 +93,15 @@ def run_study(
     study: Any, out: Path, console: Console, *, only: str | None = None, progress: bool = True
 ) -> dict[str, str]:
     """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
-    out.mkdir(parents=True, exist_ok=True)
-    status: dict[str, str] = {}
     units = _select(study, only)
+    out.mkdir(parents=True, exist_ok=True)
+    # a run trained for another config is a malformed study (exit 2), refused before any unit
+    # runs and before status.json changes: it must not mark the good runs failed
+    for unit in units:
+        check_run_config(out / "runs" / unit.name, study, unit)
+    status = _previous_status(out, study)  # --only updates its own entry
     for i, unit in enumerate(units, 1):
         try:
-            # a run trained for another config is refused before it is skipped, resumed or measured
-            check_run_config(out / "runs" / unit.name, study, unit)
             if unit_done(out, unit, study):
                 status[unit.name] = "skipped (done)"
                 continue
@@ -117,6 +119,15 @@ def run_study(
             console.print(f"[red]{unit.name} failed[/red]: {err} (traceback in {log})")
     write_json_atomic(out / "status.json", status)
     return status
+
+
+def _previous_status(out: Path, study: Any) -> dict[str, str]:
+    """status.json's entries for the units this study still has."""
+    saved = out / "status.json"
+    previous = json.loads(saved.read_text()) if saved.is_file() else {}
+    planned = {u.name for u in plan_units(study)}
+    return {k: v for k, v in (previous if isinstance(previous, dict) else {}).items()
+            if k in planned}
 
 
 def load_results(out: Path, study: Any) -> tuple[list[dict[str, Any]], list[str]]:
