@@ -136,3 +136,38 @@ def test_missing_weights_fail_before_any_work(trained_toy_run):
     result = _invoke("evaluate", trained_toy_run, "--weights", "swa", "--steps", "2")
     assert result.exit_code == 2 and "has no 'swa' weights" in result.output
     assert len(result.output.strip().splitlines()) == 1  # no progress bar drawn first
+
+
+def test_force_replaces_only_what_it_names(tmp_path, trained_toy_run, toy_config_file):
+    """--force is the one way to overwrite: a sample file, an earlier export, a run."""
+    run = trained_toy_run
+    png = tmp_path / "s.png"
+    png.write_bytes(b"user data")
+    assert _invoke("sample", run, "--steps", 2, "--n", 4, "--out", png).exit_code == 2
+    assert png.read_bytes() == b"user data"
+    assert _invoke("sample", run, "--steps", 2, "--n", 4, "--out", png, "--force").exit_code == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # train --force over a run starts it over: its old checkpoints and eval results go
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "quality.json").write_text("{}")
+    result = _invoke("train", toy_config_file, "--out", run, "--force", "--no-progress",
+                     "--set", "train.steps=4")
+    assert result.exit_code == 0 and "--force: replacing the run" in result.stdout
+    assert not (run / "eval").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last", "step-4"]
+    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] \
+        == [2, 4]
+
+
+def test_export_force_replaces_an_export_whole(tmp_path):
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"steps": 1, "batch_size": 4, "warmup_steps": 0}}))
+    assert _invoke("train", cfg, "--out", tmp_path / "run", "--no-progress").exit_code == 0
+    pipe = tmp_path / "pipe"
+    assert _invoke("export", tmp_path / "run", "--out", pipe).exit_code == 0
+    (pipe / "stale.txt").write_text("from an older export")
+    assert _invoke("export", tmp_path / "run", "--out", pipe).exit_code == 2
+    assert (pipe / "stale.txt").exists()
+    assert _invoke("export", tmp_path / "run", "--out", pipe, "--force").exit_code == 0
+    assert not (pipe / "stale.txt").exists() and (pipe / "model_index.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

@@ -11,6 +11,7 @@ from flatgen.config import ConfigError
 from flatgen.report import collect_study
 from flatgen.study import load_study_config, plan_units, run_study, split_method
 from flatgen.study.config import StudyConfig, unit_config
+from flatgen.train import RunDirError
 
 QUIET = Console(quiet=True)
 
@@ -163,8 +164,11 @@ def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch)
     assert run_study(study, tmp_path, QUIET, progress=False) == {"adm-s0": "done"}
 
     longer = study.model_copy(update={"base": study.base | {"train": study.base["train"] | {"steps": 8}}})
-    status = run_study(longer, tmp_path, QUIET, progress=False)
-    assert status["adm-s0"].startswith("failed") and "train.steps: 6 -> 8" in status["adm-s0"]
+    before = (tmp_path / "status.json").read_bytes()
+    # refused before any unit runs (exit 2 in the CLI); status.json keeps the good run as done
+    with pytest.raises(RunDirError, match="train.steps: 6 -> 8"):
+        run_study(longer, tmp_path, QUIET, progress=False)
+    assert (tmp_path / "status.json").read_bytes() == before
     with pytest.raises(ValueError, match="no finished runs"):  # the 6-step numbers are not reported as 8-step ones
         collect_study(longer, tmp_path, samples=False)
 

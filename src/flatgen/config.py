@@ -31,7 +31,8 @@ Seeds = Annotated[list[int], AfterValidator(_distinct_seeds)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan are refused: `train.lr=.inf` would train to NaN weights
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -144,6 +145,7 @@ class TrainConfig(Section):
     seed: int = 0
     log_every: int = Field(25, gt=0)
     ckpt_every: int = Field(250, gt=0)
+    keep_checkpoints: int = Field(3, ge=0)  # checkpoints/step-<n> kept besides checkpoints/last
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     cpu: bool = False  # force the CPU even where a GPU exists
 
@@ -221,18 +223,43 @@ def build_config(data: dict | None = None, overrides: list[str] | tuple[str, ...
         raise ConfigError(format_validation_error(err)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config file, apply overrides, validate."""
+def read_yaml_mapping(path: str | Path, what: str = "config file", fix: str = "") -> dict:
+    """The mapping a YAML file holds; ConfigError (one line, ending in `fix` if given) if it is
+    missing, unreadable, empty, not valid YAML or not a mapping."""
     path = Path(path)
+    tail = f": {fix}" if fix else ""
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder{tail or ': give a YAML file'}")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
+        raise ConfigError(f"{what} {str(path)!r} not found{tail}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+        first = f"{err}".splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML ({first}){tail}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise ConfigError(f"{what} {str(path)!r} cannot be read ({reason}){tail}") from None
+    if data is None:
+        raise ConfigError(f"{what} {str(path)!r} is empty"
+                          + (tail or ": write the sections to change (see configs/), "
+                             "or `{}` for every default"))
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-    return build_config(data, overrides)
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping of sections{tail}")
+    return data
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, fix: str = ""
+) -> Config:
+    """Read a YAML config file, apply overrides, validate; `fix` ends any error message."""
+    data = read_yaml_mapping(path, fix=fix)
+    if not fix:
+        return build_config(data, overrides)
+    try:
+        return build_config(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{err} in {str(path)!r}: {fix}") from None
 
 
 def dump_config(cfg: Config) -> str:

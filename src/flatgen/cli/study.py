@@ -26,15 +26,12 @@ def dro(
 
     Writes results.json, table.md / table.csv and plots into the output directory.
     """
-    import yaml
     from pydantic import ValidationError
 
-    from flatgen.config import ConfigError, format_validation_error
+    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
     from flatgen.dro import run_dro_experiment
 
-    if not config.is_file():
-        raise ConfigError(f"config file {str(config)!r} not found")
-    data = yaml.safe_load(config.read_text()) or {}
+    data = read_yaml_mapping(config)
     out = out or Path("runs") / config.stem
     try:
         summary = run_dro_experiment(data, out, progress=progress)
@@ -75,6 +72,7 @@ def _classifier_study(
     config: Path, out: Path | None, *, plan: bool, collect: bool, only: str | None, progress: bool
 ) -> None:
     """A classifier study (task: classifier), through the one study engine."""
+    from flatgen.errors import RunFailed
     from flatgen.study import load_study, plan_commands, run_study
     from flatgen.study.collect import collect as collect_report
 
@@ -91,6 +89,9 @@ def _classifier_study(
             console.print(f"{only}: {status.get(only)}")
             return
         failed = {k: v for k, v in status.items() if v.startswith("failed")}
+        if failed and len(failed) == len(status):  # nothing to report: a run-time failure
+            raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                            f"{str(out / 'runs')!r}/*/error.log)")
     summary = collect_report(cfg, out)
     print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
     console.print(summary["verdict"])
@@ -113,9 +114,12 @@ def study(
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
     Finished runs are skipped on restart; a failed run is reported, the rest go on, and the
-    command exits 1. A classifier study (task: classifier) writes table.md, results.csv/json
-    and scatter.png instead of report.html.
+    command exits 1. A malformed study (a bad config, or runs in --out trained with another
+    config) is refused before anything runs, with exit code 2. A classifier study
+    (task: classifier) writes table.md, results.csv/json and scatter.png instead of
+    report.html.
     """
+    from flatgen.errors import RunFailed
     from flatgen.report import collect_study
     from flatgen.study import load_study_config, plan_commands, run_study, task_of
 
@@ -137,6 +141,9 @@ def study(
             return
         if failed:
             console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+            if len(failed) == len(status):  # nothing to report: a run-time failure, exit 1
+                raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                                f"{str(out / 'runs')!r}/*/error.log)")
     _print_study_summary(collect_study(cfg, out), out)
     if not collect and failed:
         raise typer.Exit(1)

@@ -8,12 +8,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
 from flatgen.classify.config import ClassifierStudyConfig, DataSpec, _Method
-from flatgen.config import ConfigError, format_validation_error
+from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
 from flatgen.io import write_json_atomic
 from flatgen.study.kind import StudyKind, Unit
 
@@ -21,14 +20,7 @@ RUN_CONFIG = "config.json"
 
 
 def load_classifier_study(path: Path) -> ClassifierStudyConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study config {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        first = f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]
-        raise ConfigError(first) from None
+    data = read_yaml_mapping(path, "study config")
     try:
         return ClassifierStudyConfig.model_validate(data)
     except ValidationError as err:

@@ -18,7 +18,6 @@ from flatgen.config import load_config
 from flatgen.study.config import StudyConfig, load_study_config, split_method, unit_config
 from flatgen.study.kind import StudyKind, Unit
 from flatgen.train import load_run, train
-from flatgen.train.checkpoint import find_checkpoint
 
 
 def plan_diffusion_units(study: StudyConfig) -> list[Unit]:
@@ -58,7 +57,8 @@ def train_unit(
     if summary.is_file() and not json.loads(summary.read_text()).get("interrupted"):
         return
     cfg = unit_config(study, unit.base, unit.seed)
-    resume = find_checkpoint(run_dir / "checkpoints" / "last") is not None
+    # resume whatever was started, checkpoint or not (a kill before the first one)
+    resume = (run_dir / "config.yaml").is_file()
     averages = [a for a in ("ema", "swa") if getattr(cfg.method, a) is not None]
     tracking = f", tracking {' and '.join(a.upper() for a in averages)}" if averages else ""
     console.print(f"[bold]{unit.name}[/bold]: training {unit.base} "
