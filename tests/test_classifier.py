@@ -270,6 +270,8 @@ def test_classifier_study_through_the_generic_cli(tmp_path):
     units = ["plain-s0", "sam-s0", "plain-s1", "sam-s1"]
     assert code == 0 and lines[-1].endswith("--collect") and not out.exists()
     assert [ln.split("--only ")[1] for ln in lines[:-1]] == units
+    code, text = flatgen("--collect")  # nothing to collect yet: refused, as for diffusion
+    assert code == 2 and "no finished runs" in text
     code, text = flatgen("--only", "sam-s1", "--no-progress")
     assert code == 0 and "sam-s1: done" in text
     assert [p.name for p in (out / "runs").iterdir()] == ["sam-s1"]

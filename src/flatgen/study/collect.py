@@ -37,6 +37,8 @@ def collect_classifier(study: Any, out: Path, *, samples: bool = True) -> dict[s
     from flatgen.classify.report import write_outputs
 
     rows, missing = load_results(out, study)
+    if not rows:  # as the diffusion report: nothing to collect is an input error
+        raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
     failed = failed_units(out)
     return write_outputs(study, rows, failed=failed, out_dir=out, missing=missing)
 
@@ -60,7 +62,8 @@ def run_classifier_study(
     "skipped", "failed" (this call's failed units) and "wall_seconds".
 
     cfg is a ClassifierStudyConfig or its dict (validated here: a bad key raises pydantic's
-    ValidationError). A failed run is recorded (error.log) and the others go on.
+    ValidationError). A failed run is recorded (error.log) and the others go on; when no run
+    has results, ValueError.
     """
     from flatgen.classify.config import ClassifierStudyConfig
 
