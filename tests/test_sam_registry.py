@@ -96,7 +96,8 @@ def params_and_grads(draw) -> tuple[list[Tensor], list[Tensor]]:
 @given(data=params_and_grads(), rho=st.floats(1e-4, 10.0), adaptive=st.booleans())
 def test_perturbation_has_norm_rho_and_restore_is_exact(data, rho, adaptive):
     ws, gs = data
-    assume(torch.cat([g.flatten() for g in gs]).norm() > 1e-6)
+    # far above the 1e-12 guard in the normalization, which bends the norm for tiny gradients
+    assume(torch.cat([g.flatten() for g in gs]).norm() > 1e-3)
     params = [nn.Parameter(w.clone()) for w in ws]
     for p, g in zip(params, gs, strict=True):
         p.grad = g.clone()
