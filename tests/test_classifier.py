@@ -9,7 +9,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from pydantic import ValidationError
+from rich.console import Console
 
 from flatgen.classify import (
     ClassifierStudyConfig,
@@ -19,11 +21,14 @@ from flatgen.classify import (
     distillation_loss,
     layer_spectral_norms,
     load_classifier_data,
-    run_classifier_study,
     soft_labels,
     train_classifier,
 )
 from flatgen.classify.config import AdversarialMethod, DataSpec, PlainMethod, TrainSpec
+from flatgen.study import plan_units, run_study
+from flatgen.study.collect import run_classifier_study
+from flatgen.study.run import check_run_config
+from flatgen.train import RunDirError
 
 # tiny convolutions (see conftest.one_thread)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -224,10 +229,62 @@ def test_tiny_study_writes_outputs_and_skips_finished_runs(tmp_path, monkeypatch
     assert set(again["failed"]) == {"plain-s0", "plain-s1"}
     assert (tmp_path / "runs" / "plain-s0" / "error.log").read_text().count("boom")
     assert again["table_markdown"] == summary["table_markdown"]
-    # a changed setting that the numbers depend on redoes the runs instead of reusing them
+    # a changed measurement setting measures the trained runs again, from their saved weights
+    # (training still fails: nothing is retrained); what the weights alone decide is unchanged
     changed = {**TINY, "attacks": {**TINY["attacks"], "pgd_steps": 4}}
     redo = run_classifier_study(changed, tmp_path, progress=False)
-    assert redo["skipped"] == 0 and len(redo["failed"]) == 4
+    assert redo["skipped"] == 0 and not redo["failed"] and redo["n_runs"] == 4
+    remeasured = json.loads((tmp_path / "results.json").read_text())["runs"]
+    for old, new in zip(results["runs"], remeasured, strict=True):
+        assert new["evaluations"]["attacks"]["pgd_steps"] == 4
+        assert new["robust"]["clean"] == old["robust"]["clean"]
+        assert new["sharpness"]["lambda_max"] == pytest.approx(old["sharpness"]["lambda_max"])
+    # a changed training setting is refused, before any unit runs: the run directories
+    # belong to another config
+    other = ClassifierStudyConfig.model_validate({**TINY, "train": {"steps": 16, "cpu": True}})
+    with pytest.raises(RunDirError, match="train.steps"):
+        check_run_config(tmp_path / "runs" / "sam-s0", other, plan_units(other)[0])
+    status = (tmp_path / "status.json").read_text()
+    with pytest.raises(RunDirError, match="train.steps: 15 -> 16"):
+        run_study(other, tmp_path, Console(quiet=True), progress=False)
+    assert (tmp_path / "status.json").read_text() == status
+
+
+def test_classifier_study_through_the_generic_cli(tmp_path):
+    """--plan lists one command per unit, --only runs one unit, a re-run skips finished
+    units, --collect builds the report; all through the engine the diffusion studies use."""
+    from typer.testing import CliRunner
+
+    from flatgen.cli import app
+
+    config, out = tmp_path / "tiny.yaml", tmp_path / "study"
+    tiny = {**TINY, "methods": ["plain", "sam"], "correlation": {}}
+    config.write_text(yaml.safe_dump(tiny))
+
+    def flatgen(*args):
+        result = CliRunner().invoke(app, ["study", str(config), "--out", str(out), *args])
+        return result.exit_code, result.output
+
+    code, text = flatgen("--plan")
+    lines = text.strip().splitlines()
+    units = ["plain-s0", "sam-s0", "plain-s1", "sam-s1"]
+    assert code == 0 and lines[-1].endswith("--collect") and not out.exists()
+    assert [ln.split("--only ")[1] for ln in lines[:-1]] == units
+    code, text = flatgen("--collect")  # nothing to collect yet: refused, as for diffusion
+    assert code == 2 and "no finished runs" in text
+    code, text = flatgen("--only", "sam-s1", "--no-progress")
+    assert code == 0 and "sam-s1: done" in text
+    assert [p.name for p in (out / "runs").iterdir()] == ["sam-s1"]
+    first = (out / "runs" / "sam-s1" / "result.json").read_text()
+    code, text = flatgen("--no-progress")
+    assert code == 0 and "| plain | 2 |" in text and "| sam | 2 |" in text
+    status = json.loads((out / "status.json").read_text())
+    assert status == {**dict.fromkeys(units, "done"), "sam-s1": "skipped (done)"}
+    assert (out / "runs" / "sam-s1" / "result.json").read_text() == first  # not redone
+    (out / "table.md").unlink()
+    code, text = flatgen("--collect")
+    assert code == 0 and "| sam | 2 |" in (out / "table.md").read_text()
+    assert json.loads((out / "results.json").read_text())["n_runs"] == 4
 
 
 def test_wrm_classifier_is_smooth_and_labels_its_certificate(digits):

@@ -104,12 +104,12 @@ def test_study_dispatch_and_bad_keys(tmp_path):
     assert len(lines) == 3 * 3 + 1 and lines[-1].endswith("--collect")  # 3 trajectories x 3 seeds
 
 
-def test_classifier_study_refuses_diffusion_only_flags(tmp_path):
-    """--plan on a classifier study must not start training (it used to run the whole study)."""
-    for flag in (["--plan"], ["--collect"], ["--only", "sam-s0"]):
-        result = _invoke("study", "configs/classifier-digits.yaml", "--out", tmp_path / "c", *flag)
-        assert result.exit_code == 2 and "diffusion studies" in result.output
-    assert not (tmp_path / "c").exists()
+def test_classifier_study_plan_runs_nothing(tmp_path):
+    """--plan on a classifier study lists its units (12 methods x 3 seeds) and trains nothing."""
+    result = _invoke("study", "configs/classifier-digits.yaml", "--out", tmp_path / "c", "--plan")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 0 and len(lines) == 12 * 3 + 1 and lines[-1].endswith("--collect")
+    assert lines[0].endswith("--only plain-s0") and not (tmp_path / "c").exists()
 
 
 def test_robustness_setting_errors_are_one_readable_line(trained_toy_run):

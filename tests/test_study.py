@@ -96,7 +96,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     assert csv_lines[0] == "method,seed,base,weights,metric,value" and len(csv_lines) > 20
 
     # restart: everything is skipped, nothing retrained
-    import flatgen.study.run as study_module
+    import flatgen.study.diffusion as study_module
 
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
@@ -106,7 +106,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
 
 
 def test_failed_run_does_not_stop_the_study(tmp_path, toy_study, monkeypatch):
-    import flatgen.study.run as study_module
+    import flatgen.study.diffusion as study_module
 
     real_train = study_module.train
 
@@ -158,7 +158,7 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
 def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch):
     """A run trained with other settings (say a --quick demo in the same folder) is refused, and
     measurements taken with other evaluation settings are taken again, without retraining."""
-    import flatgen.study.run as study_module
+    import flatgen.study.diffusion as study_module
 
     study = toy_study.model_copy(update={"methods": ["adm"], "seeds": [0], "evaluations":
                                          toy_study.evaluations.model_copy(update={"suites": [], "sharpness": False})})

@@ -55,7 +55,10 @@ class TrainSpec(_Strict):
     steps: int = Field(500, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(2e-3, gt=0)  # AdamW for every method (the SAM family wraps it)
-    lr_decay: Literal["constant", "cosine"] = "cosine"  # cosine: down to lr / 10 at the end
+    # flatgen.train.schedule, as in train configs: linear warm-up, then constant or a cosine
+    # down to lr / 10 at the end
+    warmup_steps: int = Field(0, ge=0)
+    lr_decay: Literal["constant", "cosine"] = "cosine"
     grad_clip: float | None = Field(None, gt=0)
     cpu: bool = False  # force the CPU even where a GPU exists
 

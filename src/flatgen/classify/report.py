@@ -11,8 +11,9 @@ from typing import Any
 from flatgen.classify.analysis import analyze, robust_keys, target_key
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.evaluate import SHARPNESS_KEYS
-from flatgen.io import atomic_write, write_json_atomic, write_text_atomic
+from flatgen.io import write_json_atomic, write_text_atomic
 from flatgen.report.stats import mean_std
+from flatgen.report.tables import markdown_table
 from flatgen.robustness.util import jsonable
 
 NORM_LABEL = {"linf": "L∞", "l2": "L2"}
@@ -64,13 +65,13 @@ def table_markdown(cfg: ClassifierStudyConfig, means: dict[str, dict[str, list]]
     """Markdown table: clean and robust accuracy, sharpness (mean ± std over seeds)."""
     keys, sharp = robust_keys(cfg), sharpness_labels(cfg)
     head = ["method", "n", "clean", *map(_header, keys), *sharp.values()]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for method, cols in means.items():
         cells = [method, str(cols["clean"][2])]
         cells += [f"{cols[k][0]:.3f} ± {cols[k][1]:.3f}" for k in ("clean", *keys)]
         cells += [f"{cols[k][0]:.3g} ± {cols[k][1]:.2g}" for k in sharp]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown_table(head, body).rstrip("\n")
 
 
 def masked_methods(cfg: ClassifierStudyConfig, means: dict) -> dict[str, tuple[str, float, float]]:
@@ -151,10 +152,7 @@ def plot_scatter(
     """Sharpness versus the primary robust accuracy: one point per method (the mean over seeds)
     with error bars of ± one standard deviation over seeds in both directions; the primary
     measure first; gradient-masked methods hollow; each title gives every group's rho."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from flatgen.report.figures import plt, save_figure
 
     key, names = target_key(cfg), sharpness_labels(cfg)
     prim = cfg.correlation.primary.sharpness
@@ -193,10 +191,7 @@ def plot_scatter(
         ax.grid(alpha=0.3)
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     fig.suptitle(f"{cfg.name}: sharpness vs robust accuracy (one point per method, ± sd)")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -214,25 +209,29 @@ def _corr_table(cfg: ClassifierStudyConfig, corr: dict) -> str:
     p is Holm-adjusted except for the primary test (marked *)."""
     key, names = target_key(cfg), sharpness_labels(cfg)
 
-    def cells(c: dict) -> str:
+    def cells(c: dict) -> list[str]:
         if c["rho"] is None:
-            return f"– | – | {c['n']}"
+            return ["–", "–", str(c["n"])]
         star = "*" if c["role"] == "primary" else ""
         p = c["p"] if c["role"] == "primary" else c["p_holm"]
-        return f"{c['rho']:+.3f}{star} | {p:.3g} | {c['n']}"
+        return [f"{c['rho']:+.3f}{star}", f"{p:.3g}", str(c["n"])]
 
-    head = "| sharpness | " + " | ".join(f"ρ ({g}) | p | n" for g in corr) + " |"
-    lines = [head, "|---|" + "---|---|---|" * len(corr)]
-    for s in SHARPNESS_KEYS:
-        row = " | ".join(cells(c[s][key]) for c in corr.values())
-        lines.append(f"| {names[s]} | {row} |")
-    return "\n".join(lines)
+    head = ["sharpness", *(h for g in corr for h in (f"ρ ({g})", "p", "n"))]
+    body = [[names[s], *(cell for c in corr.values() for cell in cells(c[s][key]))]
+            for s in SHARPNESS_KEYS]
+    return markdown_table(head, body).rstrip("\n")
 
 
 def write_outputs(
-    cfg: ClassifierStudyConfig, rows: list[dict], *, failed: dict[str, str], out_dir: Path
+    cfg: ClassifierStudyConfig,
+    rows: list[dict],
+    *,
+    failed: dict[str, str],
+    out_dir: Path,
+    missing: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write results.json, results.csv, table.md and scatter.png; return the summary."""
+    """Write results.json, results.csv, table.md and scatter.png; return the summary.
+    `missing` names the (method, seed) results not found (None: not known)."""
     means = method_means(cfg, rows)
     masked = masked_methods(cfg, means)
     result = analyze(cfg, means)
@@ -247,6 +246,8 @@ def write_outputs(
     )
     if failed:
         md += "\nFailed runs: " + "; ".join(f"{k}: {v}" for k, v in failed.items()) + "\n"
+    if missing:
+        md += "\nMissing results: " + ", ".join(missing) + "\n"
     write_text_atomic(out_dir / "table.md", md)
     write_text_atomic(out_dir / "results.csv", _csv_text(rows))
     scatter = None
@@ -268,6 +269,7 @@ def write_outputs(
         },
         "means": means,
         "failed": failed,
+        "missing": list(missing or []),
         "n_runs": len(rows),
         "compute_seconds": round(sum(r["seconds"] for r in rows), 1),
     }

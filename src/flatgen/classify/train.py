@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from flatgen.classify.config import DistillationMethod, TrainSpec, _Method
 from flatgen.classify.methods import Recipe, distillation_recipes, recipe
 from flatgen.classify.models import apply_spectral_norm
+from flatgen.train.schedule import lr_lambda, make_accelerator
 from flatgen.train.step import train_step, unwrap_optimizer
 
 # tick(phase, done, total): called after every optimizer step
@@ -30,19 +31,6 @@ class TrainResult:
     seconds: float
     teacher: nn.Module | None = None
     teacher_losses: list[float] = field(default_factory=list)
-
-
-def make_accelerator(cpu: bool = False) -> Accelerator:
-    """An Accelerator on the GPU if there is one (and not `cpu`), else on the CPU."""
-    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return Accelerator(cpu=cpu or no_gpu)
-
-
-def lr_factor(step: int, steps: int, kind: str) -> float:
-    """Constant, or cosine from 1 down to 0.1 over the run."""
-    if kind == "constant":
-        return 1.0
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, steps - 1))))
 
 
 def fit(
@@ -64,6 +52,7 @@ def fit(
     model, optimizer = accelerator.prepare(model, optimizer)
     groups = unwrap_optimizer(optimizer).param_groups  # the SAM family shares its base's groups
     base_lr = [grp["lr"] for grp in groups]
+    factor = lr_lambda(total=steps, warmup=train.warmup_steps, decay=train.lr_decay)
     x, y = x.to(accelerator.device), y.to(accelerator.device)
     bs = min(train.batch_size, len(x))
     order, pos, losses = torch.randperm(len(x), generator=g), 0, []
@@ -74,7 +63,7 @@ def fit(
         idx = order[pos : pos + bs].to(accelerator.device)
         pos += bs
         for grp, lr in zip(groups, base_lr, strict=True):
-            grp["lr"] = lr * lr_factor(step, steps, train.lr_decay)
+            grp["lr"] = lr * factor(step)
         batch = rec.prepare(model, x[idx], y[idx], generator=g)
         res = train_step(model, optimizer, [batch], rec.loss, accelerator, train.grad_clip)
         losses.append(res.loss)
@@ -105,7 +94,7 @@ def train_classifier(
     of the untrained model) first, then `model` as the student.
     """
     t0 = time.perf_counter()
-    accelerator = accelerator or make_accelerator(train.cpu)
+    accelerator = accelerator or make_accelerator(cpu=train.cpu)
     if method.spectral_norm:
         apply_spectral_norm(model)
 

@@ -68,32 +68,37 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     console.print(f"report: {summary['report']}")
 
 
-def _study_task(config: Path) -> str:
-    import yaml
+def _classifier_study(
+    config: Path, out: Path | None, *, plan: bool, collect: bool, only: str | None, progress: bool
+) -> None:
+    """A classifier study (task: classifier), through the one study engine."""
+    from flatgen.errors import RunFailed
+    from flatgen.study import load_study, plan_commands, run_study
+    from flatgen.study.collect import collect as collect_report
 
-    try:
-        data = yaml.safe_load(config.read_text()) if config.is_file() else None
-    except yaml.YAMLError:
-        return "diffusion"  # load_study_config reports the YAML error
-    return data.get("task", "diffusion") if isinstance(data, dict) else "diffusion"
-
-
-def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
-    """Sharpness versus adversarial vulnerability of classifiers (task: classifier)."""
-    from pydantic import ValidationError
-
-    from flatgen.classify import run_classifier_study
-    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
-
-    data = read_yaml_mapping(config, "study config")
-    out = out or Path("studies") / str(data.get("name", config.stem))
-    try:
-        summary = run_classifier_study(data, out, progress=progress)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+    cfg = load_study(config)
+    out = out or Path("studies") / cfg.name
+    if plan:
+        print("\n".join(plan_commands(config, cfg, out)))
+        print(f"flatgen study {config} --out {out} --collect")
+        return
+    failed: dict[str, str] = {}
+    if not collect:
+        status = run_study(cfg, out, console, only=only, progress=progress)
+        if only is not None:
+            console.print(f"{only}: {status.get(only)}")
+            return
+        failed = {k: v for k, v in status.items() if v.startswith("failed")}
+        if failed and len(failed) == len(status):  # nothing to report: a run-time failure
+            raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                            f"{str(out / 'runs')!r}/*/error.log)")
+    summary = collect_report(cfg, out)
     print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
     console.print(summary["verdict"])
     console.print(f"wrote {out}")
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+        raise typer.Exit(1)
 
 
 def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | None,
@@ -142,18 +147,15 @@ def study(
     Finished runs are skipped on restart; a failed run is reported, the rest go on, and the
     command exits 1. A malformed study (a bad config, or runs in --out trained with another
     config) is refused before anything runs, with exit code 2. A classifier study
-    (task: classifier) writes table.md, results.csv/json and plots, and runs in one process
-    (no --plan, --only or --collect).
+    (task: classifier) writes table.md, results.csv/json and scatter.png instead of
+    report.html.
     """
     from flatgen.errors import RunFailed
     from flatgen.report import collect_study
-    from flatgen.study import load_study_config, plan_commands, run_study
+    from flatgen.study import load_study_config, plan_commands, run_study, task_of
 
-    if _study_task(config) == "classifier":
-        if plan or collect or only:
-            raise ValueError("--plan, --only and --collect are for diffusion studies; a classifier "
-                             f"study runs in one process: flatgen study {config} --out DIR")
-        _classifier_study(config, out, progress)
+    if task_of(config) == "classifier":
+        _classifier_study(config, out, plan=plan, collect=collect, only=only, progress=progress)
         return
     cfg = load_study_config(config)
     out = out or Path("studies") / cfg.name
