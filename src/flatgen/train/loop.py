@@ -51,6 +51,8 @@ from flatgen.train.rundir import (
     plan_run,
     prepare_run_dir,
 )
+from flatgen.train.schedule import lr_lambda as schedule_lr_lambda
+from flatgen.train.schedule import make_accelerator as shared_accelerator
 
 CKPT_DIR = "checkpoints/last"
 LOSS_WINDOW = 50  # the progress bar's loss and the summary's final loss: mean of the last 50 steps
@@ -74,30 +76,18 @@ def step_seed(seed: int, step: int, stream: int = 0) -> int:
 
 
 def lr_lambda(cfg: Config) -> Callable[[int], float]:
-    """Linear warm-up, then constant or cosine decay to 10% of the peak."""
-    warmup, total, kind = cfg.train.warmup_steps, cfg.train.steps, cfg.train.lr_decay
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+    """Linear warm-up, then constant or cosine decay to 10% of the peak (train/schedule.py)."""
+    return schedule_lr_lambda(total=cfg.train.steps, warmup=cfg.train.warmup_steps,
+                              decay=cfg.train.lr_decay)
 
 
 def make_accelerator(cfg: Config, project_dir: Path | None = None) -> Accelerator:
-    # Accelerate only sets up multi-process CPU training (gloo) when told cpu=True.
-    # mixed_precision None leaves it to `accelerate launch` / `accelerate config` (their
-    # ACCELERATE_MIXED_PRECISION), and ACCELERATE_USE_CPU to them too; the config overrides.
     from flatgen.train.tracking import tracker_for
 
-    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return Accelerator(cpu=cfg.train.cpu or no_gpu, mixed_precision=cfg.train.mixed_precision,
-                       log_with=tracker_for(cfg.train.log_with),
-                       project_dir=str(project_dir / "logs") if project_dir else None)
+    return shared_accelerator(
+        cpu=cfg.train.cpu, mixed_precision=cfg.train.mixed_precision,
+        log_with=tracker_for(cfg.train.log_with),
+        project_dir=str(project_dir / "logs") if project_dir else None)
 
 
 def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -35,15 +35,20 @@ def lr_lambda(*, total: int, warmup: int = 0, decay: str = "cosine") -> Callable
     return lambda step: lr_factor(step, total=total, warmup=warmup, decay=decay)
 
 
-def make_accelerator(*, cpu: bool = False, mixed_precision: str | None = None) -> Accelerator:
+def make_accelerator(
+    *, cpu: bool = False, mixed_precision: str | None = None, log_with: Any = None,
+    project_dir: str | None = None,
+) -> Accelerator:
     """An Accelerator on the GPU if there is one (and not `cpu`), else on the CPU.
 
     Accelerate only sets up multi-process CPU training (gloo) when told cpu=True, hence the
-    explicit flag where no GPU exists. mixed_precision None leaves Accelerate's own choice.
+    explicit flag where no GPU exists. mixed_precision None leaves the choice to `accelerate
+    launch` / `accelerate config` (ACCELERATE_MIXED_PRECISION). log_with / project_dir: its
+    trackers (TensorBoard, W&B) and where they write.
     """
     import torch
     from accelerate import Accelerator
 
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     kwargs = {} if mixed_precision is None else {"mixed_precision": mixed_precision}
-    return Accelerator(cpu=cpu or no_gpu, **kwargs)
+    return Accelerator(cpu=cpu or no_gpu, log_with=log_with, project_dir=project_dir, **kwargs)
