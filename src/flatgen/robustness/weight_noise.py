@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flatgen.robustness._util import make_generator
+from flatgen.robustness.util import make_generator
 from flatgen.robustness.attacks import robust_epsilon
 
 
