@@ -47,9 +47,10 @@ def flatgen_attack(model, x, y, attack: str, norm: str, eps: float, steps: int, 
         return F.cross_entropy(model(z), y, reduction="none")
 
     if attack == "fgsm":
-        adv = fgsm(objective, x, eps, norm, BOX)
+        adv = fgsm(objective, x, eps=eps, norm=norm, clamp=BOX)
         return adv, adv
-    adv = pgd(objective, x, eps, norm, steps, alpha, random_start=False, clamp=BOX)
+    adv = pgd(objective, x, eps=eps, norm=norm, steps=steps, step_size=alpha,
+              random_start=False, clamp=BOX)
     return adv, seen[-1]
 
 

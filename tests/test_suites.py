@@ -17,6 +17,7 @@ from flatgen.robustness import (
     GaussianDenoiser,
     RobustnessSettings,
     SuiteSummary,
+    ladder_record,
     plot_robustness,
     register_suite,
     run_robustness_suite,
@@ -62,8 +63,8 @@ class ToySuite:
 
     def summarize(self, result: dict, *, metric: str) -> SuiteSummary:
         v = result["value"]
-        ladder = keys.ladder_record(levels=[1, 2], clean=v, values=[2 * v, 3 * v],
-                                    metric="toy", level_name="k")
+        ladder = ladder_record(levels=[1, 2], clean=v, values=[2 * v, 3 * v],
+                               metric="toy", level_name="k", extra={})
         return SuiteSummary(scalars={"toy_value": v}, ladders={"toy_ladder": ladder})
 
     def plot(self, results: dict, out_dir: Path) -> list[Path]:

@@ -51,9 +51,10 @@ def adversarial_examples(
 
     with evaluating(model, freeze=True):
         if attack == "fgsm":
-            return fgsm(objective, x, eps, norm, BOX)
+            return fgsm(objective, x, eps=eps, norm=norm, clamp=BOX)
         if attack == "pgd":
-            return pgd(objective, x, eps, norm, steps, step_size, random_start, BOX, generator)
+            return pgd(objective, x, eps=eps, norm=norm, steps=steps, step_size=step_size,
+                       random_start=random_start, clamp=BOX, generator=generator)
     raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
 
 
@@ -82,9 +83,9 @@ def robust_accuracies(
                 model,
                 x,
                 y,
-                eps_list,
-                norm,
-                attack,
+                eps_list=eps_list,
+                norm=norm,
+                attack=attack,
                 steps=spec.pgd_steps,
                 random_start=spec.random_start,
                 clamp=BOX,

@@ -12,12 +12,15 @@ from pathlib import Path
 import torch
 
 from flatgen.io import write_text_atomic
-from flatgen.report.claims import Claim
+from flatgen.report.claims import ClaimResult, Comparison
+from flatgen.report.tables import fmt_effect, fmt_p, per_seed_rows, verdict_rows
 from flatgen.study.config import StudyConfig
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em} .sub{color:#666;margin-top:0}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222}
+h1{margin:.2em 0;font-size:1.5em} .sub{color:#666;margin-top:0;font-size:.9em}
+table.verdicts{font-size:.8em;width:100%} table.verdicts td{text-align:left}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right} th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
@@ -27,11 +30,13 @@ img{max-width:520px} .samples img{max-width:100%} code{background:#f5f5f5;paddin
 """
 
 PLOT_CAPTIONS = {
-    "quality_vs_steps": "Quality versus the number of sampling steps T' (exposure bias shows at small T').",
+    "quality_vs_steps": "Quality versus the number of sampling steps T' "
+                        "(exposure bias shows at small T').",
     "lambda_max": "Top Hessian eigenvalue of the training loss on a fixed batch (lower = flatter).",
-    "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation in an L2 ball "
-                                  "of radius ρ (5 ascent steps; a flatter minimum rises less).",
-    "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized Gaussian weight noise.",
+    "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation "
+                                  "found within radius ρ (a flatter minimum rises less).",
+    "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized "
+                                   "Gaussian weight noise.",
     "quality_vs_bits": "Quality after per-channel round-to-nearest weight quantization.",
     "attack_vs_eps": "Denoising-loss increase under a PGD L∞ attack on the denoiser input x_t.",
     "quality_vs_weight_noise": "Quality under filter-normalized Gaussian weight noise.",
@@ -47,66 +52,105 @@ def _img(path: Path) -> str:
 def _verdict_class(verdict: str) -> str:
     if verdict.startswith("reproduced"):
         return "reproduced"
-    if verdict.startswith("not") or "other way" in verdict:
+    if verdict.startswith("contradicted") or verdict.endswith("other way"):
         return "not"
     return "weak"
 
 
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+def _table(header: Sequence[str], body: Sequence[Sequence[str]], *, cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in body)
+    return f'<table class="{cls}"><tr>{head}</tr>{rows}</table>'
 
 
-def _claims(claims: Sequence[Claim]) -> str:
+def _verdict_table(claims: Sequence[ClaimResult]) -> str:
     if not claims:
         return "<p>No claim could be checked with the measurements this study took.</p>"
+    header, body = verdict_rows(claims)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r[:-1])
+        + f'<td class="verdict {_verdict_class(r[-1])}">{html.escape(r[-1])}</td></tr>'
+        for r in body)
+    return f'<table id="verdicts" class="verdicts"><tr>{head}</tr>{rows}</table>'
+
+
+def _comparison(c: Comparison) -> str:
+    s = c.sample
+    test = (f"{c.test.test}, p = {fmt_p(c.test.p)}"
+            + (f", Holm p = {fmt_p(c.p_holm)}" if c.p_holm is not None else "")
+            if c.test else "no test")
+    ratios = "; ".join(f"{m} {v:.3g}x clean" for m, v in s.ratios.items())
+    parts = [f"<b>{html.escape(s.a)} vs {html.escape(s.b)}</b> on <code>{html.escape(s.key)}"
+             f"</code> ({c.role}): {html.escape(s.regime or '')}",
+             f"effect {html.escape(fmt_effect(c))}; {html.escape(test)}",
+             f'<span class="verdict {_verdict_class(c.verdict)}">{html.escape(c.verdict)}</span>']
+    if ratios:
+        parts.append(f"degradation ratio: {html.escape(ratios)}")
+    table = _table(*per_seed_rows(c)) if any(s.values.values()) else ""
+    return "<li>" + "<br>".join(parts) + table + "</li>"
+
+
+def _claim_details(claims: Sequence[ClaimResult], ladder_plots: dict[str, Path]) -> str:
     items = []
-    for c in claims:
-        comps = "".join(
-            f"<li>{html.escape(x.a)} {x.mean_a:.4g}" + (f" ± {x.std_a:.2g}" if x.n_a > 1 else "")
-            + f" vs {html.escape(x.b)} {x.mean_b:.4g}" + (f" ± {x.std_b:.2g}" if x.n_b > 1 else "")
-            + f" on <code>{html.escape(x.metric)}</code> ({x.n_a}/{x.n_b} seeds): {html.escape(x.verdict)}</li>"
-            for x in c.comparisons)
-        note = f"<br><small>{html.escape(c.note)}</small>" if c.note else ""
+    for r in claims:
+        plot = (f"<figure>{_img(ladder_plots[r.spec.id])}<figcaption>score vs level per method; "
+                "dashed: the judged level or the shared threshold</figcaption></figure>"
+                if r.spec.id in ladder_plots else "")
+        label = f"<br><small>{html.escape(r.label)}</small>" if r.label else ""
+        comps = "".join(_comparison(c) for c in (r.primary, *r.supporting))
         items.append(
-            f'<li><b>{html.escape(c.text)}</b> <small>({html.escape(c.source)})</small><br>'
-            f'<span class="verdict {_verdict_class(c.verdict)}">{html.escape(c.verdict)}</span>'
-            f"<ul>{comps}</ul>{note}</li>")
+            f'<li id="claim-{html.escape(r.spec.id)}"><b>{html.escape(r.text)}</b> '
+            f"<small>({html.escape(r.source)})</small><br>"
+            f"<small>Decides: {html.escape(r.spec.decides)}</small>{label}"
+            f"<ul>{comps}</ul>{plot}</li>")
     return "<ol>" + "".join(items) + "</ol>"
 
 
-def write_report(path: Path, study: StudyConfig, header, body, claims: Sequence[Claim],
-                 plots: dict[str, Path], missing: Sequence[str], rows: Sequence[dict]) -> Path:
+def write_report(
+    path: Path, *, study: StudyConfig, table: tuple[list[str], list[list[str]]],
+    claims: Sequence[ClaimResult], plots: dict[str, Path], missing: Sequence[str],
+    rows: Sequence[dict], ladder_plots: dict[str, Path] | None = None,
+) -> Path:
+    """report.html: the verdict table first (it fits a 1280x800 window), then the details."""
     seconds = sum(r.get("seconds", 0) for r in rows)
     figures = "".join(
         f'<figure class="{"samples" if name == "samples" else ""}">{_img(p)}'
         f"<figcaption>{html.escape(PLOT_CAPTIONS.get(name, name))}</figcaption></figure>"
         for name, p in plots.items())
-    missing_html = (f"<p><b>Missing runs</b> (failed or not yet run): {html.escape(', '.join(missing))}</p>"
-                    if missing else "")
+    missing_html = ("<p><b>Missing runs</b> (failed or not yet run): "
+                    f"{html.escape(', '.join(missing))}</p>" if missing else "")
+    data = html.escape(study.base.get("data", {}).get("name", "digits"))
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>flatgen study: {html.escape(study.name)}</title><style>{CSS}</style></head><body>
 <h1>Does flatness buy robustness? — {html.escape(study.name)}</h1>
-<p class="sub">flatgen study on {html.escape(study.base.get("data", {}).get("name", "digits"))},
-methods {html.escape(", ".join(study.methods))}, seeds {html.escape(", ".join(map(str, study.seeds)))};
-written {time.strftime("%Y-%m-%d %H:%M")} on {html.escape(platform.machine())}, torch {torch.__version__}.</p>
-<h2>Claims</h2>
-<p>Each claim of Lee et al. (ICCV 2025), checked on this study's numbers. With two or more seeds,
-a difference counts only when it exceeds twice its standard error; with one seed the verdict
-only says which way the numbers point.</p>
-{_claims(claims)}
+<p class="sub">{data}; methods {html.escape(", ".join(study.methods))};
+seeds {html.escape(", ".join(map(str, study.seeds)))}. Verdicts: Holm-adjusted p across the claims'
+primary comparisons (method vs baseline); one seed gives a direction only.</p>
+{_verdict_table(claims)}
+<h2>Claims in detail</h2>
+<p>Each claim of Lee et al. (ICCV 2025) on this study's per-seed values. Welch's t, a paired t
+where both sides share their seeds, and an exact rank test where a value lies beyond the sweep
+(shown "≥", never averaged as exact). Supporting comparisons (other pairs, other ladders) use
+their own unadjusted p and are not counted as independent evidence. A claim is judged where the
+baseline degrades (chosen on separate noise); where it never does, the claim is untestable here.
+</p>
+{_claim_details(claims, ladder_plots or {})}
 <h2>Results</h2>
 <p>Mean ± standard deviation over seeds. W2: exact 2-Wasserstein distance to the test set;
-dFID: Fréchet distance in the features of flatgen's digits classifier (digits-FID, not Inception FID).
-Real-data floors are in <code>results.json</code>. Lower is better except for robust ε/σ.</p>
-{_table(header, body)}
+dFID: Fréchet distance in the features of flatgen's digits classifier (digits-FID, not Inception
+FID). Real-data floors are in <code>results.json</code>. Lower is better except for robust ε/σ.
+</p>
+{_table(*table)}
 {missing_html}
 <h2>Figures</h2>
 {figures}
 <h2>How this was measured</h2>
-<p>Measurement time (excluding training): {seconds:.0f} s. Per-run details are in
-<code>runs/&lt;method&gt;-s&lt;seed&gt;/eval/</code>; every number above is in <code>results.csv</code>.</p>
+<p>Written {time.strftime("%Y-%m-%d %H:%M")} on {html.escape(platform.machine())}, torch
+{torch.__version__}. Measurement time (excluding training): {seconds:.0f} s. Per-run details are
+in <code>runs/&lt;method&gt;-s&lt;seed&gt;/eval/</code>; every number above is in
+<code>results.csv</code>.</p>
 <pre>{html.escape(study.model_dump_json(indent=2))}</pre>
 </body></html>
 """

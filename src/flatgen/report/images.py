@@ -12,7 +12,9 @@ from PIL import Image
 from flatgen.io import atomic_write
 
 
-def image_grid(x: torch.Tensor, nrow: int | None = None, scale: int = 4, pad: int = 1) -> Image.Image:
+def image_grid(
+    x: torch.Tensor, *, nrow: int | None = None, scale: int = 4, pad: int = 1
+) -> Image.Image:
     """Tile N x C x H x W images in [-1, 1] into one PIL image, upscaled by `scale` (nearest)."""
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
@@ -27,15 +29,14 @@ def image_grid(x: torch.Tensor, nrow: int | None = None, scale: int = 4, pad: in
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
 
 
-def save_samples_png(x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> Path:
+def save_samples_png(
+    x: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None
+) -> Path:
     """Write samples as a PNG: an image grid, or for 2-D points a scatter (over the reference)."""
     if x.ndim == 4:
         scale = max(1, 64 // x.shape[-1])
         return atomic_write(path, lambda p: image_grid(x, scale=scale).save(p, format="PNG"))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from flatgen.report.figures import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(5, 5))
     if reference is not None:
@@ -43,7 +44,4 @@ def save_samples_png(x: torch.Tensor, path: str | Path, reference: torch.Tensor 
     ax.scatter(*x[:, :2].T.cpu(), s=2, alpha=0.6, label="samples")
     ax.legend(loc="upper right")
     ax.set_aspect("equal")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, Path(path), dpi=100)

@@ -7,31 +7,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import matplotlib.ticker
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from flatgen.io import atomic_write  # noqa: E402
-from flatgen.study.config import StudyConfig  # noqa: E402
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
-    return path
+from flatgen.report.figures import plt, save_figure
+from flatgen.report.stats import mean_std
+from flatgen.report.tables import QUALITY_TITLES, quality_metric, robustness_metric
+from flatgen.study.config import StudyConfig
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
-
-
-def _curves(rows: Sequence[dict], methods: Sequence[str],
-            extract: Callable[[dict], tuple[list[float], list[float]] | None]):
+def _curves(
+    rows: Sequence[dict],
+    methods: Sequence[str],
+    extract: Callable[[dict], tuple[list[float], list[float]] | None],
+):
     """method -> (x, mean, std) over seeds, for curves sharing their x values."""
     out = {}
     for m in methods:
@@ -40,13 +28,17 @@ def _curves(rows: Sequence[dict], methods: Sequence[str],
             continue
         xs = per_seed[0][0]
         ys = [c[1] for c in per_seed if c[0] == xs]
-        stats = [_mean_std([y[i] for y in ys if y[i] is not None and math.isfinite(y[i])] or [math.nan])
-                 for i in range(len(xs))]
+        stats = [
+            mean_std([y[i] for y in ys if y[i] is not None and math.isfinite(y[i])])
+            for i in range(len(xs))
+        ]
         out[m] = (xs, [s[0] for s in stats], [s[1] for s in stats])
     return out
 
 
-def _line_plot(curves, path: Path, xlabel: str, ylabel: str, title: str, logx: bool = False) -> Path | None:
+def _line_plot(
+    curves, path: Path, xlabel: str, ylabel: str, title: str, logx: bool = False
+) -> Path | None:
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -60,7 +52,7 @@ def _line_plot(curves, path: Path, xlabel: str, ylabel: str, title: str, logx: b
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _detail(r: dict, suite: str) -> Any:
@@ -72,11 +64,15 @@ def _metric_of(q: Any, metric: str) -> float | None:
     return q.get(metric) if isinstance(q, dict) else q
 
 
-def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig, out: Path,
-                samples: bool = True) -> dict[str, Path]:
+def study_plots(
+    rows: Sequence[dict],
+    methods: Sequence[str],
+    study: StudyConfig,
+    out: Path,
+    *,
+    samples: bool = True,
+) -> dict[str, Path]:
     """Write every figure the measurements allow into out/plots; name -> path."""
-    from flatgen.report.collect import QUALITY_TITLES, quality_metric, robustness_metric
-
     pdir = out / "plots"
     metric = robustness_metric(rows)
     plots: dict[str, Path | None] = {}
@@ -87,20 +83,34 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
         ys = [r["metrics"].get(f"{qmetric}@T{k}") for k in steps]
         return (steps, ys) if all(y is not None for y in ys) else None
 
-    plots["quality_vs_steps"] = _line_plot(_curves(rows, methods, quality_vs_steps), pdir / "quality_vs_steps.png",
-                                           "sampling steps T'", f"{QUALITY_TITLES.get(qmetric, qmetric)} to test set (lower is better)",
-                                           "Quality vs sampling steps", logx=True)
+    plots["quality_vs_steps"] = _line_plot(
+        _curves(rows, methods, quality_vs_steps),
+        pdir / "quality_vs_steps.png",
+        "sampling steps T'",
+        f"{QUALITY_TITLES.get(qmetric, qmetric)} to test set (lower is better)",
+        "Quality vs sampling steps",
+        logx=True,
+    )
 
     def vs_bits(r):
         d = _detail(r, "quant")
         if not d or "channel" not in d:
             return None
         bits = d["channel"]["bits"]
-        return ([32] + bits, [_metric_of(d["float"], metric)] + [_metric_of(q, metric) for q in d["channel"]["quality"]])
+        return (
+            [32] + bits,
+            [_metric_of(d["float"], metric)]
+            + [_metric_of(q, metric) for q in d["channel"]["quality"]],
+        )
 
-    plots["quality_vs_bits"] = _line_plot(_curves(rows, methods, vs_bits), pdir / "quality_vs_bits.png",
-                                          "weight bits (32 = float)", f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
-                                          "Quality under weight quantization (per-channel RTN)", logx=True)
+    plots["quality_vs_bits"] = _line_plot(
+        _curves(rows, methods, vs_bits),
+        pdir / "quality_vs_bits.png",
+        "weight bits (32 = float)",
+        f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
+        "Quality under weight quantization (per-channel RTN)",
+        logx=True,
+    )
 
     def vs_eps(r):
         d = _detail(r, "attack")
@@ -112,43 +122,74 @@ def study_plots(rows: Sequence[dict], methods: Sequence[str], study: StudyConfig
         first = linf[sorted(linf, key=int)[-1]]
         return (first["eps"], first["relative_increase"])
 
-    plots["attack_vs_eps"] = _line_plot(_curves(rows, methods, vs_eps), pdir / "attack_vs_eps.png",
-                                        "PGD L∞ epsilon on x_t", "relative increase of denoising loss",
-                                        "Adversarial perturbation of the denoiser input")
+    plots["attack_vs_eps"] = _line_plot(
+        _curves(rows, methods, vs_eps),
+        pdir / "attack_vs_eps.png",
+        "PGD L∞ epsilon on x_t",
+        "relative increase of denoising loss",
+        "Adversarial perturbation of the denoiser input",
+    )
 
     def vs_sigma(r):
         d = _detail(r, "noise")
         return (d["sigma"], d["metric_mean"]) if d else None
 
-    plots["quality_vs_weight_noise"] = _line_plot(_curves(rows, methods, vs_sigma), pdir / "quality_vs_weight_noise.png",
-                                                  "filter-normalized weight-noise σ", f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
-                                                  "Quality under Gaussian weight noise")
+    plots["quality_vs_weight_noise"] = _line_plot(
+        _curves(rows, methods, vs_sigma),
+        pdir / "quality_vs_weight_noise.png",
+        "filter-normalized weight-noise σ",
+        f"{QUALITY_TITLES.get(metric, metric)} (lower is better)",
+        "Quality under Gaussian weight noise",
+    )
 
     def perturbation(key: str, radius: str):
         def extract(r):
             curve = (r["metrics"].get("perturbation_detail") or {}).get(key)
             return (curve[radius], curve["increase"]) if curve else None
+
         return extract
 
     plots["loss_vs_worst_perturbation"] = _line_plot(
-        _curves(rows, methods, perturbation("worst_case", "rho")), pdir / "loss_vs_worst_perturbation.png",
-        "L2 radius ρ of the weight perturbation", "worst-case training-loss increase",
-        "Loss under worst-case weight perturbation", logx=True)
+        _curves(rows, methods, perturbation("worst_case", "rho")),
+        pdir / "loss_vs_worst_perturbation.png",
+        "L2 radius ρ of the weight perturbation",
+        "worst-case training-loss increase",
+        "Loss under worst-case weight perturbation",
+        logx=True,
+    )
     plots["loss_vs_random_perturbation"] = _line_plot(
-        _curves(rows, methods, perturbation("average_case", "sigma")), pdir / "loss_vs_random_perturbation.png",
-        "filter-normalized weight-noise σ", "mean training-loss increase",
-        "Loss under random weight perturbation", logx=True)
+        _curves(rows, methods, perturbation("average_case", "sigma")),
+        pdir / "loss_vs_random_perturbation.png",
+        "filter-normalized weight-noise σ",
+        "mean training-loss increase",
+        "Loss under random weight perturbation",
+        logx=True,
+    )
 
-    lam = {m: [r["metrics"]["lambda_max"] for r in rows if r["method"] == m and "lambda_max" in r["metrics"]]
-           for m in methods}
+    lam = {
+        m: [
+            r["metrics"]["lambda_max"]
+            for r in rows
+            if r["method"] == m and "lambda_max" in r["metrics"]
+        ]
+        for m in methods
+    }
     lam = {m: v for m, v in lam.items() if v}
     if lam:
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        stats = [_mean_std(v) for v in lam.values()]
-        ax.bar(list(lam), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4, color="tab:blue")
-        ax.set(ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)")
+        stats = [mean_std(v) for v in lam.values()]
+        ax.bar(
+            list(lam),
+            [s[0] for s in stats],
+            yerr=[s[1] for s in stats],
+            capsize=4,
+            color="tab:blue",
+        )
+        ax.set(
+            ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)"
+        )
         ax.grid(alpha=0.3, axis="y")
-        plots["lambda_max"] = _save(fig, pdir / "lambda_max.png")
+        plots["lambda_max"] = save_figure(fig, pdir / "lambda_max.png")
 
     if samples:
         plots |= _sample_grids(rows, methods, study, out, pdir)
@@ -172,8 +213,15 @@ def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> d
         _, test = run.data()
         if test.ndim != 4:
             continue
-        x = generate(run.model(r["weights"]), run.schedule, 36, tuple(test.shape[1:]), steps,
-                     study.evaluations.sampler, seed=0)
+        x = generate(
+            run.model(r["weights"]),
+            run.schedule,
+            36,
+            tuple(test.shape[1:]),
+            steps,
+            study.evaluations.sampler,
+            seed=0,
+        )
         grids.append((m, image_grid(x, nrow=6, scale=4)))
     if not grids:
         return {}
@@ -182,5 +230,79 @@ def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> d
         ax.imshow(img, cmap="gray")
         ax.set_title(m, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"Samples, {study.evaluations.sampler} sampler, T'={steps} (same noise for every method)", fontsize=9)
-    return {"samples": _save(fig, pdir / "samples.png")}
+    fig.suptitle(
+        f"Samples, {study.evaluations.sampler} sampler, T'={steps} (same noise for every method)",
+        fontsize=9,
+    )
+    return {"samples": save_figure(fig, pdir / "samples.png")}
+
+
+def _ladder_means(rows: Sequence[dict], method: str, key: str, field: str = "values"):
+    """(levels, mean over seeds per level) of one ladder, or None."""
+    recs = [
+        rec
+        for r in rows
+        if r["method"] == method
+        and isinstance(rec := (r["metrics"].get("ladders") or {}).get(key), dict)
+        and rec.get(field) is not None
+    ]
+    if not recs:
+        return None
+    levels = recs[0]["levels"]
+    means = [
+        mean_std([v for rec in recs if (v := rec[field][i]) is not None and math.isfinite(v)])[0]
+        for i in range(len(levels))
+    ]
+    return levels, means
+
+
+def ladder_plot(claim, rows: Sequence[dict], path: Path) -> Path | None:
+    """Score vs level per method (mean over seeds) on the claim's deciding ladder, with the
+    baseline's selection ladder dotted and the judged level or the shared threshold marked."""
+    s = claim.primary.sample
+    methods = list(
+        dict.fromkeys(
+            [
+                s.a,
+                s.b,
+                *(c.sample.a for c in claim.supporting),
+                *(c.sample.b for c in claim.supporting),
+            ]
+        )
+    )
+    curves = {m: c for m in methods if (c := _ladder_means(rows, m, s.key))}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    levels = next(iter(curves.values()))[0]
+    x = list(range(len(levels)))  # positions: levels run weakest first, on any scale
+    for m, (lv, means) in curves.items():
+        if list(lv) == list(levels):
+            ax.plot(x, means, marker="o", label=m)
+    sel = _ladder_means(rows, s.b, s.key, "select_values")
+    if sel and list(sel[0]) == list(levels):
+        ax.plot(x, sel[1], ls=":", color="gray", label=f"{s.b} (selection noise)")
+    if s.tau is not None:
+        ax.axhline(s.tau, color="tab:red", ls="--", lw=1, label=f"threshold τ={s.tau:.3g}")
+    if s.level is not None and s.level in levels:
+        ax.axvline(levels.index(s.level), color="tab:red", ls="--", lw=1, label="judged level")
+    ax.set_xticks(x, [f"{v:g}" for v in levels])
+    ax.set(
+        xlabel=f"{s.key} level (weakest first)",
+        ylabel="score (lower is better)",
+        title=claim.spec.id,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def claim_plots(claims: Sequence, rows: Sequence[dict], pdir: Path) -> dict[str, Path]:
+    """One ladder plot per ladder claim; claim id -> path."""
+    out = {}
+    for c in claims:
+        if c.spec.kind != "scalar" and c.primary.sample.key:
+            p = ladder_plot(c, rows, pdir / f"ladder_{c.spec.id}.png")
+            if p is not None:
+                out[c.spec.id] = p
+    return out

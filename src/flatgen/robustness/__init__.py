@@ -10,9 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# the function pgd shares its name with the module flatgen.robustness.pgd: bound now, so that
+# importing the module later (attacks does) cannot leave the module in its place
+from flatgen.robustness.pgd import pgd
+
 _EXPORTS = {
     "attacks": ("attack_denoiser_input", "attack_initial_noise", "classifier_robust_accuracy",
-                "fgsm", "pgd", "robust_epsilon"),
+                "fgsm", "ladder_record", "robust_level"),
     "chain": ("ddim_generate", "denoise_chain"),
     "exposure": ("EpsNormRecorder", "epsilon_norm_gap", "training_eps_norms", "variance_error"),
     "gaussian": ("GaussianDenoiser", "sampler_only_gap"),
@@ -25,7 +29,7 @@ _EXPORTS = {
     "weight_noise": ("filter_normalized_direction", "perturb_weights", "weight_noise_sweep"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
+__all__ = sorted({*_WHERE, "pgd"})
 
 
 def __getattr__(name: str) -> Any:

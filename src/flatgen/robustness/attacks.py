@@ -1,8 +1,9 @@
-"""Adversarial attacks: a generic PGD / FGSM core, and its uses on denoisers, on the initial
-noise of the DDIM sampler, and on classifiers; plus the "robust epsilon" of a sweep.
+"""Adversarial attacks on diffusion models and classifiers, built on flatgen.robustness.pgd.
 
-All norms are per sample over every axis but the first. Objectives map a batch to one value
-per sample (shape (N,)) or to a scalar; the attack maximizes them.
+The diffusion attacks return a LADDER RECORD (flatgen.ladder): levels = the attack radii eps,
+clean = the score without attack, values = the score under attack, lower is better. They make
+no decision about robustness: a claim compares models against one absolute threshold
+(`robust_level` applies one to a record, for a single run).
 """
 
 from __future__ import annotations
@@ -15,342 +16,320 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
+from flatgen.ladder import first_crossing
 from flatgen.robustness.chain import ddim_generate
+from flatgen.robustness.pgd import NORMS, check_norm, fgsm, per_sample_norm, pgd
 from flatgen.robustness.util import evaluating, make_generator
 
-NORMS = ("linf", "l2")
-Objective = Callable[[torch.Tensor], torch.Tensor]
+__all__ = [
+    "NORMS",
+    "attack_denoiser_input",
+    "attack_initial_noise",
+    "classifier_robust_accuracy",
+    "fgsm",
+    "ladder_levels",
+    "ladder_record",
+    "pgd",
+    "robust_level",
+]
+STREAMS = ("main", "select")  # the verdict's noise, and the separate noise that picks the level
 
 
-def _check_norm(norm: str) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+# ---------------------------------------------------------------- ladder records
 
 
-def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
-    return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
+def ladder_levels(levels: Sequence[float], name: str = "eps") -> list[float]:
+    """The positive strengths of a ladder, sorted weakest first; 0 (the clean score, measured
+    anyway) is dropped. A negative strength is a user error."""
+    if any(v < 0 for v in levels):
+        raise ValueError(f"{name} values must be >= 0, got {list(levels)}")
+    out = sorted({float(v) for v in levels if v > 0})
+    if not out:
+        raise ValueError(f"give at least one {name} > 0")
+    return out
 
 
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    n = _per_sample_norm(delta)
-    # the 1e-6 margin keeps the rounded norm at or below eps
-    return delta * torch.clamp(eps * (1 - 1e-6) / n.clamp_min(1e-30), max=1.0)
-
-
-def _clamp(x: torch.Tensor, delta: torch.Tensor, clamp: tuple[float, float] | None) -> torch.Tensor:
-    if clamp is None:
-        return delta
-    return (x + delta).clamp(*clamp) - x
-
-
-def _random_start(
-    x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None
-) -> torch.Tensor:
-    if norm == "linf":
-        u = torch.rand(tuple(x.shape), generator=generator, dtype=torch.float64)
-        return ((2 * u - 1) * eps).to(x.device, x.dtype)
-    # uniform in the L2 ball: a uniform direction and radius eps * U^(1/d)
-    d = x[0].numel()
-    g = torch.randn(tuple(x.shape), generator=generator, dtype=torch.float64)
-    r = torch.rand(x.shape[0], generator=generator, dtype=torch.float64) ** (1.0 / d)
-    g = g / _per_sample_norm(g) * (eps * r).view(-1, *([1] * (x.ndim - 1)))
-    return g.to(x.device, x.dtype)
-
-
-def _ascent(g: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return g.sign()
-    return g / _per_sample_norm(g).clamp_min(1e-30)
-
-
-def _values(objective: Objective, z: torch.Tensor) -> torch.Tensor:
-    v = objective(z)
-    if v.ndim > 1:
-        raise ValueError(f"objective must return shape (N,) or a scalar, got {tuple(v.shape)}")
-    return v
-
-
-def pgd(
-    objective: Objective,
-    x: torch.Tensor,
-    eps: float,
-    norm: str = "linf",
-    steps: int = 10,
-    step_size: float | None = None,
-    random_start: bool = True,
-    clamp: tuple[float, float] | None = None,
-    generator: torch.Generator | None = None,
-    return_values: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Projected gradient ascent on objective within the eps-ball (L-inf or L2) around x.
-
-    Steps are sign-gradient (L-inf) or normalized-gradient (L2) of size step_size (default
-    2.5 * eps / steps), each followed by projection onto the ball and the clamp box (x is
-    assumed inside the box). Returns the best point per sample (per batch for a scalar
-    objective) among x itself, the random start and the iterates. eps = 0 returns x unchanged.
-    return_values=True also returns the objective at the returned point (no extra call).
-    """
-    _check_norm(norm)
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    x = x.detach()
-    if eps == 0:
-        if return_values:
-            with torch.no_grad():
-                return x.clone(), _values(objective, x).detach()
-        return x.clone()
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    alpha = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
-    delta = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
-    delta = _clamp(x, _project(delta, eps, norm), clamp)
-    best_delta, best_val = torch.zeros_like(x), None
-
-    def keep_best(val: torch.Tensor, d: torch.Tensor) -> None:
-        nonlocal best_delta, best_val
-        val = val.detach()
-        if best_val is None:
-            best_val, best_delta = val.clone(), d.detach().clone()
-        elif val.ndim == 0:
-            if val > best_val:
-                best_val, best_delta = val.clone(), d.detach().clone()
-        else:
-            better = val > best_val
-            best_val = torch.where(better, val, best_val)
-            mask = better.view(-1, *([1] * (x.ndim - 1)))
-            best_delta = torch.where(mask, d.detach(), best_delta)
-
-    with torch.no_grad():  # the clean input is a candidate: the attack never lowers the objective
-        keep_best(_values(objective, x), best_delta)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        with torch.enable_grad():
-            val = _values(objective, x + delta)
-            (grad,) = torch.autograd.grad(val.sum(), delta)
-        keep_best(val, delta)
-        with torch.no_grad():
-            delta = delta.detach() + alpha * _ascent(grad, norm)
-            delta = _clamp(x, _project(delta, eps, norm), clamp)
-    with torch.no_grad():
-        keep_best(_values(objective, x + delta), delta)
-    adv = (x + best_delta).detach()
-    return (adv, best_val) if return_values else adv
-
-
-def fgsm(
-    objective: Objective,
-    x: torch.Tensor,
-    eps: float,
-    norm: str = "linf",
-    clamp: tuple[float, float] | None = None,
-) -> torch.Tensor:
-    """One gradient step of size eps: sign of the gradient (L-inf) or its direction (L2)."""
-    _check_norm(norm)
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    x = x.detach()
-    if eps == 0:
-        return x.clone()
-    z = x.clone().requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(_values(objective, z).sum(), z)
-    delta = _project(eps * _ascent(grad, norm), eps, norm)
-    return (x + _clamp(x, delta, clamp)).detach()
-
-
-# ---------------------------------------------------------------- robust epsilon
-
-
-def robust_epsilon(
-    eps: Sequence[float],
+def ladder_record(
+    *,
+    levels: Sequence[float],
+    clean: float,
     values: Sequence[float],
-    fraction: float | None = 0.5,
-    threshold: float | None = None,
-    higher_is_worse: bool = True,
-) -> float | None:
-    """Smallest eps at which the metric reaches its degradation threshold, linearly interpolated
-    between the two sweep points that bracket the first crossing; None if never reached.
-
-    The threshold is given, or (1 + fraction) x the clean value (higher_is_worse, e.g. a loss or
-    W2) / (1 - fraction) x the clean value (e.g. accuracy); the clean value is the one at the
-    smallest eps (normally eps = 0). Two models compare as the ratio of their robust epsilons.
-    """
-    if len(eps) != len(values) or not eps:
-        raise ValueError("eps and values must be non-empty and of equal length")
-    pts = sorted(zip(eps, values, strict=True))
-    if threshold is None:
-        if fraction is None:
-            raise ValueError("give fraction or threshold")
-        base = pts[0][1]
-        threshold = base * (1 + fraction) if higher_is_worse else base * (1 - fraction)
-
-    def bad(v: float) -> bool:
-        return v >= threshold if higher_is_worse else v <= threshold
-
-    if bad(pts[0][1]):
-        return float(pts[0][0])
-    for (e0, v0), (e1, v1) in zip(pts[:-1], pts[1:], strict=True):
-        if bad(v1):
-            return float(e0 + (threshold - v0) / (v1 - v0) * (e1 - e0))
-    return None
+    metric: str,
+    level_name: str,
+    extra: dict[str, Any],
+    select: tuple[float, Sequence[float]] | None = None,
+) -> dict[str, Any]:
+    """A LADDER RECORD (see flatgen.ladder); select = (select_clean, select_values) or None."""
+    return {
+        "levels": list(levels),
+        "clean": float(clean),
+        "values": [float(v) for v in values],
+        "select_clean": None if select is None else float(select[0]),
+        "select_values": None if select is None else [float(v) for v in select[1]],
+        "metric": metric,
+        "level_name": level_name,
+        "extra": extra,
+    }
 
 
-# ---------------------------------------------------------------- eps sweeps
+def robust_level(record: dict[str, Any], *, threshold: float) -> tuple[float, bool]:
+    """(level, censored): where the record's score first exceeds the absolute `threshold`
+    (flatgen.ladder.first_crossing, interpolated from the clean score). For one run; a claim
+    fixes one threshold from the baseline and applies it to every model."""
+    return first_crossing(
+        record["levels"], record["values"], threshold, clean=record["clean"]
+    )
 
 
-def _eps_sweep(
-    n: int,
-    batch_size: int,
-    eps_list: Sequence[float],
-    seed: int,
-    label: tuple[object, ...],
-    batch_total: Callable[[slice, float, torch.Generator], float],
-    tick: Callable[[], None] | None = None,
-) -> tuple[list[float], list[float]]:
-    """The sweep loop the three attacks below share: (eps values, per-sample mean per eps).
-
-    The eps values are eps_list sorted, with 0 (the clean value) always in. At each eps, one
-    generator seeded from (seed, *label, index of eps) runs through the batches of batch_size
-    samples in order; batch_total(batch slice, eps, generator) returns the batch's sum of the
-    measured value, and the sums over all n samples are divided by n. tick() after each eps.
-    """
-    eps_all = sorted({0.0, *map(float, eps_list)})
-    means = []
-    for k, eps in enumerate(eps_all):
-        gen = make_generator(seed, *label, k)
-        total = 0.0
-        for i in range(0, n, batch_size):
-            total += batch_total(slice(i, i + batch_size), eps, gen)
-        means.append(total / n)
-        if tick:
-            tick()
-    return eps_all, means
+def with_robust_level(record: dict[str, Any], threshold: float | None) -> dict[str, Any]:
+    """record with extra["robust"] = {threshold, level, censored} when a threshold is given."""
+    if threshold is not None:
+        level, censored = robust_level(record, threshold=threshold)
+        record["extra"]["robust"] = {"threshold": threshold, "level": level, "censored": censored}
+    return record
 
 
 # ---------------------------------------------------------------- denoiser input
 
 
-def denoising_loss_per_sample(
-    model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    """Mean squared error of the predicted noise, one value per sample."""
-    return (model(x_t, t) - noise).pow(2).flatten(1).mean(1)
+def _pgd_args(eps: float, attack: dict[str, Any]) -> dict[str, Any]:
+    """pgd keywords from the attack settings {norm, steps, restarts, step_factor, zero_first}
+    at eps."""
+    size = attack["step_factor"] * eps / max(attack["steps"], 1)
+    return {"eps": eps, "norm": attack["norm"], "steps": attack["steps"],
+            "restarts": attack["restarts"], "step_size": size,
+            "zero_first": attack["zero_first"]}
+
+
+def _xt_ladder(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    *,
+    t: int,
+    levels: list[float],
+    attack: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    stream: str,
+    tick: Callable[[], None] | None,
+) -> tuple[float, list[float], list[float]]:
+    """(clean loss, loss per eps, mean deviation per eps) on one draw of x_t's noise."""
+    noise = torch.randn(tuple(x0.shape), generator=make_generator(seed, "xt-noise", stream, t))
+    noise = noise.to(x0.device, x0.dtype)
+    tt = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
+    x_t = schedule.add_noise(x0, noise, tt)
+    sigma = float((1 - schedule.alphas_cumprod[t]).sqrt())
+    n, chunks = x0.shape[0], [slice(i, i + batch_size) for i in range(0, x0.shape[0], batch_size)]
+    with torch.no_grad():
+        eps_clean = torch.cat([model(x_t[c], tt[c]) for c in chunks])
+    clean = (eps_clean - noise).pow(2).flatten(1).mean(1).sum().item() / n
+    losses, deviations = [], []
+    for k, eps in enumerate(levels):
+        # one generator per eps runs through the batches: starts independent of the batch size
+        gen = make_generator(seed, "xt-pgd", stream, t, attack["norm"], k)
+        loss_sum = dev_sum = 0.0
+        for c in chunks:
+
+            def objective(z: torch.Tensor, c: slice = c) -> torch.Tensor:
+                target = noise[c] + (z - x_t[c]) / sigma  # the noise that z really contains
+                return (model(z, tt[c]) - target).pow(2).flatten(1).mean(1)
+
+            adv, val = pgd(objective, x_t[c], generator=gen, return_values=True,
+                           **_pgd_args(eps, attack))
+            with torch.no_grad():
+                dev = per_sample_norm(model(adv, tt[c]) - eps_clean[c]).flatten()
+            loss_sum += val.sum().item()
+            dev_sum += dev.sum().item()
+        losses.append(loss_sum / n)
+        deviations.append(dev_sum / n)
+        if tick:
+            tick()
+    return clean, losses, deviations
 
 
 def attack_denoiser_input(
     model: nn.Module,
     schedule: NoiseSchedule,
     x0: torch.Tensor,
+    *,
     t: int,
     eps_list: Sequence[float],
     norm: str = "linf",
-    steps: int = 10,
+    steps: int = 20,
+    restarts: int = 2,
     step_factor: float = 2.5,
-    random_start: bool = True,
     seed: int = 0,
     batch_size: int = 256,
-    fraction: float = 0.5,
+    select: bool = False,
+    select_x0: torch.Tensor | None = None,
+    threshold: float | None = None,
     tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """PGD on the denoiser input x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise at timestep t,
-    maximizing the denoising loss against the original noise; mean loss per eps.
+    """PGD on the denoiser input x_t at timestep t: a LADDER RECORD of the denoising loss.
 
-    eps = 0 is always evaluated (the clean loss). robust_epsilon: where the loss has risen by
-    `fraction` over the clean loss.
+    With abar = abar_t and sigma_t = sqrt(1 - abar) (flatgen.diffusion.NoiseSchedule),
+    x_t = sqrt(abar) x0 + sigma_t e. The attacked input x_t + delta equals
+    sqrt(abar) x0 + sigma_t (e + delta / sigma_t): the noise it contains is e + delta / sigma_t,
+    so the score is the loss against that consistent target,
+        L(delta) = mean over pixels of (eps_hat(x_t + delta, t) - e - delta / sigma_t)^2,
+    averaged over the images (scoring against e alone would mostly measure the target moving).
+    PGD maximizes L per image in the L-inf or L2 ball of radius eps (data-range units: images
+    live in [-1, 1]; no box clamp, since x_t is not in a box), `steps` steps of
+    step_factor * eps / steps from `restarts` starts (delta = 0, then random points in the
+    ball), keeping each image's worst.
+
+    Record: levels = the positive eps (sorted), clean = L(0), values = L under attack;
+    extra = {eps_over_sigma, deviation (mean over images of ||eps_hat(x_t + delta) -
+    eps_hat(x_t)||_2 at the attack's delta), t, norm, sigma_t, n, steps, restarts}.
+    select=True adds select_clean/select_values: the same ladder on another draw of e (on
+    select_x0 when given) with other random starts (extra["select_deviation"] beside).
+    threshold (absolute, optional) adds extra["robust"] (robust_level), for a single run.
     """
-    _check_norm(norm)
-    g = make_generator(seed, "denoiser-noise", t)
-    noise = torch.randn(tuple(x0.shape), generator=g).to(x0.device, x0.dtype)
-    tt = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
-    x_t = schedule.add_noise(x0, noise, tt)
-
-    def batch_loss(sl: slice, eps: float, gen: torch.Generator) -> float:
-        def objective(z: torch.Tensor) -> torch.Tensor:
-            return denoising_loss_per_sample(model, z, tt[sl], noise[sl])
-
-        alpha = step_factor * eps / max(steps, 1)
-        _, val = pgd(objective, x_t[sl], eps, norm, steps, alpha, random_start, None, gen, True)
-        return val.sum().item()
-
+    check_norm(norm)
+    if not 0 <= t < schedule.timesteps:
+        raise ValueError(f"t must be in 0..{schedule.timesteps - 1}, got {t}")
+    levels = ladder_levels(eps_list)
+    attack = {"norm": norm, "steps": steps, "restarts": restarts, "step_factor": step_factor,
+              "zero_first": True}
+    common = {"t": t, "levels": levels, "attack": attack, "batch_size": batch_size,
+              "seed": seed, "tick": tick}
+    sigma = float((1 - schedule.alphas_cumprod[t]).sqrt())
+    extra: dict[str, Any] = {"eps_over_sigma": [e / sigma for e in levels], "t": t, "norm": norm,
+                             "sigma_t": sigma, "n": int(x0.shape[0]), "steps": steps,
+                             "restarts": restarts}
+    sel = None
     with evaluating(model, freeze=True):
-        eps_all, losses = _eps_sweep(
-            x0.shape[0], batch_size, eps_list, seed, ("denoiser-pgd", t, norm), batch_loss, tick
+        clean, values, extra["deviation"] = _xt_ladder(
+            model, schedule, x0, stream="main", **common
         )
-    return {
-        "t": t,
-        "norm": norm,
-        "eps": eps_all,
-        "loss": losses,
-        "relative_increase": [v / losses[0] - 1 for v in losses],
-        "robust_epsilon": robust_epsilon(eps_all, losses, fraction),
-        "fraction": fraction,
-    }
+        if select:
+            images = x0 if select_x0 is None else select_x0
+            s_clean, s_values, extra["select_deviation"] = _xt_ladder(
+                model, schedule, images, stream="select", **common
+            )
+            sel = (s_clean, s_values)
+    record = ladder_record(levels=levels, clean=clean, values=values, select=sel,
+                           metric="denoising_loss", level_name="eps", extra=extra)
+    return with_robust_level(record, threshold)
 
 
 # ---------------------------------------------------------------- initial noise
+
+
+def score_value(value: Any, metric: str) -> float:
+    """A lower-is-better score from a quality result: a number, or a dict holding `metric`."""
+    if isinstance(value, dict):
+        if metric not in value:
+            raise KeyError(f"metric {metric!r} not in quality results (have {', '.join(value)})")
+        value = value[metric]
+    return float(value)
+
+
+def _xT_ladder(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x_T: torch.Tensor,
+    *,
+    levels: list[float],
+    attack: dict[str, Any],
+    score: Callable[[torch.Tensor], float],
+    chain: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    stream: str,
+    tick: Callable[[], None] | None,
+) -> tuple[float, list[float], list[float], float]:
+    """(clean score, score per eps, RMS deviation per eps, RMS spread of clean samples)."""
+    chunks = [slice(i, i + batch_size) for i in range(0, x_T.shape[0], batch_size)]
+    with torch.no_grad():
+        clean = torch.cat([ddim_generate(model, schedule, x_T[c], **chain) for c in chunks])
+    spread = (clean - clean.roll(1, 0)).pow(2).flatten(1).mean(1).sqrt().mean().item()
+    values, deviations = [], []
+    for k, eps in enumerate(levels):
+        gen = make_generator(seed, "xT-pgd", stream, attack["norm"], k)
+        attacked = []
+        for c in chunks:
+
+            def objective(z: torch.Tensor, c: slice = c) -> torch.Tensor:
+                # a differentiable proxy: how far the sample moves from the clean one
+                out = ddim_generate(model, schedule, z, **chain)
+                return (out - clean[c]).pow(2).flatten(1).mean(1)
+
+            adv = pgd(objective, x_T[c], generator=gen, **_pgd_args(eps, attack))
+            with torch.no_grad():
+                attacked.append(ddim_generate(model, schedule, adv, **chain))
+        samples = torch.cat(attacked)
+        values.append(score(samples))
+        deviations.append((samples - clean).pow(2).flatten(1).mean(1).sqrt().mean().item())
+        if tick:
+            tick()
+    return score(clean), values, deviations, spread
 
 
 def attack_initial_noise(
     model: nn.Module,
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
+    *,
     eps_list: Sequence[float],
+    quality: Callable[[torch.Tensor], Any],
+    metric: str = "quality",
     norm: str = "linf",
     sampling_steps: int = 5,
-    steps: int = 10,
+    steps: int = 20,
+    restarts: int = 1,
     step_factor: float = 2.5,
-    random_start: bool = True,
     clip: bool | None = None,
     seed: int = 0,
-    fraction: float = 0.5,
     batch_size: int = 256,
+    select: bool = False,
+    select_x_T: torch.Tensor | None = None,
+    threshold: float | None = None,
     tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """PGD on the initial noise x_T of the deterministic DDIM sampler (sampling_steps network
-    calls, differentiated through), maximizing the squared deviation of the generated sample
-    from the clean one.
+    calls, differentiated through): a LADDER RECORD of sample quality.
 
-    Reports per eps the RMS deviation (root mean square over pixels, mean over samples) and
-    that deviation divided by the RMS distance between two different clean samples ("spread"),
-    so 1 means "as far as an unrelated sample". robust_epsilon: where the normalized deviation
-    reaches `fraction`.
+    The attack maximizes a differentiable proxy, the squared deviation of each generated sample
+    from its clean counterpart (`restarts` runs from random points in the ball: the proxy's
+    gradient vanishes at delta = 0); the score is quality(samples) (lower is better: a number, or a
+    dict holding `metric`) of all attacked samples together. Record: levels = the positive eps
+    (sorted, units of x_T's N(0, 1) scale), clean = quality of the unattacked samples, values =
+    quality under attack; extra = {deviation (RMS over pixels, mean over samples, of attacked -
+    clean), spread (the same between two different clean samples), norm, sampling_steps, n,
+    steps, restarts}. select=True adds select_clean/select_values: the ladder on select_x_T
+    (default: a fresh N(0, I) draw from the seed's "select" stream) with other random starts.
+    threshold (absolute, optional) adds extra["robust"] (robust_level), for a single run.
     """
-    _check_norm(norm)
+    check_norm(norm)
+    levels = ladder_levels(eps_list)
+    # random starts only: the proxy's gradient vanishes at delta = 0
+    attack = {"norm": norm, "steps": steps, "restarts": restarts, "step_factor": step_factor,
+              "zero_first": False}
+    common = {"levels": levels, "attack": attack, "batch_size": batch_size, "seed": seed,
+              "tick": tick, "chain": {"steps": sampling_steps, "clip": clip},
+              "score": lambda x: score_value(quality(x), metric)}
     x_T = x_T.detach()
-    chunks = [slice(i, i + batch_size) for i in range(0, x_T.shape[0], batch_size)]
-
-    def batch_deviation(c: slice, eps: float, gen: torch.Generator) -> float:
-        def objective(z: torch.Tensor) -> torch.Tensor:
-            out = ddim_generate(model, schedule, z, sampling_steps, clip)
-            return (out - clean[c]).pow(2).flatten(1).mean(1)
-
-        alpha = step_factor * eps / max(steps, 1)
-        _, val = pgd(objective, x_T[c], eps, norm, steps, alpha, random_start, None, gen, True)
-        return val.clamp_min(0).sqrt().sum().item()  # val: mean squared deviation
-
+    sel = None
     with evaluating(model, freeze=True):
-        with torch.no_grad():
-            clean = torch.cat(
-                [ddim_generate(model, schedule, x_T[c], sampling_steps, clip) for c in chunks]
-            )
-        spread = (clean - clean.roll(1, 0)).pow(2).flatten(1).mean(1).sqrt().mean().item()
-        # the sweep's batches are these chunks: both split x_T every batch_size samples
-        eps_all, deviations = _eps_sweep(
-            x_T.shape[0], batch_size, eps_list, seed, ("xT-pgd", norm), batch_deviation, tick
+        clean, values, deviation, spread = _xT_ladder(
+            model, schedule, x_T, stream="main", **common
         )
-    normalized = [d / spread if spread > 0 else 0.0 for d in deviations]
-    return {
-        "norm": norm,
-        "sampling_steps": sampling_steps,
-        "eps": eps_all,
-        "deviation": deviations,
-        "spread": spread,
-        "normalized_deviation": normalized,
-        "robust_epsilon": robust_epsilon(eps_all, normalized, threshold=fraction),
-        "fraction": fraction,
-    }
+        extra: dict[str, Any] = {"deviation": deviation, "spread": spread, "norm": norm,
+                                 "sampling_steps": sampling_steps, "n": int(x_T.shape[0]),
+                                 "steps": steps, "restarts": restarts}
+        if select:
+            if select_x_T is None:
+                g = make_generator(seed, "xT-select")
+                select_x_T = torch.randn(tuple(x_T.shape), generator=g).to(x_T)
+            s_clean, s_values, extra["select_deviation"], _ = _xT_ladder(
+                model, schedule, select_x_T.detach(), stream="select", **common
+            )
+            sel = (s_clean, s_values)
+    record = ladder_record(levels=levels, clean=clean, values=values, select=sel,
+                           metric=metric, level_name="eps", extra=extra)
+    return with_robust_level(record, threshold)
 
 
 # ---------------------------------------------------------------- classifiers
@@ -360,49 +339,47 @@ def classifier_robust_accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
+    *,
     eps_list: Sequence[float],
     norm: str = "linf",
     attack: str = "pgd",
     steps: int = 10,
     step_size: float | None = None,
     random_start: bool = True,
+    restarts: int = 1,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     batch_size: int = 256,
     seed: int = 0,
-    fraction: float = 0.5,
 ) -> dict[str, Any]:
     """Accuracy of a classifier (logits = model(x)) under FGSM or PGD on its inputs, per eps.
 
     Inputs are expected in the clamp box ([0, 1] by default). step_size defaults to
-    2.5 * eps / steps. robust_epsilon: where accuracy has fallen by `fraction` of the clean one.
+    2.5 * eps / steps. Returns {attack, norm, eps: [0, *sorted eps_list], accuracy: [...],
+    clean_accuracy}.
     """
-    _check_norm(norm)
+    check_norm(norm)
     if attack not in ("pgd", "fgsm"):
         raise ValueError(f"attack must be 'pgd' or 'fgsm', got {attack!r}")
-
-    def batch_correct(sl: slice, eps: float, gen: torch.Generator) -> float:
-        xb, yb = x[sl], y[sl]
-
-        def objective(z: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(model(z), yb, reduction="none")
-
-        if attack == "fgsm":
-            adv = fgsm(objective, xb, eps, norm, clamp)
-        else:
-            adv = pgd(objective, xb, eps, norm, steps, step_size, random_start, clamp, gen)
-        with torch.no_grad():
-            return (model(adv).argmax(1) == yb).sum().item()
-
+    eps_all = [0.0, *ladder_levels(eps_list)] if any(e != 0 for e in eps_list) else [0.0]
+    accuracy = []
     with evaluating(model, freeze=True):
-        eps_all, acc = _eps_sweep(
-            x.shape[0], batch_size, eps_list, seed, ("classifier", attack, norm), batch_correct
-        )
-    return {
-        "attack": attack,
-        "norm": norm,
-        "eps": eps_all,
-        "accuracy": acc,
-        "clean_accuracy": acc[0],
-        "robust_epsilon": robust_epsilon(eps_all, acc, fraction, higher_is_worse=False),
-        "fraction": fraction,
-    }
+        for k, eps in enumerate(eps_all):
+            gen = make_generator(seed, "classifier", attack, norm, k)
+            correct = 0
+            for i in range(0, x.shape[0], batch_size):
+                xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+
+                def objective(z: torch.Tensor, yb: torch.Tensor = yb) -> torch.Tensor:
+                    return F.cross_entropy(model(z), yb, reduction="none")
+
+                if attack == "fgsm":
+                    adv = fgsm(objective, xb, eps=eps, norm=norm, clamp=clamp)
+                else:
+                    adv = pgd(objective, xb, eps=eps, norm=norm, steps=steps, restarts=restarts,
+                              step_size=step_size, random_start=random_start, clamp=clamp,
+                              generator=gen)
+                with torch.no_grad():
+                    correct += (model(adv).argmax(1) == yb).sum().item()
+            accuracy.append(correct / x.shape[0])
+    return {"attack": attack, "norm": norm, "eps": eps_all, "accuracy": accuracy,
+            "clean_accuracy": accuracy[0]}

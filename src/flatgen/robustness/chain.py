@@ -18,6 +18,7 @@ def ddim_generate(
     model: nn.Module,
     schedule: NoiseSchedule,
     x_T: torch.Tensor,
+    *,
     steps: int,
     clip: bool | None = None,
 ) -> torch.Tensor:

@@ -13,9 +13,6 @@ should spell these strings: import the constants or call the builders.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 # ---------------------------------------------------------------- ladders
 
 LADDERS = "ladders"  # metrics[LADDERS] = {ladder id: ladder record}
@@ -57,35 +54,6 @@ def attack_xT_ladder_id(norm: str) -> str:  # noqa: N802 - x_T, as in the contra
 def _check_norm(norm: str) -> None:
     if norm not in ATTACK_NORMS:
         raise ValueError(f"norm must be one of {', '.join(ATTACK_NORMS)}, got {norm!r}")
-
-
-def ladder_record(
-    *,
-    levels: Sequence[float],
-    clean: float | None,
-    values: Sequence[float | None],
-    metric: str,
-    level_name: str,
-    select_clean: float | None = None,
-    select_values: Sequence[float | None] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One ladder record (the shape flatgen.ladder documents); select_* stay None unless the
-    ladder was also measured on the separate selection noise."""
-    if len(levels) != len(values):
-        raise ValueError(f"{len(levels)} levels but {len(values)} values")
-    if select_values is not None and len(select_values) != len(levels):
-        raise ValueError(f"{len(levels)} levels but {len(select_values)} select_values")
-    return {
-        "levels": list(levels),
-        "clean": clean,
-        "values": list(values),
-        "select_clean": select_clean,
-        "select_values": None if select_values is None else list(select_values),
-        "metric": metric,
-        "level_name": level_name,
-        "extra": dict(extra or {}),
-    }
 
 
 # ---------------------------------------------------------------- scalar keys

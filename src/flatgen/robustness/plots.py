@@ -97,6 +97,8 @@ def plot_quant(results: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_attack(results: Mapping[str, Any], path: Path) -> Path:
+    """Top: the x_t attack's loss (consistent target) per eps; bottom: quality under the x_T
+    attack. Dotted: the selection stream, where measured."""
     per_model = results["attack"]
     norms = list(next(iter(per_model.values()))["initial_noise"])
     fig = Figure(figsize=(5 * len(norms), 8))
@@ -104,16 +106,18 @@ def plot_attack(results: Mapping[str, Any], path: Path) -> Path:
         ax1 = fig.add_subplot(2, len(norms), k + 1)
         ax2 = fig.add_subplot(2, len(norms), len(norms) + k + 1)
         for i, (name, att) in enumerate(per_model.items()):
-            for j, (t, r) in enumerate(att["denoiser_input"][norm].items()):
-                _curve(ax1, r["eps"], r["loss"], i, j, f"{name} t={t}", "o")
-            r = att["initial_noise"][norm]
-            ax2.plot(r["eps"], r["normalized_deviation"], marker="o", color=_color(i), label=name)
-        ax1.set(xlabel=f"epsilon ({norm})", ylabel="denoising loss", title=f"PGD on x_t ({norm})")
-        ax2.set(
-            xlabel=f"epsilon ({norm})",
-            ylabel="deviation / sample spread",
-            title=f"PGD on x_T through DDIM ({norm})",
-        )
+            for j, (t, rec) in enumerate(att["denoiser_input"][norm].items()):
+                _curve(ax1, [0, *rec["levels"]], [rec["clean"], *rec["values"]], i, j,
+                       f"{name} t={t}", "o")
+            rec = att["initial_noise"][norm]
+            _curve(ax2, [0, *rec["levels"]], [rec["clean"], *rec["values"]], i, 0, name, "o")
+            if rec["select_values"] is not None:
+                _curve(ax2, [0, *rec["levels"]], [rec["select_clean"], *rec["select_values"]],
+                       i, 2, f"{name} (selection)", ".")
+        ax1.set(xlabel=f"epsilon ({norm}, data range)", ylabel="denoising loss (consistent target)",
+                title=f"PGD on x_t ({norm})")
+        ax2.set(xlabel=f"epsilon ({norm})", ylabel=results["metric"] or "quality",
+                title=f"PGD on x_T through DDIM ({norm})")
         ax1.legend(fontsize=8)
         ax2.legend(fontsize=8)
     return _save(fig, path)
@@ -122,20 +126,16 @@ def plot_attack(results: Mapping[str, Any], path: Path) -> Path:
 def plot_noise(results: Mapping[str, Any], path: Path) -> Path:
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    for i, (name, r) in enumerate(results["noise"].items()):
-        ax.errorbar(
-            r["sigma"],
-            r["metric_mean"],
-            yerr=r["metric_std"],
-            marker="o",
-            color=_color(i),
-            capsize=3,
-            label=name,
-        )
+    draws = 0
+    for i, (name, rec) in enumerate(results["noise"].items()):
+        draws = rec["extra"]["draws"]
+        ax.errorbar([0, *rec["levels"]], [rec["clean"], *rec["values"]],
+                    yerr=[0.0, *rec["extra"]["std"]], marker="o", color=_color(i), capsize=3,
+                    label=name)
     ax.set(
         xlabel="relative weight noise sigma (filter-normalized)",
-        ylabel=results["metric"],
-        title=f"quality vs weight noise ({next(iter(results['noise'].values()))['draws']} draws)",
+        ylabel=results["metric"] or "quality",
+        title=f"quality vs weight noise ({draws} draws)",
     )
     ax.legend(fontsize=8)
     return _save(fig, path)

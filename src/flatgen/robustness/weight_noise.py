@@ -1,4 +1,4 @@
-"""Sample quality under filter-normalized Gaussian weight noise.
+"""Sample quality under filter-normalized Gaussian weight noise, as a LADDER RECORD.
 
 For every weight with 2 or more dimensions, a Gaussian direction d is drawn and each filter
 (slice along dim 0: an output filter of a conv, a row of a linear layer) is rescaled to the
@@ -10,14 +10,20 @@ filter. Biases and normalization parameters (1-D) are not perturbed.
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from flatgen.robustness.attacks import (
+    ladder_levels,
+    ladder_record,
+    score_value,
+    with_robust_level,
+)
 from flatgen.robustness.util import make_generator
-from flatgen.robustness.attacks import robust_epsilon
 
 
 def filter_normalized_direction(
@@ -49,58 +55,84 @@ def perturb_weights(
 
 def metric_value(quality: dict[str, Any], metric: str) -> float:
     """One metric from a quality dict, with a clear error when it is missing."""
-    if metric not in quality:
-        raise KeyError(f"metric {metric!r} not in quality results (have {', '.join(quality)})")
-    return float(quality[metric])
+    return score_value(quality, metric)
+
+
+def _noise_ladder(
+    model: nn.Module,
+    score: Callable[[nn.Module], float],
+    *,
+    levels: list[float],
+    draws: int,
+    seed: int,
+    stream: str,
+    tick: Callable[[], None] | None,
+) -> list[list[float]]:
+    """Scores per level and draw; draw k uses the same direction at every level."""
+    directions = [
+        filter_normalized_direction(model, make_generator(seed, "weight-noise", stream, k))
+        for k in range(draws)
+    ]
+    rows = []
+    for s in levels:
+        row = []
+        for d in directions:
+            row.append(score(perturb_weights(model, s, d)))
+            if tick:
+                tick()
+        rows.append(row)
+    return rows
 
 
 def weight_noise_sweep(
     model: nn.Module,
-    evaluate: Callable[[nn.Module], dict[str, Any]],
-    sigmas: Sequence[float] = (0.01, 0.02, 0.05, 0.1),
+    evaluate: Callable[[nn.Module], Any],
+    *,
+    sigmas: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.5),
     draws: int = 2,
     seed: int = 0,
-    metric: str = "w2",
-    fraction: float = 0.5,
-    baseline: dict[str, Any] | None = None,
+    metric: str = "quality",
+    clean: Any = None,
+    select: bool = False,
+    select_evaluate: Callable[[nn.Module], Any] | None = None,
+    select_clean: Any = None,
+    threshold: float | None = None,
     tick: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """evaluate(noisy copy) for each sigma and draw (draw k uses the same direction at every
-    sigma). sigma 0 is the unperturbed model (pass its quality as baseline to skip a run).
-    robust_sigma: where the mean metric has risen by `fraction` (lower-is-better metrics)."""
+    """A LADDER RECORD of sample quality under weight noise: levels = the positive sigmas
+    (sorted), clean = the score of the unperturbed model, values = the mean score over `draws`
+    noise directions (draw k uses one direction at every sigma).
+
+    evaluate(model) -> a lower-is-better score: a number or a dict holding `metric`; pass the
+    unperturbed model's result as `clean` to skip that run. extra = {draws, per_draw (scores
+    per sigma and draw), std (over draws, 0 for one draw)}. select=True adds select_clean /
+    select_values: other draws (a separate generator stream), evaluated by select_evaluate
+    (e.g. separate sampling noise; default evaluate), its clean score given as select_clean
+    or computed. threshold (absolute, optional) adds extra["robust"], for a single run.
+    """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    sig = sorted({0.0, *map(float, sigmas)})
-    base = baseline if baseline is not None else evaluate(model)
-    directions = [
-        filter_normalized_direction(model, make_generator(seed, "weight-noise", k))
-        for k in range(draws)
-    ]
-    quality: list[list[dict[str, Any]]] = []
-    for s in sig:
-        if s == 0:
-            quality.append([base])
-            continue
-        row = []
-        for d in directions:
-            row.append(evaluate(perturb_weights(model, s, d)))
-            if tick:
-                tick()
-        quality.append(row)
-    values = [[metric_value(q, metric) for q in row] for row in quality]
-    mean = [sum(v) / len(v) for v in values]
-    std = [
-        (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
-        for v, m in zip(values, mean, strict=True)
-    ]
-    return {
-        "sigma": sig,
+    levels = ladder_levels(sigmas, "sigma")
+
+    def scorer(fn: Callable[[nn.Module], Any]) -> Callable[[nn.Module], float]:
+        return lambda m: score_value(fn(m), metric)
+
+    common = {"levels": levels, "draws": draws, "seed": seed, "tick": tick}
+    base = score_value(clean if clean is not None else evaluate(model), metric)
+    rows = _noise_ladder(model, scorer(evaluate), stream="main", **common)
+    extra: dict[str, Any] = {
         "draws": draws,
-        "metric": metric,
-        "quality": quality,
-        "metric_values": values,
-        "metric_mean": mean,
-        "metric_std": std,
-        "robust_sigma": robust_epsilon(sig, mean, fraction),
-        "fraction": fraction,
+        "per_draw": rows,
+        "std": [statistics.stdev(r) if len(r) > 1 else 0.0 for r in rows],
     }
+    sel = None
+    if select:
+        s_eval = select_evaluate or evaluate
+        if select_clean is None:
+            select_clean = base if select_evaluate is None else s_eval(model)
+        s_rows = _noise_ladder(model, scorer(s_eval), stream="select", **common)
+        extra["select_per_draw"] = s_rows
+        sel = (score_value(select_clean, metric), [statistics.fmean(r) for r in s_rows])
+    record = ladder_record(levels=levels, clean=base, values=[statistics.fmean(r) for r in rows],
+                           select=sel, metric=metric, level_name="sigma", extra=extra)
+    return with_robust_level(record, threshold)

@@ -130,3 +130,19 @@ def metric_of(quality: Mapping[str, Any], metric: str) -> float | None:
     """One metric from a quality dict (None where it is missing or not finite)."""
     value = quality.get(metric)
     return None if value is None else float(value)
+
+
+def legacy_robust(
+    summary: SuiteSummary, name: str, record: Mapping[str, Any], fraction: float
+) -> None:
+    """The former robust strength of one sweep (the level where the score first exceeds
+    (1 + fraction) x the model's own clean score; None: never within the sweep) into
+    summary.robust / .largest. Kept for the robust_eps_* keys of older reports: claims use the
+    ladders with one threshold shared by all models."""
+    from flatgen.ladder import first_crossing
+
+    threshold = record["clean"] * (1 + fraction)
+    level, censored = first_crossing(record["levels"], record["values"], threshold,
+                                     clean=record["clean"])
+    summary.robust[name] = None if censored else level
+    summary.largest[name] = max(record["levels"])

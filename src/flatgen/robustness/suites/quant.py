@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flatgen.robustness import keys
+from flatgen.robustness.attacks import ladder_record
 from flatgen.robustness.quantize import (
     calibration_inputs,
     model_size_bytes,
@@ -91,19 +92,15 @@ class QuantSuite:
                 for b, v in zip(rows["bits"], values, strict=True):
                     summary.scalars[keys.quant_quality_key(metric, b, gran, scheme=scheme)] = v
                 select = rows.get("select_" + qkey)
-                summary.ladders[keys.quant_ladder_id(scheme, gran)] = keys.ladder_record(
-                    levels=rows["bits"],
-                    clean=clean,
-                    values=values,
-                    select_clean=select_clean if select is not None else None,
-                    select_values=None if select is None else [
-                        metric_of(q, metric) for q in select
-                    ],
-                    metric=metric,
-                    level_name="bits",
-                    extra={"size_bytes": rows["size_bytes"], "float_bytes": rows["float_bytes"],
-                           **({"activation_bits": rows["activation_bits"]}
-                              if scheme == "wa" else {})},
+                sel = None
+                if select is not None:
+                    sel = (select_clean, [metric_of(q, metric) for q in select])
+                extra = {"size_bytes": rows["size_bytes"], "float_bytes": rows["float_bytes"]}
+                if scheme == "wa":
+                    extra["activation_bits"] = rows["activation_bits"]
+                summary.ladders[keys.quant_ladder_id(scheme, gran)] = ladder_record(
+                    levels=rows["bits"], clean=clean, values=values, select=sel, metric=metric,
+                    level_name="bits", extra=extra,
                 )
         return summary
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flatgen.robustness import keys
+from flatgen.robustness.attacks import ladder_record
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of
 
@@ -46,17 +47,16 @@ class StepsSuite:
                 summary.scalars[keys.steps_quality_key(metric, sampler, k)] = metric_of(q, metric)
             clean_steps = max(by_steps)
             levels = sorted((k for k in by_steps if k != clean_steps), reverse=True)
-            select: dict[int, Any] | None = None
+            sel = None
             if rows.get("select_quality") is not None:
                 select = dict(zip(rows["steps"], rows["select_quality"], strict=True))
-            summary.ladders[keys.steps_ladder_id(sampler)] = keys.ladder_record(
+                sel = (metric_of(select[clean_steps], metric),
+                       [metric_of(select[k], metric) for k in levels])
+            summary.ladders[keys.steps_ladder_id(sampler)] = ladder_record(
                 levels=levels,
                 clean=metric_of(by_steps[clean_steps], metric),
                 values=[metric_of(by_steps[k], metric) for k in levels],
-                select_clean=None if select is None else metric_of(select[clean_steps], metric),
-                select_values=None if select is None else [
-                    metric_of(select[k], metric) for k in levels
-                ],
+                select=sel,
                 metric=metric,
                 level_name="sampling steps T'",
                 extra={"clean_level": clean_steps, "sampler": sampler},

@@ -1,0 +1,37 @@
+"""SAM's loss rises less under worst-case weight perturbations (supporting flatness evidence).
+
+With SAM's own ascent (normalized gradient in an L2 ball) this is SAM's own objective, close to
+built in; only a different ascent ("pgd-filter") makes it evidence SAM does not optimize.
+"""
+
+from flatgen.report.claims.registry import ClaimContext, ClaimSpec, register
+
+PREFIX = "loss_increase_worst@"
+PGD_FILTER = "pgd-filter"
+
+
+def largest_radius(ctx: ClaimContext) -> str | None:
+    """The key loss_increase_worst@r with the largest r any row measured."""
+    keys = {k for r in ctx.rows for k in r["metrics"] if k.startswith(PREFIX)}
+    return max(keys, key=lambda k: float(k[len(PREFIX):]), default=None)
+
+
+def ascent_of(row: dict) -> str:
+    m = row["metrics"]
+    curve = (m.get("perturbation_detail") or {}).get("worst_case") or {}
+    return str(m.get("worst_case_ascent") or curve.get("ascent") or "sam-ascent")
+
+
+def ascent_label(ctx: ClaimContext) -> str:
+    if ctx.rows and all(ascent_of(r) == PGD_FILTER for r in ctx.rows):
+        return "multi-step PGD in a filter-normalized ball, an ascent SAM does not run"
+    return "SAM's own objective (its normalized-gradient ascent): close to built in"
+
+
+WORST_CASE = register(ClaimSpec(
+    id="worst_case_loss", kind="scalar", key=largest_radius, direction="lower",
+    text="SAM's loss rises less under worst-case weight perturbations.",
+    source="Lee et al. 2025, sec. 5 (loss under perturbation)",
+    decides="supporting evidence, not in the Holm family", label=ascent_label,
+    extra={"in_family": False},
+))

@@ -1,0 +1,143 @@
+"""The report's tables: the per-method summary, the verdict table, and the one markdown writer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from flatgen.report.claims import ClaimResult, Comparison
+from flatgen.report.stats import mean_std
+
+QUALITY_TITLES = {"w2": "W2", "digits_fid": "dFID"}
+VERDICT_HEADER = ["claim", "regime judged", "effect [95% CI]", "Holm p", "verdict"]
+
+
+def table_columns(metric: str, steps: Sequence[int] = (20, 100)) -> list[tuple[str, str, str]]:
+    """(metric key, column title, format); the table shows those that were measured.
+
+    `metric` is the quality metric the robustness suites used (digits_fid on digits, else w2).
+    """
+    q = QUALITY_TITLES.get(metric, metric)
+    return [
+        *[(f"w2@T{k}", f"W2 T'={k}", ".3f") for k in steps],
+        *[(f"digits_fid@T{k}", f"dFID T'={k}", ".2f") for k in steps],
+        ("lambda_max", "λmax", ".3g"),
+        ("hessian_trace", "trace", ".3g"),
+        ("loss_increase_worst@0.5", "Δloss worst ρ=0.5", ".3g"),
+        ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
+        ("exposure_gap_l2@T20", "exposure gap L2 T'=20", ".3f"),
+        ("exposure_gap_sq@T20", "exposure gap sq. T'=20", ".3f"),
+        (f"{metric}@float", f"{q} float (n={{n}})", ".3f"),
+        (f"{metric}@w8-channel", f"{q} 8-bit", ".3f"),
+        (f"{metric}@w6-channel", f"{q} 6-bit", ".3f"),
+        (f"{metric}@w4-channel", f"{q} 4-bit", ".3f"),
+        (f"{metric}@w3-channel", f"{q} 3-bit", ".3f"),
+        ("robust_eps_denoiser_linf_t100", "robust ε (x_t, L∞)", ".3g"),
+        ("robust_eps_initial_noise_linf", "robust ε (x_T, L∞)", ".3g"),
+        ("robust_eps_weight_noise_sigma", "robust σ (weights)", ".3g"),
+    ]
+
+
+def quality_metric(rows: Sequence[dict]) -> str:
+    """digits_fid where it was measured (it separates digits models; W2 in pixels does not)."""
+    return "digits_fid" if any(k.startswith("digits_fid@") for r in rows for k in r["metrics"]) \
+        else "w2"
+
+
+def robustness_metric(rows: Sequence[dict]) -> str:
+    """The quality metric the robustness suites were scored with."""
+    return next((r["metrics"]["robustness_metric"] for r in rows
+                 if "robustness_metric" in r["metrics"]), quality_metric(rows))
+
+
+def scalar_metrics(row: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in row["metrics"].items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def fmt_value(value: float, *, censored: bool = False, fmt: str = ".3g") -> str:
+    """A value; one beyond the sweep is a bound: '≥ 0.1', never a number."""
+    return f"{'≥ ' if censored else ''}{value:{fmt}}"
+
+
+def summary_table(rows: Sequence[dict], methods: Sequence[str],
+                  steps: Sequence[int] = (20, 100)) -> tuple[list[str], list[list[str]]]:
+    """Paper-style table: mean ± std over seeds for each method and measured column."""
+    metric = robustness_metric(rows)
+    n = next((r["metrics"]["robustness_detail"]["n_samples"] for r in rows
+              if r["metrics"].get("robustness_detail")), "?")
+    present = [(k, t.replace("{n}", str(n)), f) for k, t, f in table_columns(metric, steps)
+               if any(k in scalar_metrics(r) for r in rows)]
+    header = ["method", "seeds"] + [title for _, title, _ in present]
+    body = []
+    for m in methods:
+        mrows = [scalar_metrics(r) for r in rows if r["method"] == m]
+        if not mrows:
+            continue
+        cells = [m, str(len(mrows))]
+        for key, _, fmt in present:
+            vals = [r[key] for r in mrows if key in r and math.isfinite(r[key])]
+            if not vals:
+                cells.append("—")
+                continue
+            mean, std = mean_std(vals)
+            # a robust ε beyond the sweep counts as the largest ε tried: the mean is a lower bound
+            cell = fmt_value(mean, censored=any(r.get(f"{key}_censored") for r in mrows), fmt=fmt)
+            cells.append(f"{cell} ± {std:{fmt}}" if len(vals) > 1 else cell)
+        body.append(cells)
+    return header, body
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """The one markdown table writer of the report."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def fmt_effect(c: Comparison) -> str:
+    """'+0.12 [+0.05, +0.19]' (difference), '×1.8 [1.2, 2.7]' (ratio); censored: a bound."""
+    t = c.test
+    if t is None:
+        return "—"
+    s = c.sample
+    if t.log:
+        text, ci = f"×{t.effect:.3g}", t.ci and f" [{t.ci[0]:.3g}, {t.ci[1]:.3g}]"
+    else:
+        text, ci = f"{t.effect:+.3g}", t.ci and f" [{t.ci[0]:+.3g}, {t.ci[1]:+.3g}]"
+    cens_a, cens_b = any(s.censored[s.a].values()), any(s.censored[s.b].values())
+    if cens_a and cens_b:
+        return f"{text} (both sides censored: no bound)"
+    if cens_a or cens_b:  # a's bound makes a/b, a-b a lower bound; b's an upper bound
+        return f"{'≥' if cens_a else '≤'} {text} (censored)"
+    return text + (ci or "")
+
+
+def fmt_p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def verdict_rows(claims: Sequence[ClaimResult]) -> tuple[list[str], list[list[str]]]:
+    """The verdict table: claim, regime judged, effect [95% CI], Holm p, verdict (primary pair)."""
+    body = []
+    for r in claims:
+        p = r.primary
+        pair = f"{p.sample.a} vs {p.sample.b}"
+        holm = fmt_p(p.p_holm) if p.p_holm is not None else (
+            f"{fmt_p(p.test.p)} (unadj.)" if p.test else "—")
+        body.append([f"{r.spec.id} ({pair})", p.sample.regime or "—", fmt_effect(p), holm,
+                     p.verdict])
+    return list(VERDICT_HEADER), body
+
+
+def per_seed_rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    """seed | value of a | value of b; censored values as '≥'."""
+    s = c.sample
+    seeds = sorted(set(s.values[s.a]) | set(s.values[s.b]))
+
+    def cell(m: str, seed: int) -> str:
+        if seed not in s.values[m]:
+            return "—"
+        return fmt_value(s.values[m][seed], censored=s.censored[m].get(seed, False), fmt=".4g")
+
+    return ["seed", s.a, s.b], [[str(k), cell(s.a, k), cell(s.b, k)] for k in seeds]
