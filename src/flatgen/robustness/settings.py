@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Sampler = Literal["adm", "ddim"]
 
@@ -116,6 +117,19 @@ class RobustnessSettings(BaseModel):
             raise ValueError("variance_hops must be >= 1 or null")
         return self
 
+    def check_timesteps(self, timesteps: int, suites: list[str] | tuple[str, ...]) -> None:
+        """ValueError when a setting the chosen suites use does not fit a T-step schedule."""
+        bad_t = [t for t in self.attack_timesteps if t >= timesteps]
+        if "attack" in suites and bad_t:
+            raise ValueError(f"attack_timesteps {bad_t} outside 0..{timesteps - 1}")
+        used = {self.eval_steps}
+        used |= set(self.steps) if "steps" in suites else set()
+        used |= set(self.exposure_steps) if "exposure" in suites else set()
+        too_many = sorted(k for k in used if k > timesteps)
+        if too_many:
+            raise ValueError(f"sampling steps {too_many} exceed the schedule's {timesteps} "
+                             "timesteps")
+
     def ladder_steps(self) -> tuple[int, list[int]]:
         """(clean T', ladder levels from many to few steps): the largest T' is the clean one."""
         return self.steps[-1], sorted(self.steps[:-1], reverse=True)
@@ -125,3 +139,35 @@ class RobustnessSettings(BaseModel):
         if scheme == "w":
             return None
         return self.activation_bits if self.activation_bits is not None else bits
+
+
+SECTION = "robustness"  # the --set section: a study config's evaluations.robustness
+
+
+def parse_settings(assignments: list[str], *, n_samples: int | None = None) -> RobustnessSettings:
+    """RobustnessSettings from `robustness.KEY=VALUE` assignments (VALUE in YAML: bits=[8,4]),
+    as `flatgen train --set section.key=value` writes them; ValueError with one line naming
+    the key and the fix."""
+    values: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or section != SECTION or not dot or not name or "." in name:
+            raise ValueError(f"--set takes {SECTION}.KEY=VALUE (e.g. {SECTION}.bits=[8,4]), "
+                             f"got {item!r}")
+        try:
+            values[name] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ValueError(f"--set {key}: {raw!r} is not a YAML value") from None
+    if n_samples is not None:
+        values["n_samples"] = n_samples
+    try:
+        return RobustnessSettings(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix(
+            "Value error, ")
+        raise ValueError(f"invalid robustness setting: {SECTION}.{loc}: {msg} "
+                         f"(write --set {SECTION}.KEY=VALUE, lists like {SECTION}.bits=[8,4])"
+                         ) from None

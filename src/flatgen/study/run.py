@@ -75,7 +75,7 @@ def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progre
         weights = split_method(method)[1]
         console.print(f"[bold]{unit.name}[/bold]: measuring {method} ({weights} weights)")
         t0 = time.perf_counter()
-        metrics = measure_method(run, weights, study.evaluations, progress=progress)
+        metrics = measure_method(run, weights, study.evaluations, method=method, progress=progress)
         write_json_atomic(path, {
             "method": method, "seed": unit.seed, "base": unit.base, "weights": weights,
             "seconds": round(time.perf_counter() - t0, 1), "metrics": metrics,
