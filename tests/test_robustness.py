@@ -312,7 +312,8 @@ def test_suite_is_deterministic_json_ready_and_plots(tmp_path) -> None:
     )
     # a robust epsilon that was never reached is None, and the strongest perturbation tried is kept
     summary = first["summary"]["raw"]
-    assert summary["robust_epsilon_largest_tried"]["weight_noise_sigma"] == max(TINY["noise_sigmas"])
+    largest = summary["robust_epsilon_largest_tried"]
+    assert largest["weight_noise_sigma"] == max(TINY["noise_sigmas"])
     assert set(summary["robust_epsilon_largest_tried"]) == set(summary["robust_epsilon"])
     # raw and ema differ only by weights: the same x_T gives a different but fixed answer
     assert first["steps"]["raw"] != first["steps"]["ema"]

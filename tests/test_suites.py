@@ -17,13 +17,13 @@ from flatgen.robustness import (
     GaussianDenoiser,
     RobustnessSettings,
     SuiteSummary,
+    keys,
     ladder_record,
     plot_robustness,
     register_suite,
     run_robustness_suite,
     sampler_only_gap,
 )
-from flatgen.robustness import keys
 from flatgen.robustness.suites import base as suite_base
 from flatgen.robustness.suites import unregister_suite
 

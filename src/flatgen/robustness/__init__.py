@@ -12,7 +12,7 @@ from typing import Any
 
 # the function pgd shares its name with the module flatgen.robustness.pgd: bound now, so that
 # importing the module later (attacks does) cannot leave the module in its place
-from flatgen.robustness.pgd import pgd
+from flatgen.robustness.pgd import pgd  # noqa: F401 - exported through __all__
 
 _EXPORTS = {
     "attacks": ("attack_denoiser_input", "attack_initial_noise", "classifier_robust_accuracy",

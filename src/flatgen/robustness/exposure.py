@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule, SamplerStep, sample
+from flatgen.robustness.chain import denoise_chain
 from flatgen.robustness.keys import EXPOSURE_FORMS
 from flatgen.robustness.util import evaluating, make_generator, model_device
-from flatgen.robustness.chain import denoise_chain
 
 
 class EpsNormRecorder:

@@ -31,7 +31,7 @@ class GaussianDenoiser(nn.Module):
     """The exact noise predictor for x0 ~ N(mu, s^2 I); gain != 1 makes a miscalibrated one."""
 
     def __init__(
-        self, schedule: NoiseSchedule, mu: torch.Tensor | float, s: float, gain: float = 1.0
+        self, schedule: NoiseSchedule, mu: torch.Tensor | float, s: float, *, gain: float = 1.0
     ):
         super().__init__()
         self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float32))

@@ -64,6 +64,7 @@ class RobustnessSettings(BaseModel):
     random_start: bool = True
     init_n: int = Field(32, ge=2)  # initial noises x_T attacked through DDIM
     init_sampling_steps: int = Field(5, ge=1)
+    init_pgd_steps: int | None = Field(None, ge=1)  # None: pgd_steps (each one runs the sampler)
     init_eps_linf: list[float] = Field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
     init_eps_l2: list[float] = Field(default_factory=lambda: [0.2, 0.5, 1.0, 2.0, 4.0, 8.0])
 

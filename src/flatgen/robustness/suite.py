@@ -111,7 +111,9 @@ def run_robustness_suite(
     n = s.n_samples or len(floor_reference)
     if quality_fn is None:
         if n > len(floor_reference):
-            raise ValueError(f"n_samples {n} exceeds the {len(floor_reference)} floor_reference rows")
+            raise ValueError(
+                f"n_samples {n} exceeds the {len(floor_reference)} floor_reference rows"
+            )
         quality_fn = _default_quality_fn(reference, floor_reference)
     quality = _Quality(quality_fn, s.metric)
     results: dict[str, Any] = {

@@ -126,11 +126,13 @@ def load_study_config(path: str | Path) -> StudyConfig:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+        msg = f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]
+        raise ConfigError(msg) from None
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+        msg = format_validation_error(err).replace("invalid config", "invalid study config")
+        raise ConfigError(msg) from None
     for base in {split_method(m)[0] for m in study.methods}:
         for seed in study.seeds:
             cfg = unit_config(study, base, seed)  # fail now, not after an hour of training

@@ -23,7 +23,9 @@ def demo_robustness(quick: bool = False) -> dict[str, Any]:
         "bits": [8, 6, 4, 3], "granularity": ["tensor", "channel"], "quant_schemes": ["w"],
         "attack_norms": ["linf"], "attack_timesteps": [100], "attack_n": 32,
         "eps_linf": [0.02, 0.05, 0.1, 0.2, 0.5], "pgd_steps": 20, "pgd_restarts": 1,
-        "init_n": 16, "init_eps_linf": [0.05, 0.1, 0.2, 0.5],
+        # x_T attack: scored by quality, so more samples and fewer PGD steps (each one runs the
+        # sampler through 5 DDIM steps)
+        "init_n": 64, "init_pgd_steps": 5, "init_eps_linf": [0.05, 0.1, 0.2, 0.5],
         "noise_sigmas": [0.02, 0.05, 0.1, 0.2, 0.5], "noise_draws": 1,
     }
     if quick:  # smaller samples and sweeps: numbers are noisier, the pipeline is the same

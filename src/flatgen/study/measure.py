@@ -18,7 +18,8 @@ QUALITY_KEYS = ("w2", "digits_fid", "kid")
 
 
 def sharpness_loss_fn(run: Run, batch: int):
-    """The fixed-data diffusion loss every method's flatness is measured on (same data, t, noise)."""
+    """The fixed-data diffusion loss every method's flatness is measured on (same data, t and
+    noise)."""
     train, _ = run.data()
     x0 = train_floor_sample(train, min(batch, len(train)), seed=SHARPNESS_SEED)
     return fixed_diffusion_loss_fn(x0, run.schedule, draws=1, seed=SHARPNESS_SEED)

@@ -33,7 +33,8 @@ class AttackSuite:
 
     def ticks(self, settings: RobustnessSettings) -> int:
         return sum(
-            len(settings.attack_timesteps) * len(eps_for(settings, n)) + len(init_eps_for(settings, n))
+            len(settings.attack_timesteps) * len(eps_for(settings, n))
+            + len(init_eps_for(settings, n))
             for n in settings.attack_norms
         )
 
@@ -61,7 +62,8 @@ class AttackSuite:
             init[norm] = attack_initial_noise(
                 ctx.model, ctx.schedule, x_T, eps_list=init_eps_for(s, norm),
                 quality=lambda x: metric_of(ctx.quality(x), ctx.metric), metric="quality",
-                sampling_steps=s.init_sampling_steps, **common,
+                sampling_steps=s.init_sampling_steps,
+                **common | {"steps": s.init_pgd_steps or s.pgd_steps},
             )
             init[norm]["metric"] = ctx.metric
         return {"denoiser_input": denoiser, "initial_noise": init}
@@ -72,10 +74,10 @@ class AttackSuite:
         for norm, per_t in result["denoiser_input"].items():
             for t, record in per_t.items():
                 summary.ladders[keys.attack_xt_ladder_id(norm, int(t))] = record
-                legacy_robust(summary, f"denoiser_{norm}_t{t}", record, fraction)
+                legacy_robust(summary, f"denoiser_{norm}_t{t}", record, fraction=fraction)
         for norm, record in result["initial_noise"].items():
             summary.ladders[keys.attack_xT_ladder_id(norm)] = record
-            legacy_robust(summary, f"initial_noise_{norm}", record, fraction)
+            legacy_robust(summary, f"initial_noise_{norm}", record, fraction=fraction)
         return summary
 
     def plot(self, results: Mapping[str, Any], out_dir: Path) -> list[Path]:

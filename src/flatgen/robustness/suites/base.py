@@ -133,7 +133,7 @@ def metric_of(quality: Mapping[str, Any], metric: str) -> float | None:
 
 
 def legacy_robust(
-    summary: SuiteSummary, name: str, record: Mapping[str, Any], fraction: float
+    summary: SuiteSummary, name: str, record: Mapping[str, Any], *, fraction: float
 ) -> None:
     """The former robust strength of one sweep (the level where the score first exceeds
     (1 + fraction) x the model's own clean score; None: never within the sweep) into

@@ -36,7 +36,7 @@ class NoiseSuite:
 
     def summarize(self, result: Mapping[str, Any], *, metric: str) -> SuiteSummary:
         summary = SuiteSummary(ladders={keys.NOISE_WEIGHTS: dict(result)})
-        legacy_robust(summary, "weight_noise_sigma", result, 0.5)
+        legacy_robust(summary, "weight_noise_sigma", result, fraction=0.5)
         return summary
 
     def plot(self, results: Mapping[str, Any], out_dir: Path) -> list[Path]:
