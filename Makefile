@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
 
 .PHONY: demo demo-quick test lint setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# the exact CPU torch first, so that pyproject's range (torch>=2.4,<2.14) is already met
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e '.[dev]' torch==$(TORCH_VERSION)
+	# torch-fidelity's FID Inception only: its torchvision dependency has no CPU build for this
+	# torch, and the Inception extractor never imports it
+	$(BIN)/pip install --quiet --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -48,14 +48,14 @@ def classic(model: nn.Module, loss_fn, space: ParamSpace, dirs, coords) -> np.nd
 def run(name: str, model: nn.Module, loss_fn, grid: int, batch_points: int) -> list[tuple]:
     space = ParamSpace(model)
     g = torch.Generator().manual_seed(0)
-    dirs = torch.stack([random_direction(model, g, "zero", space) for _ in range(2)])
+    dirs = torch.stack([random_direction(model, g, bias="zero", space=space) for _ in range(2)])
     axis = torch.from_numpy(grid_coords(grid, 1.0))
     coords = torch.cartesian_prod(axis, axis)
     rows = []
     with analysis_mode(model):
 
         def flat(**kw):
-            return lambda: losses_at(model, loss_fn, dirs, coords, space, **kw)
+            return lambda: losses_at(model, loss_fn, dirs, coords=coords, space=space, **kw)
 
         variants = [
             (

@@ -103,7 +103,9 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_classifier()
         t0 = time.perf_counter()
-        train_classifier(model, x, y, method, TrainSpec(steps=args.train_steps, cpu=True), seed=0)
+        train_classifier(
+            model, x, y, method=method, train=TrainSpec(steps=args.train_steps, cpu=True), seed=0
+        )
         model.eval().requires_grad_(False)
         print(
             f"\n{method.method}: trained in {time.perf_counter() - t0:.1f} s, "

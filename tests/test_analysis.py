@@ -229,8 +229,10 @@ def test_batched_landscape_equals_point_by_point():
         space = ParamSpace(model)
         dirs = torch.stack([random_direction(model, s) for s in (0, 1)])
         coords = torch.randn(11, 2, generator=torch.Generator().manual_seed(0))
-        batched = losses_at(model, loss_fn, dirs, coords, space, batch_points=4, vectorize=True)
-        single = losses_at(model, loss_fn, dirs, coords, space, vectorize=False)
+        batched = losses_at(
+            model, loss_fn, dirs, coords=coords, space=space, batch_points=4, vectorize=True
+        )
+        single = losses_at(model, loss_fn, dirs, coords=coords, space=space, vectorize=False)
         # and point by point the plain way: weights written into the model
         manual = []
         w = space.flat()

@@ -9,7 +9,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from pydantic import ValidationError
+from rich.console import Console
 
 from flatgen.classify import (
     ClassifierStudyConfig,
@@ -19,11 +21,14 @@ from flatgen.classify import (
     distillation_loss,
     layer_spectral_norms,
     load_classifier_data,
-    run_classifier_study,
     soft_labels,
     train_classifier,
 )
 from flatgen.classify.config import AdversarialMethod, DataSpec, PlainMethod, TrainSpec
+from flatgen.study import plan_units, run_study
+from flatgen.study.collect import run_classifier_study
+from flatgen.study.run import check_run_config
+from flatgen.train import RunDirError
 
 # tiny convolutions (see conftest.one_thread)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,7 +44,9 @@ def plain_model(digits):
     x, y, _, _ = digits
     torch.manual_seed(0)
     model = build_classifier()
-    train_classifier(model, x, y, PlainMethod(), TrainSpec(steps=100, cpu=True), seed=0)
+    train_classifier(
+        model, x, y, method=PlainMethod(), train=TrainSpec(steps=100, cpu=True), seed=0
+    )
     return model
 
 
@@ -54,7 +61,9 @@ def test_digits_are_in_the_unit_box(digits):
 def test_attacks_stay_in_ball_and_box_and_hurt(plain_model, digits, attack, norm, eps):
     _, _, xt, yt = digits
     g = torch.Generator().manual_seed(0)
-    adv = adversarial_examples(plain_model, xt, yt, eps, norm, attack, steps=10, generator=g)
+    adv = adversarial_examples(
+        plain_model, xt, yt, eps=eps, norm=norm, attack=attack, steps=10, generator=g
+    )
     d = (adv - xt).flatten(1)
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
     assert size.max() <= eps * (1 + 1e-5)
@@ -71,9 +80,9 @@ def test_eps_zero_leaves_inputs_and_accuracy_unchanged(plain_model, digits, atta
         plain_model,
         xt,
         yt,
-        0.0,
-        norm,
-        attack,
+        eps=0.0,
+        norm=norm,
+        attack=attack,
         random_start=True,
         generator=torch.Generator().manual_seed(0),
     )
@@ -87,9 +96,11 @@ def test_adversarial_training_raises_robust_accuracy(digits):
     for method in (PlainMethod(), AdversarialMethod(method="pgd_at", eps=0.15, steps=5)):
         torch.manual_seed(0)
         model = build_classifier()
-        train_classifier(model, x, y, method, TrainSpec(steps=150, cpu=True), seed=0)
+        train_classifier(model, x, y, method=method, train=TrainSpec(steps=150, cpu=True), seed=0)
         g = torch.Generator().manual_seed(1)
-        adv = adversarial_examples(model, xt, yt, 0.15, "linf", "pgd", steps=10, generator=g)
+        adv = adversarial_examples(
+            model, xt, yt, eps=0.15, norm="linf", attack="pgd", steps=10, generator=g
+        )
         robust[method.method] = accuracy(model, adv, yt)
     # measured: plain 0.24, pgd_at 0.51 (150 steps)
     assert robust["pgd_at"] > robust["plain"] + 0.15, robust
@@ -126,11 +137,11 @@ def test_spectral_norm_keeps_largest_singular_value_near_one(digits):
     x, y, _, _ = digits
     torch.manual_seed(0)
     plain = build_classifier()
-    train_classifier(plain, x, y, PlainMethod(), TrainSpec(steps=40, cpu=True), seed=0)
+    train_classifier(plain, x, y, method=PlainMethod(), train=TrainSpec(steps=40, cpu=True))
     torch.manual_seed(0)
     sn = build_classifier()
     sn_method = PlainMethod(method="spectral_norm")
-    train_classifier(sn, x, y, sn_method, TrainSpec(steps=40, cpu=True), seed=0)
+    train_classifier(sn, x, y, method=sn_method, train=TrainSpec(steps=40, cpu=True))
     sigmas = layer_spectral_norms(sn)
     assert len(sigmas) == 4
     # one power-iteration step per forward pass estimates sigma from below and lags the moving
@@ -152,8 +163,19 @@ def test_config_rejects_unknown_keys():
         ClassifierStudyConfig.model_validate({"methods": ["plain", "plain"]})
     with pytest.raises(ValidationError):
         ClassifierStudyConfig.model_validate({"correlation": {"subsets": {"a": ["nosuch"]}}})
-    cfg = ClassifierStudyConfig.model_validate({"methods": ["weight_decay", "asam"]})
+    asam = {"method": "sam", "adaptive": True}
+    cfg = ClassifierStudyConfig.model_validate({"methods": ["weight_decay", asam, "sam-every-k"]})
     assert cfg.methods[0].weight_decay > 0 and cfg.methods[1].radius == 0.5
+    assert [m.label for m in cfg.methods] == ["weight_decay", "asam", "sam-every-k"]
+    # one SAM vocabulary with the diffusion config; the old names say what to write instead
+    for old, hint in (("asam", "adaptive: true"), ("sam_every_k", "sam-every-k")):
+        with pytest.raises(ValidationError, match=hint):
+            ClassifierStudyConfig.model_validate({"methods": [old]})
+    # the primary pair is declared up front; the flat keys of older configs still name it
+    old = ClassifierStudyConfig.model_validate({"correlation": {"attack": "pgd", "eps": 0.2}})
+    assert old.correlation.primary.eps == 0.2 and old.correlation.primary.sharpness == "lambda_max"
+    with pytest.raises(ValidationError):
+        ClassifierStudyConfig.model_validate({"correlation": {"primary": {"sharpness": "nope"}}})
 
 
 TINY = {
@@ -186,8 +208,11 @@ def test_tiny_study_writes_outputs_and_skips_finished_runs(tmp_path, monkeypatch
     assert summary["table_markdown"] in table and summary["verdict"]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["n_runs"] == 4 and not results["failed"]
-    assert set(results["correlations"]["all"]["lambda_max"]["pgd-linf@0.1"]) == {"rho", "p", "n"}
-    assert results["correlations"]["just-sam"]["n"] == 2
+    entry = results["correlations"]["all"]["lambda_max"]["pgd-linf@0.1"]
+    assert set(entry) == {"rho", "p", "n", "p_method", "role", "p_holm"}
+    assert entry["role"] == "primary" and entry["n"] == 2  # two methods, two points
+    assert results["correlations"]["just-sam"]["n"] == 1
+    assert results["primary"]["methods"] == ["sam", "distillation"]
     assert len((tmp_path / "results.csv").read_text().strip().splitlines()) == 5
     assert "pgd-linf@0.1" in results["runs"][1]["extra"]["at_temperature"]
     # restart with one more method whose training fails: finished runs are not retrained
@@ -204,7 +229,78 @@ def test_tiny_study_writes_outputs_and_skips_finished_runs(tmp_path, monkeypatch
     assert set(again["failed"]) == {"plain-s0", "plain-s1"}
     assert (tmp_path / "runs" / "plain-s0" / "error.log").read_text().count("boom")
     assert again["table_markdown"] == summary["table_markdown"]
-    # a changed setting that the numbers depend on redoes the runs instead of reusing them
+    # a changed measurement setting measures the trained runs again, from their saved weights
+    # (training still fails: nothing is retrained); what the weights alone decide is unchanged
     changed = {**TINY, "attacks": {**TINY["attacks"], "pgd_steps": 4}}
     redo = run_classifier_study(changed, tmp_path, progress=False)
-    assert redo["skipped"] == 0 and len(redo["failed"]) == 4
+    assert redo["skipped"] == 0 and not redo["failed"] and redo["n_runs"] == 4
+    remeasured = json.loads((tmp_path / "results.json").read_text())["runs"]
+    for old, new in zip(results["runs"], remeasured, strict=True):
+        assert new["evaluations"]["attacks"]["pgd_steps"] == 4
+        assert new["robust"]["clean"] == old["robust"]["clean"]
+        assert new["sharpness"]["lambda_max"] == pytest.approx(old["sharpness"]["lambda_max"])
+    # a changed training setting is refused, before any unit runs: the run directories
+    # belong to another config
+    other = ClassifierStudyConfig.model_validate({**TINY, "train": {"steps": 16, "cpu": True}})
+    with pytest.raises(RunDirError, match="train.steps"):
+        check_run_config(tmp_path / "runs" / "sam-s0", other, plan_units(other)[0])
+    status = (tmp_path / "status.json").read_text()
+    with pytest.raises(RunDirError, match="train.steps: 15 -> 16"):
+        run_study(other, tmp_path, Console(quiet=True), progress=False)
+    assert (tmp_path / "status.json").read_text() == status
+
+
+def test_classifier_study_through_the_generic_cli(tmp_path):
+    """--plan lists one command per unit, --only runs one unit, a re-run skips finished
+    units, --collect builds the report; all through the engine the diffusion studies use."""
+    from typer.testing import CliRunner
+
+    from flatgen.cli import app
+
+    config, out = tmp_path / "tiny.yaml", tmp_path / "study"
+    tiny = {**TINY, "methods": ["plain", "sam"], "correlation": {}}
+    config.write_text(yaml.safe_dump(tiny))
+
+    def flatgen(*args):
+        result = CliRunner().invoke(app, ["study", str(config), "--out", str(out), *args])
+        return result.exit_code, result.output
+
+    code, text = flatgen("--plan")
+    lines = text.strip().splitlines()
+    units = ["plain-s0", "sam-s0", "plain-s1", "sam-s1"]
+    assert code == 0 and lines[-1].endswith("--collect") and not out.exists()
+    assert [ln.split("--only ")[1] for ln in lines[:-1]] == units
+    code, text = flatgen("--collect")  # nothing to collect yet: refused, as for diffusion
+    assert code == 2 and "no finished runs" in text
+    code, text = flatgen("--only", "sam-s1", "--no-progress")
+    assert code == 0 and "sam-s1: done" in text
+    assert [p.name for p in (out / "runs").iterdir()] == ["sam-s1"]
+    first = (out / "runs" / "sam-s1" / "result.json").read_text()
+    code, text = flatgen("--no-progress")
+    assert code == 0 and "| plain | 2 |" in text and "| sam | 2 |" in text
+    status = json.loads((out / "status.json").read_text())
+    assert status == {**dict.fromkeys(units, "done"), "sam-s1": "skipped (done)"}
+    assert (out / "runs" / "sam-s1" / "result.json").read_text() == first  # not redone
+    (out / "table.md").unlink()
+    code, text = flatgen("--collect")
+    assert code == 0 and "| sam | 2 |" in (out / "table.md").read_text()
+    assert json.loads((out / "results.json").read_text())["n_runs"] == 4
+
+
+def test_wrm_classifier_is_smooth_and_labels_its_certificate(digits):
+    from torch import nn
+
+    from flatgen.classify.config import WRMMethod
+    from flatgen.classify.study import wrm_checks
+
+    x, y, xt, yt = digits
+    spec = WRMMethod(method="wrm", gamma=2.0, steps=3, certificate_steps=4, grad_tol=1e-9)
+    assert spec.activation == "softplus"
+    torch.manual_seed(0)
+    model = build_classifier(activation=spec.activation)
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    train_classifier(model, x[:128], y[:128], method=spec, train=TrainSpec(steps=5, cpu=True))
+    cert = wrm_checks(model, xt[:32], yt[:32], spec=spec, rhos=[0.25, 1.0])
+    assert cert["smoothness"] > 0 and cert["inner_grad_norm"] > cert["grad_tol"]
+    assert not cert["converged"] and cert["label"] == "estimate"
+    assert cert["bounds"][1] - cert["bounds"][0] == pytest.approx(2.0 * 0.75)

@@ -104,12 +104,12 @@ def test_study_dispatch_and_bad_keys(tmp_path):
     assert len(lines) == 3 * 3 + 1 and lines[-1].endswith("--collect")  # 3 trajectories x 3 seeds
 
 
-def test_classifier_study_refuses_diffusion_only_flags(tmp_path):
-    """--plan on a classifier study must not start training (it used to run the whole study)."""
-    for flag in (["--plan"], ["--collect"], ["--only", "sam-s0"]):
-        result = _invoke("study", "configs/classifier-digits.yaml", "--out", tmp_path / "c", *flag)
-        assert result.exit_code == 2 and "diffusion studies" in result.output
-    assert not (tmp_path / "c").exists()
+def test_classifier_study_plan_runs_nothing(tmp_path):
+    """--plan on a classifier study lists its units (12 methods x 3 seeds) and trains nothing."""
+    result = _invoke("study", "configs/classifier-digits.yaml", "--out", tmp_path / "c", "--plan")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 0 and len(lines) == 12 * 3 + 1 and lines[-1].endswith("--collect")
+    assert lines[0].endswith("--only plain-s0") and not (tmp_path / "c").exists()
 
 
 def test_robustness_setting_errors_are_one_readable_line(trained_toy_run):
@@ -146,3 +146,38 @@ def test_missing_weights_fail_before_any_work(trained_toy_run):
     result = _invoke("evaluate", trained_toy_run, "--weights", "swa", "--steps", "2")
     assert result.exit_code == 2 and "has no 'swa' weights" in result.output
     assert len(result.output.strip().splitlines()) == 1  # no progress bar drawn first
+
+
+def test_force_replaces_only_what_it_names(tmp_path, trained_toy_run, toy_config_file):
+    """--force is the one way to overwrite: a sample file, an earlier export, a run."""
+    run = trained_toy_run
+    png = tmp_path / "s.png"
+    png.write_bytes(b"user data")
+    assert _invoke("sample", run, "--steps", 2, "--n", 4, "--out", png).exit_code == 2
+    assert png.read_bytes() == b"user data"
+    assert _invoke("sample", run, "--steps", 2, "--n", 4, "--out", png, "--force").exit_code == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # train --force over a run starts it over: its old checkpoints and eval results go
+    (run / "eval").mkdir(exist_ok=True)
+    (run / "eval" / "quality.json").write_text("{}")
+    result = _invoke("train", toy_config_file, "--out", run, "--force", "--no-progress",
+                     "--set", "train.steps=4")
+    assert result.exit_code == 0 and "--force: replacing the run" in result.stdout
+    assert not (run / "eval").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last", "step-4"]
+    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()] \
+        == [2, 4]
+
+
+def test_export_force_replaces_an_export_whole(tmp_path):
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"steps": 1, "batch_size": 4, "warmup_steps": 0}}))
+    assert _invoke("train", cfg, "--out", tmp_path / "run", "--no-progress").exit_code == 0
+    pipe = tmp_path / "pipe"
+    assert _invoke("export", tmp_path / "run", "--out", pipe).exit_code == 0
+    (pipe / "stale.txt").write_text("from an older export")
+    assert _invoke("export", tmp_path / "run", "--out", pipe).exit_code == 2
+    assert (pipe / "stale.txt").exists()
+    assert _invoke("export", tmp_path / "run", "--out", pipe, "--force").exit_code == 0
+    assert not (pipe / "stale.txt").exists() and (pipe / "model_index.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]

@@ -62,3 +62,35 @@ def test_bad_files(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty"), ("# only a comment\n", "is empty"), ("a: [\n", "is not valid YAML"),
+    ("- 1\n- 2\n", "must hold a mapping"),
+])
+def test_unusable_yaml_is_refused_in_one_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert len(str(err.value).splitlines()) == 1
+    path.write_text("{}\n")  # an explicit empty mapping is every default
+    assert load_config(path) == build_config({})
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match="train.lr: Input should be a finite number"):
+        build_config({}, [f"train.lr={value}"])
+
+
+def test_configs_written_before_keep_checkpoints_still_load(tmp_path):
+    """A run's config.yaml from before train.keep_checkpoints equals today's default config,
+    so studies reuse those runs."""
+    import yaml
+
+    data = build_config({}).model_dump(mode="json")
+    del data["train"]["keep_checkpoints"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path) == build_config({}) and build_config({}).train.keep_checkpoints == 3

@@ -95,3 +95,29 @@ def test_cifar10_missing(tmp_path):
     (tmp_path / "test_batch.bin").write_bytes(b"\x00" * 10)
     with pytest.raises(DataPathError, match="data_batch_1.bin"):
         load_cifar10(tmp_path, "train")
+
+
+def test_image_folder_lists_corrupt_files_by_name(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"ok{i}.png")
+    (tmp_path / "garbage.png").write_bytes(b"not an image at all")
+    good = (tmp_path / "ok0.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])  # truncated mid-stream
+    with pytest.raises(DataPathError, match=r"2 unreadable image file\(s\): cut.png, garbage.png;"):
+        load_image_folder(tmp_path, 8)
+    (tmp_path / "garbage.png").unlink()
+    (tmp_path / "cut.png").unlink()
+    assert load_image_folder(tmp_path, 8).shape == (3, 3, 8, 8)
+
+
+@pytest.mark.parametrize("size, state", [(0, "is empty"), (3073 + 100, "is truncated")])
+def test_cifar10_empty_or_truncated_file_refused(tmp_path, size, state):
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        _write_cifar_batch(tmp_path / f"data_batch_{i}.bin", [1, 2], rng)
+    (tmp_path / "test_batch.bin").write_bytes(bytes(size))
+    with pytest.raises(DataPathError, match=f"test_batch.bin' {state}"):
+        load_cifar10(tmp_path, "test")
+    assert load_cifar10(tmp_path, "train")[0].shape == (10, 3, 32, 32)

@@ -1,4 +1,4 @@
-"""Wasserstein DRO: WRM inner maximization and certificate, minibatch OT, the generator game."""
+"""Wasserstein DRO game: minibatch OT, defenders, the game and its baselines, the harness."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 import yaml
 from pydantic import ValidationError
 from scipy.optimize import linear_sum_assignment
-from torch import nn
 
 from flatgen.data import sample_toy2d
 from flatgen.dro import (
@@ -19,141 +18,19 @@ from flatgen.dro import (
     DROGame,
     MLPGenerator,
     OTDistance,
-    WRMConfig,
-    classifier_per_sample_loss,
     defend,
-    diffusion_per_sample_loss,
     exact_w2,
     ot_cost,
     per_sample_ot_cost,
-    robust_objective,
     run_dro_experiment,
-    wrm_certificate,
-    wrm_loss,
-    wrm_perturb,
+    w2_oscillation,
 )
+from flatgen.dro.baselines import ns_gan_d_loss, ns_gan_g_loss
 from flatgen.dro.config import ShiftConfig
 from flatgen.dro.experiment import run_single, shift_data
+from flatgen.dro.game import dual_update
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def _classifier(seed: int = 0, dim: int = 5, classes: int = 3) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(dim, 32), nn.SiLU(), nn.Linear(32, classes))
-
-
-def _batch(n: int = 64, dim: int = 5, classes: int = 3, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, dim, generator=g), torch.randint(classes, (n,), generator=g)
-
-
-# ---------------------------------------------------------------- WRM
-
-
-def test_wrm_ascent_raises_loss_and_penalty_keeps_it_near_x0():
-    model = _classifier()
-    x0, y = _batch()
-    loss = classifier_per_sample_loss(model, y)
-    clean = loss(x0).mean().item()
-    dists = []
-    for gamma in (0.5, 2.0, 8.0, 32.0):
-        x = wrm_perturb(loss, x0, gamma, steps=15)
-        assert not x.requires_grad
-        assert loss(x).mean().item() > clean  # the inner step finds harder inputs
-        # x0 is feasible, so the maximized robust objective cannot be below the clean loss
-        assert robust_objective(loss, x, x0, gamma).mean().item() >= clean - 1e-6
-        dists.append((x - x0).pow(2).sum(1).mean().item())
-    assert all(a > b for a, b in zip(dists, dists[1:], strict=False)), dists
-    assert dists[-1] < 0.05 * dists[0]
-    assert all(p.grad is None for p in model.parameters())  # inner loop leaves params alone
-
-
-def test_wrm_large_gamma_is_ordinary_diffusion_training():
-    from flatgen.diffusion import NoiseSchedule
-    from flatgen.models import TimeMLP
-
-    torch.manual_seed(0)
-    net = TimeMLP(dim=2, hidden=32, depth=2)
-    schedule = NoiseSchedule("linear", timesteps=100)
-    x0 = sample_toy2d("moons", 64, seed=0)
-    g = torch.Generator().manual_seed(0)
-    t = torch.randint(0, 100, (64,), generator=g)
-    noise = torch.randn(64, 2, generator=g)
-    loss = diffusion_per_sample_loss(net, schedule, t, noise)
-
-    def grads(value: torch.Tensor) -> torch.Tensor:
-        net.zero_grad()
-        value.backward()
-        return torch.cat([p.grad.flatten() for p in net.parameters()])
-
-    clean = grads(loss(x0).mean())
-    rel = []
-    for gamma in (0.03, 0.3, 3.0, 300.0):
-        robust = grads(wrm_loss(loss, x0, gamma=gamma, steps=15))
-        rel.append(((robust - clean).norm() / clean.norm()).item())
-    # the robust gradient tends to the clean one as gamma grows, and is really different at
-    # small gamma (so the limit is not vacuous)
-    assert all(a > b for a, b in zip(rel, rel[1:], strict=False)), rel
-    assert rel[0] > 0.05 and rel[-1] < 1e-4
-    assert not torch.equal(wrm_perturb(loss, x0, gamma=300.0), x0)  # it did move, a little
-
-
-def test_certificate_is_exact_for_a_linear_loss():
-    # loss(x) = a . x: phi_gamma = a . x0 + |a|^2 / (4 gamma); the worst case over the ball
-    # E|x - x0|^2 <= rho is a . x0 + |a| sqrt(rho), which the bound attains at
-    # gamma = |a| / (2 sqrt(rho))
-    a = torch.tensor([3.0, -4.0])  # |a| = 5
-    x0, _ = _batch(32, dim=2)
-    loss = lambda x: x @ a  # noqa: E731
-    rho = 0.09
-    worst = (x0 @ a).mean().item() + 5.0 * math.sqrt(rho)
-    for gamma in (1.0, 5.0 / (2 * math.sqrt(rho)), 40.0):
-        cert = wrm_certificate(loss, x0, gamma, rhos=[0.0, rho], steps=5)
-        expected_phi = (x0 @ a).mean().item() + 25.0 / (4 * gamma)
-        assert cert.robust_loss == pytest.approx(expected_phi, rel=1e-5)
-        assert cert.bounds[1] >= worst - 1e-5
-        assert cert.bound(0.0) >= cert.clean_loss
-    tight = wrm_certificate(loss, x0, 5.0 / (2 * math.sqrt(rho)), rhos=[rho])
-    assert tight.bounds[0] == pytest.approx(worst, rel=1e-5)
-
-
-def _pgd_worst(loss, x0: torch.Tensor, radius: float, steps: int = 60) -> float:
-    """Projected ascent with every sample in its own L2 ball (a subset of the W2 ball)."""
-    x = x0.clone()
-    for _ in range(steps):
-        x.requires_grad_(True)
-        (g,) = torch.autograd.grad(loss(x).sum(), x)
-        with torch.no_grad():
-            x = x + 0.1 * radius * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            d = x - x0
-            x = x0 + d * (radius / d.norm(dim=1, keepdim=True).clamp_min(radius))
-    return loss(x).mean().item()
-
-
-def test_certificate_bounds_the_worst_case_found_by_attacks():
-    model = _classifier(seed=3)
-    x0, y = _batch(seed=4)
-    loss = classifier_per_sample_loss(model, y)
-    found = wrm_certificate(loss, x0, 2.0, rhos=[], steps=20)
-    rho = found.transport_cost  # the radius at which WRM found its worst case
-    pgd = _pgd_worst(loss, x0, math.sqrt(rho))
-    assert pgd > found.clean_loss and found.adv_loss > found.clean_loss
-    for gamma in (0.5, 1.0, 4.0, 16.0):  # the bound holds for every gamma, not only 2.0
-        bound = wrm_certificate(loss, x0, gamma, rhos=[rho], steps=20).bounds[0]
-        assert bound >= found.adv_loss - 1e-5, gamma
-        assert bound >= pgd - 1e-5, gamma
-
-
-def test_wrm_rejects_bad_inputs():
-    x0, y = _batch()
-    with pytest.raises(ValueError, match="gamma"):
-        wrm_perturb(lambda x: x.sum(1), x0, gamma=0.0)
-    with pytest.raises(ValueError, match="shape"):
-        wrm_perturb(lambda x: x.sum(), x0, gamma=1.0)
-    with pytest.raises(ValidationError):
-        WRMConfig(gamma=-1.0)
-    assert WRMConfig(gamma=2.0).steps == 15
 
 
 # ---------------------------------------------------------------- OT
@@ -241,6 +118,47 @@ def test_game_with_large_gamma_is_min_wasserstein_training():
     assert (generator_grad(1.5, steps=3) - plain).norm() > 0.1 * plain.norm()
 
 
+def test_dual_update_moves_gamma_toward_the_budget():
+    assert dual_update(2.0, cost=0.1, radius=0.1, lr=0.5) == 2.0  # on budget: unchanged
+    up = dual_update(2.0, cost=0.2, radius=0.1, lr=0.5)
+    assert up == pytest.approx(2.0 * math.exp(0.5))  # over budget: a larger penalty
+    assert dual_update(2.0, cost=0.0, radius=0.1, lr=0.5) == pytest.approx(2.0 * math.exp(-0.5))
+
+
+@pytest.mark.parametrize("gamma0", [0.3, 30.0])
+def test_defenders_meet_their_radius_from_any_start(gamma0):
+    real = sample_toy2d("8gaussians", 128, seed=0)
+    torch.manual_seed(0)
+    gen = MLPGenerator(4, 2, hidden=32, depth=2)
+    radius = 0.05
+    game = DROGame(gen, 4, gamma=gamma0, steps=3, lr=1e-3, seed=0, radius=radius, dual_lr=0.5)
+    costs = [game.step(lambda: real)["defender_cost"] for _ in range(60)]
+    late = sum(costs[-20:]) / 20
+    assert abs(costs[0] - radius) > 0.5 * radius  # it started off budget
+    assert late == pytest.approx(radius, rel=0.15), (costs[0], late, game.gamma)
+    fixed = DROGame(gen, 4, gamma=gamma0, steps=3, seed=0)  # no radius: gamma stays put
+    fixed.step(lambda: real)
+    assert fixed.gamma == gamma0
+
+
+def test_ns_gan_losses_are_the_binary_cross_entropies():
+    g = torch.Generator().manual_seed(0)
+    d_real, d_fake = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected_d = bce(d_real, torch.ones(16)) + bce(d_fake, torch.zeros(16))
+    torch.testing.assert_close(ns_gan_d_loss(d_real, d_fake), expected_d)
+    torch.testing.assert_close(ns_gan_g_loss(d_fake), bce(d_fake, torch.ones(16)))
+
+
+def test_w2_oscillation_by_hand():
+    iters = [0, 10, 20, 30, 40]
+    osc = w2_oscillation(iters, [9.0, 5.0, 3.0, 4.0, 2.5])  # last half: 3.0, 4.0, 2.5
+    assert osc == {"mean_abs_diff": pytest.approx(1.25), "total_variation": pytest.approx(2.5)}
+    flat = w2_oscillation(iters, [9.0, 5.0, 3.0, 3.0, 3.0])
+    assert flat["mean_abs_diff"] == 0.0 and flat["total_variation"] == 0.0
+    assert w2_oscillation([0, 10], [1.0, 2.0])["mean_abs_diff"] is None  # one point in the half
+
+
 # ---------------------------------------------------------------- experiment harness
 
 
@@ -278,10 +196,11 @@ def _tiny_cfg() -> dict:
             {"kind": "toy2d", "name": "moons", "n_train": 256, "n_test": 64},
             {"kind": "digits"},
         ],
-        "methods": ["game", "minw", "wgan_gp"],
+        "methods": ["game", "minw", "wgan_gp", "ns_gan"],
         "train": {"iters": 4, "batch_size": 32, "eval_every": 2, "n_eval": 64},
         "generator": {"latent_dim": 4, "hidden": 32, "depth": 2},
-        "game": {"gamma": 2.0, "steps": 2, "feature_space": True},
+        "game": {"gamma": 2.0, "steps": 2, "feature_space": True, "radius": 0.05},
+        "ns_gan": {"hidden": 32, "depth": 2},
         "encoder": {"latent_dim": 4, "hidden": 32, "pretrain_steps": 5},
         "wgan_gp": {"n_critic": 2, "hidden": 32, "depth": 2},
         "shift": {"noise_std": 0.1, "translate": 0.2},
@@ -304,8 +223,15 @@ def test_run_dro_experiment_writes_outputs(tmp_path):
     run = results["runs"]["digits"]["game"][0]
     assert run["iters"] == [0, 2, 4] and len(run["w2"]) == 3
     assert run["train_stats_last10pct"]["defender_cost"] > 0
-    assert set(summary["datasets"]["moons"]["summary"]) == {"game", "minw", "wgan_gp"}
-    assert summary["table_markdown"].count("\n") == 2 + 2 * 4  # header + 3 methods + reference
+    assert run["defenders"]["radius"] == 0.05 and run["defenders"]["cost_last_half"] > 0
+    assert run["w2_oscillation"] == pytest.approx(abs(run["w2"][2] - run["w2"][1]))
+    moons = summary["datasets"]["moons"]["summary"]
+    assert set(moons) == {"game", "minw", "wgan_gp", "ns_gan"}
+    assert moons["game"]["defender_radius"] == 0.05 and "defender_radius" not in moons["minw"]
+    assert moons["ns_gan"]["final_w2_seed_sd"] is None  # one seed: no spread
+    assert moons["ns_gan"]["w2_oscillation_mean"] >= 0
+    assert summary["table_markdown"].count("\n") == 2 + 2 * 5  # header + 4 methods + reference
+    assert "/ 0.05 |" in summary["table_markdown"]
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["lr"] == 1e-3
 
 
@@ -314,5 +240,5 @@ def test_runs_are_reproducible():
     from flatgen.dro.experiment import load_experiment_data
 
     data = load_experiment_data(cfg.datasets[0], cfg.shift)
-    a, b = (run_single(cfg, data, "game", 0) for _ in range(2))
+    a, b = (run_single(cfg, data, "game", seed=0) for _ in range(2))
     assert a["w2"] == b["w2"] and a["shifted_w2"] == b["shifted_w2"]

@@ -78,8 +78,8 @@ def test_sam_step_matches_hand_computation(adaptive):
     opt = SAM(model.parameters(), torch.optim.SGD, rho=RHO, adaptive=adaptive, lr=LR)
     theta = theta_of(model)
     g = grad(theta)
-    if adaptive:  # ASAM: e = rho T^2 g / ||T g||, T = |theta|
-        t = theta.abs()
+    if adaptive:  # ASAM: e = rho T^2 g / ||T g||, T = |theta| + eta (Kwon et al.'s offset)
+        t = theta.abs() + 0.01
         e = RHO * t**2 * g / (t * g).norm()
     else:
         e = RHO * g / g.norm()
@@ -91,6 +91,21 @@ def test_sam_step_matches_hand_computation(adaptive):
     assert torch.allclose(theta_of(model), expected, atol=1e-12)
     assert torch.isclose(loss, loss_at_w)  # the loss at w, not at w + e
     assert not opt.perturbed
+
+
+def test_asam_eta_per_group_matches_hand_computation():
+    model, grad, closure_for = linear_problem()
+    groups = [{"params": [model.weight], "eta": 0.5}, {"params": [model.bias], "eta": 0.0}]
+    opt = SAM(groups, torch.optim.SGD, rho=RHO, adaptive=True, lr=LR)
+    theta = theta_of(model)
+    g = grad(theta)
+    t = theta.abs() + torch.tensor([0.5, 0.5, 0.5, 0.0])  # T = |w| + eta, eta by group
+    e = RHO * t**2 * g / (t * g).norm()
+    assert (e / t).norm() == pytest.approx(RHO)  # the ball of Kwon et al.: ||T^-1 e|| <= rho
+    opt.step(closure_for(opt))
+    assert torch.allclose(theta_of(model), theta - LR * grad(theta + e), atol=1e-12)
+    with pytest.raises(ValueError, match="eta"):
+        SAM(model.parameters(), torch.optim.SGD, adaptive=True, eta=-1.0, lr=LR)
 
 
 def test_per_group_rho_shares_one_norm():
@@ -397,12 +412,19 @@ def test_averages_unwrap_and_save_like_a_model(tmp_path):
 
 
 def test_sam_adamw_maps_each_variant_to_its_class():
-    from flatgen.optim import SAM, LookSAM, MomentumSAM, SAMEveryK, sam_adamw
+    from flatgen.optim import SAM, LookSAM, MomentumSAM, SAMEveryK, sam_adamw, sam_variant_names
 
     params = [torch.nn.Parameter(torch.zeros(3))]
-    expected = {"sam": SAM, "looksam": LookSAM, "momentumsam": MomentumSAM, "sam-every-k": SAMEveryK}
+    expected = {
+        "sam": SAM, "looksam": LookSAM, "momentumsam": MomentumSAM, "sam-every-k": SAMEveryK
+    }  # fmt: skip
+    assert set(expected) <= set(sam_variant_names())
+    options = {"k": 3, "alpha": 0.2}  # each variant takes its own, the others are ignored
     for variant, cls in expected.items():
-        opt = sam_adamw(params, variant, rho=0.1, k=3, lr=1e-3)
+        opt = sam_adamw(params, variant, rho=0.1, options=options, lr=1e-3)
         assert type(opt) is cls and isinstance(opt.base_optimizer, torch.optim.AdamW)
-    with pytest.raises(ValueError, match="unknown SAM variant"):
+        assert getattr(opt, "k", 3) == 3 and getattr(opt, "alpha", 0.2) == 0.2
+    with pytest.raises(ValueError, match="unknown SAM variant 'asam'; choose from sam"):
         sam_adamw(params, "asam", rho=0.1)
+    with pytest.raises(ValueError, match="unknown SAM variant option"):
+        sam_adamw(params, "sam", rho=0.1, options={"kk": 3})

@@ -11,6 +11,7 @@ from flatgen.config import ConfigError
 from flatgen.report import collect_study
 from flatgen.study import load_study_config, plan_units, run_study, split_method
 from flatgen.study.config import StudyConfig, unit_config
+from flatgen.train import RunDirError
 
 QUIET = Console(quiet=True)
 
@@ -76,15 +77,17 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     lam = [r["metrics"]["lambda_max"] for r in results["results"]]
     assert all(v > 0 for v in lam)
     # the loss-under-perturbation curves are the analysis functions' own, on the same fixed batch
-    from flatgen.analysis import worst_case_sharpness
-    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.analysis import filter_worst_case_sharpness
+    from flatgen.study.measure import SHARPNESS_SEED, sharpness_loss_fn
     from flatgen.train import load_run
 
     row = next(r for r in results["results"] if r["method"] == "sam" and r["seed"] == 1)
     curve = row["metrics"]["perturbation_detail"]["worst_case"]
     assert curve["rho"] == toy_study.evaluations.perturbation_rhos
     run = load_run(out / "runs" / "sam-s1")
-    direct = worst_case_sharpness(run.model("raw"), sharpness_loss_fn(run, 32), curve["rho"])
+    direct = filter_worst_case_sharpness(
+        run.model("raw"), sharpness_loss_fn(run, 32), curve["rho"], seed=SHARPNESS_SEED
+    )
     assert curve["increase"] == pytest.approx(direct.increase, rel=1e-5)
     assert row["metrics"]["loss_increase_worst@0.5"] == curve["increase"][-1]
     assert {"loss_vs_worst_perturbation", "loss_vs_random_perturbation"} <= set(summary["plots"])
@@ -93,7 +96,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     assert csv_lines[0] == "method,seed,base,weights,metric,value" and len(csv_lines) > 20
 
     # restart: everything is skipped, nothing retrained
-    import flatgen.study.run as study_module
+    import flatgen.study.diffusion as study_module
 
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
@@ -103,7 +106,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
 
 
 def test_failed_run_does_not_stop_the_study(tmp_path, toy_study, monkeypatch):
-    import flatgen.study.run as study_module
+    import flatgen.study.diffusion as study_module
 
     real_train = study_module.train
 
@@ -136,14 +139,15 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
         _write_cifar_batch(root / f"data_batch_{i}.bin", [i, i], rng)
     _write_cifar_batch(root / "test_batch.bin", [0, 1, 2, 3], rng)
     study = load_study_config("configs/cifar10-study.yaml")
-    assert study.base["model"]["preset"] == "unet-adm32" and study.evaluations.quality_steps == [20, 100]
+    assert study.base["model"]["preset"] == "unet-adm-cifar10" and study.evaluations.quality_steps == [20, 100]
     base = json.loads(json.dumps(study.base))
     base["data"]["path"] = str(root)
     base["train"] |= {"steps": 1, "batch_size": 2, "warmup_steps": 0, "mixed_precision": "no"}
     tiny = study.model_copy(update={
         "base": base, "methods": ["adm", "ema"],
         "evaluations": study.evaluations.model_copy(update={
-            "quality_steps": [2], "n_samples": 4, "suites": [], "sharpness": False}),
+            "quality_steps": [2], "n_samples": 4, "suites": [], "sharpness": False,
+            "inception_weights": None}),
     })
     status = run_study(tiny, tmp_path / "out", QUIET, progress=False)
     assert status == {"adm-s0": "done"}
@@ -154,15 +158,18 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
 def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch):
     """A run trained with other settings (say a --quick demo in the same folder) is refused, and
     measurements taken with other evaluation settings are taken again, without retraining."""
-    import flatgen.study.run as study_module
+    import flatgen.study.diffusion as study_module
 
     study = toy_study.model_copy(update={"methods": ["adm"], "seeds": [0], "evaluations":
                                          toy_study.evaluations.model_copy(update={"suites": [], "sharpness": False})})
     assert run_study(study, tmp_path, QUIET, progress=False) == {"adm-s0": "done"}
 
     longer = study.model_copy(update={"base": study.base | {"train": study.base["train"] | {"steps": 8}}})
-    status = run_study(longer, tmp_path, QUIET, progress=False)
-    assert status["adm-s0"].startswith("failed") and "train.steps: 6 -> 8" in status["adm-s0"]
+    before = (tmp_path / "status.json").read_bytes()
+    # refused before any unit runs (exit 2 in the CLI); status.json keeps the good run as done
+    with pytest.raises(RunDirError, match="train.steps: 6 -> 8"):
+        run_study(longer, tmp_path, QUIET, progress=False)
+    assert (tmp_path / "status.json").read_bytes() == before
     with pytest.raises(ValueError, match="no finished runs"):  # the 6-step numbers are not reported as 8-step ones
         collect_study(longer, tmp_path, samples=False)
 

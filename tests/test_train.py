@@ -60,9 +60,20 @@ def test_resume_is_bitwise_equal(tmp_path, tiny_toy_config, method):
 def test_checkpoint_contents(tmp_path, tiny_toy_config):
     train(tiny_toy_config, tmp_path / "run", progress=False)
     ckpt = tmp_path / "run" / "checkpoints" / "last"
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)  # no pickled objects
-    assert state["step"] == tiny_toy_config.train.steps and "optimizer" in state
-    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == state["step"]
+    # no pickle anywhere: safetensors and strict JSON only
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "model.safetensors", "trainer_state.json", "trainer_state.safetensors"]
+    meta = json.loads((ckpt / "trainer_state.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"non-strict JSON token {c}"))
+    state = load_trainer_state(ckpt)
+    assert state["step"] == meta["step"] == tiny_toy_config.train.steps
+    # AdamW's moments and step counters, the scheduler and the RNG come back as saved
+    moments = state["optimizer"]["state"]
+    assert sorted(moments) == list(range(len(moments))) and moments  # int keys survive JSON
+    assert set(moments[0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert isinstance(state["optimizer"]["param_groups"][0]["betas"], tuple)
+    assert state["scheduler"]["last_epoch"] == tiny_toy_config.train.steps
+    assert state["rng_cpu"].dtype == torch.uint8
     run = load_run(tmp_path / "run")
     assert run.cfg == tiny_toy_config and run.available_weights() == ["raw"]
     with pytest.raises(ValueError, match="no 'ema' weights"):
@@ -226,7 +237,8 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
 
     run = tmp_path / "run"
     trained = train(tiny_toy_config, run, progress=False)
-    files = ("config.yaml", "metrics.jsonl", "train_summary.json", "checkpoints/last/trainer_state.pt")
+    files = ("config.yaml", "metrics.jsonl", "train_summary.json",
+             "checkpoints/last/trainer_state.safetensors", "checkpoints/last/trainer_state.json")
     before = {name: (run / name).read_bytes() for name in files}
     summary = json.loads(before["train_summary.json"])
 
@@ -234,7 +246,10 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
         raise AssertionError("a finished run needs no progress bar")
 
     monkeypatch.setattr(loop, "make_progress", no_progress_bar)
-    for cfg in (_resume_config(run), _resume_config(run, "train.steps=8")):  # finished, or past the end
+    # fewer steps than done is refused, naming both numbers (it used to pass as "finished")
+    with pytest.raises(RunDirError, match=r"at step 12 with train.steps=8, fewer than done"):
+        train(_resume_config(run, "train.steps=8"), run, resume=True, progress=False)
+    for cfg in (_resume_config(run),):  # finished
         result = train(cfg, run, resume=True, progress=True)
         assert result.steps == tiny_toy_config.train.steps
         assert result.final_loss == summary["final_loss"] == pytest.approx(trained.final_loss)
@@ -247,3 +262,94 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
     assert result.steps == last["step"] == tiny_toy_config.train.steps
     assert result.final_loss == last["loss"]
     assert not (run / "train_summary.json").exists()
+
+
+def test_checkpoint_history_keeps_the_last_k(tmp_path, tiny_toy_config):
+    from flatgen.train import checkpoint_step, latest_checkpoint, step_checkpoints
+
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.train.ckpt_every, cfg.train.keep_checkpoints = 2, 3  # saves at 2, 4, ..., 12
+    train(cfg, tmp_path / "run", progress=False)
+    root = tmp_path / "run" / "checkpoints"
+    assert list(step_checkpoints(root)) == [8, 10, 12]
+    assert sorted(p.name for p in root.iterdir()) == ["last", "step-10", "step-12", "step-8"]
+    assert checkpoint_step(latest_checkpoint(root)) == 12
+    # `last` is the newest step-<n>, sharing its files (hard links: no extra space)
+    for f in (root / "last").iterdir():
+        assert f.stat().st_ino == (root / "step-12" / f.name).stat().st_ino
+    cfg.train.keep_checkpoints = 0  # only `last`
+    train(cfg, tmp_path / "only-last", progress=False)
+    assert [p.name for p in (tmp_path / "only-last" / "checkpoints").iterdir()] == ["last"]
+
+
+def test_resume_from_an_earlier_step_replays_exactly(tmp_path, tiny_toy_config):
+    from flatgen.train import checkpoint_step, latest_checkpoint, step_checkpoints
+
+    run = tmp_path / "run"
+    train(tiny_toy_config, run, progress=False)  # checkpoints 5, 10, 12
+    final = {n: load_weights(run / "checkpoints" / "last", n) for n in ("model",)}
+    log = (run / "metrics.jsonl").read_text()
+    notes = []
+    result = train(_resume_config(run), run, resume_from=5, progress=False, notify=notes.append)
+    assert result.steps == 12 and notes == [
+        "resuming from step 5: discarded the later checkpoints (steps 10, 12)"]
+    _assert_bitwise_equal(final["model"], load_weights(run / "checkpoints" / "last", "model"))
+    strip = [{k: v for k, v in json.loads(ln).items() if k != "it_per_s"}
+             for ln in log.splitlines()]
+    again = [{k: v for k, v in json.loads(ln).items() if k != "it_per_s"}
+             for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert again == strip  # the same losses logged, once each
+    assert list(step_checkpoints(run / "checkpoints")) == [5, 10, 12]
+    assert checkpoint_step(latest_checkpoint(run / "checkpoints")) == 12
+
+
+def test_trainer_state_round_trip_is_exact():
+    """encode/decode: JSON + safetensors give back the state, types and bits included."""
+    from safetensors.torch import load as load_bytes
+    from safetensors.torch import save as save_bytes
+
+    from flatgen.train.state import decode_state, encode_state
+
+    state = {"step": 7, "optimizer": {"state": {0: {"step": torch.tensor(3.0),
+                                                   "exp_avg": torch.randn(2, 3)}},
+                                      "param_groups": [{"betas": (0.9, 0.999), "lr": 1e-3,
+                                                        "foreach": None, "params": [0]}]},
+             "inf": float("inf"), "nan": float("nan"), "tag": {"__tensor__": "a user key"},
+             "rng": torch.get_rng_state(), "half": torch.tensor([1.5], dtype=torch.float16)}
+    tree, tensors = encode_state(state)
+    text = json.dumps(tree, allow_nan=False)  # strict JSON
+    back = decode_state(json.loads(text), load_bytes(save_bytes(tensors)))
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert list(back["optimizer"]["state"]) == [0] and back["tag"] == state["tag"]
+    assert back["inf"] == float("inf") and back["nan"] != back["nan"]
+    moments = state["optimizer"]["state"][0]["exp_avg"], back["optimizer"]["state"][0]["exp_avg"]
+    for a, b in ((state["rng"], back["rng"]), (state["half"], back["half"]), moments):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    # the fp16 loss scaler's state goes through as well (scale and growth tracker)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    p = torch.nn.Parameter(torch.ones(2))
+    sgd = torch.optim.SGD([p], lr=0.1)
+    scaler.scale(p.sum()).backward()
+    scaler.step(sgd)
+    scaler.update()
+    tree, tensors = encode_state({"scaler": scaler.state_dict()})
+    restored = torch.amp.GradScaler("cpu")
+    restored.load_state_dict(decode_state(json.loads(json.dumps(tree)), tensors)["scaler"])
+    assert restored.state_dict() == scaler.state_dict() and restored.get_scale() == 1024.0
+    with pytest.raises(TypeError, match=r"cannot store object at state.x"):
+        encode_state({"x": object()})
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "checkpoints" / "last", {"model": torch.nn.Linear(2, 2)},
+                        {"step": 1})
+    finally:
+        os.umask(old)
+    ckpt = tmp_path / "checkpoints" / "last"
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()} == {0o644}

@@ -13,7 +13,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flatgen.data.toy2d import TOY2D_NAMES
-from flatgen.dro.config import WRMConfig
+from flatgen.optim.wrm import WRMConfig
 
 
 class ConfigError(ValueError):
@@ -31,7 +31,8 @@ Seeds = Annotated[list[int], AfterValidator(_distinct_seeds)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan are refused: `train.lr=.inf` would train to NaN weights
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -54,17 +55,30 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    preset: Literal["unet-digits", "unet-adm32", "mlp2d"] = "unet-digits"
+    preset: Literal["unet-digits", "unet-adm32", "unet-adm-cifar10", "mlp2d"] = "unet-digits"
     dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the preset's
+    # a diffusers pipeline or UNet2DModel directory to fine-tune (preset is then unused); the
+    # diffusion section is read from its scheduler config
+    pretrained: str | None = None
 
 
 class DiffusionConfig(Section):
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: Literal["linear", "cosine", "scaled_linear"] = "linear"
     timesteps: int = Field(1000, ge=2)
+    beta_start: float = Field(0.0001, gt=0, lt=1)  # linear / scaled_linear only
+    beta_end: float = Field(0.02, gt=0, lt=1)
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+
+
+def _registered_sam_variant(v: str) -> str:
+    from flatgen.optim.registry import sam_variant  # torch is loaded only when a SAM is asked for
+
+    sam_variant(v)  # ValueError naming the registered variants
+    return v
 
 
 class SAMConfig(Section):
-    variant: Literal["sam", "looksam", "momentumsam", "sam-every-k"] = "sam"
+    variant: Annotated[str, AfterValidator(_registered_sam_variant)] = "sam"  # flatgen.optim
     rho: float = Field(0.05, gt=0)
     adaptive: bool = False  # ASAM
     k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
@@ -137,8 +151,12 @@ class TrainConfig(Section):
     seed: int = 0
     log_every: int = Field(25, gt=0)
     ckpt_every: int = Field(250, gt=0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    keep_checkpoints: int = Field(3, ge=0)  # checkpoints/step-<n> kept besides checkpoints/last
+    # None: what `accelerate launch` / `accelerate config` / ACCELERATE_MIXED_PRECISION say
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     cpu: bool = False  # force the CPU even where a GPU exists
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"  # Accelerate's trackers
+    sample_every: int | None = Field(None, gt=0)  # a sample grid in samples/step-<n>.png
 
 
 class EvalConfig(Section):
@@ -158,9 +176,34 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pretrained_diffusion(cls, data: Any) -> Any:
+        # a pretrained model brings its own schedule: fill in what the config does not say,
+        # refuse what contradicts it
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict) or not model.get("pretrained"):
+            return data
+        from flatgen.models.pretrained import diffusion_fields
+
+        try:
+            fields = diffusion_fields(model["pretrained"])
+        except (ValueError, OSError) as err:
+            raise ValueError(f"model.pretrained: {err}") from None
+        given = dict(data.get("diffusion") or {})
+        for key, value in given.items():
+            if key in fields and value != fields[key]:
+                raise ValueError(f"diffusion.{key} {value!r} contradicts the pretrained model's "
+                                 f"scheduler ({fields[key]!r}): drop it from the config")
+        return {**data, "diffusion": {**fields, **given}}
+
     @model_validator(mode="after")
     def _check(self) -> Config:
         vector = self.data.name == "toy2d"
+        if self.model.pretrained:
+            if vector:
+                raise ValueError("model.pretrained needs image data, not toy2d")
+            return self
         if vector != (self.model.preset == "mlp2d"):
             raise ValueError(
                 f"model.preset {self.model.preset!r} does not fit data {self.data.name!r} "
@@ -179,12 +222,21 @@ def format_validation_error(err: ValidationError) -> str:
     return f"invalid config: {key}: {msg}{more}"
 
 
-def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted key, old, new) for every leaf where two nested dicts (dumped configs) differ."""
+# how a run is executed and watched, not what it computes: a resumed run or a study may change
+# them, and runs saved before these defaults changed (mixed_precision "no") stay reusable
+EXECUTION_KEYS = ("train.mixed_precision", "train.cpu", "train.log_with", "train.sample_every")
+
+
+def config_changes(old: Any, new: Any, prefix: str = "", *,
+                   ignore: tuple[str, ...] = EXECUTION_KEYS) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf where two nested dicts (dumped configs) differ,
+    except the keys in `ignore`."""
     if isinstance(old, dict) and isinstance(new, dict):
         return [change for key in dict.fromkeys([*old, *new])
-                for change in config_changes(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [(prefix.rstrip("."), old, new)]
+                for change in config_changes(old.get(key), new.get(key), f"{prefix}{key}.",
+                                             ignore=ignore)]
+    key = prefix.rstrip(".")
+    return [] if old == new or key in ignore else [(key, old, new)]
 
 
 def _apply_override(data: dict, assignment: str) -> None:
@@ -214,18 +266,43 @@ def build_config(data: dict | None = None, overrides: list[str] | tuple[str, ...
         raise ConfigError(format_validation_error(err)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config file, apply overrides, validate."""
+def read_yaml_mapping(path: str | Path, what: str = "config file", fix: str = "") -> dict:
+    """The mapping a YAML file holds; ConfigError (one line, ending in `fix` if given) if it is
+    missing, unreadable, empty, not valid YAML or not a mapping."""
     path = Path(path)
+    tail = f": {fix}" if fix else ""
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder{tail or ': give a YAML file'}")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found")
+        raise ConfigError(f"{what} {str(path)!r} not found{tail}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+        first = f"{err}".splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML ({first}){tail}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise ConfigError(f"{what} {str(path)!r} cannot be read ({reason}){tail}") from None
+    if data is None:
+        raise ConfigError(f"{what} {str(path)!r} is empty"
+                          + (tail or ": write the sections to change (see configs/), "
+                             "or `{}` for every default"))
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-    return build_config(data, overrides)
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping of sections{tail}")
+    return data
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, fix: str = ""
+) -> Config:
+    """Read a YAML config file, apply overrides, validate; `fix` ends any error message."""
+    data = read_yaml_mapping(path, fix=fix)
+    if not fix:
+        return build_config(data, overrides)
+    try:
+        return build_config(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{err} in {str(path)!r}: {fix}") from None
 
 
 def dump_config(cfg: Config) -> str:

@@ -3,11 +3,15 @@
 Every number comes with its floor: the same metric between an equal-size draw of real training
 data and the test set. W2 and FID from finite samples are biased by the sample size, so a model
 is judged against what real data of the same size achieves, never against zero.
+
+RGB image data also get Inception FID / KID when the user names the FID Inception's weights
+(flatgen.metrics.inception); digits keep digits-FID, their own classifier's features.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +24,17 @@ from flatgen.train.run import Run
 FLOOR_SEED = 0
 
 
+def _inception_metric(weights: str | Path | None, test: torch.Tensor):
+    """(fake) -> {"inception_fid", "inception_kid"} against the test set, or None where there is
+    no Inception score to take (no weights named, or data that are not RGB images)."""
+    if weights is None or test.ndim != 4 or test.shape[1] != 3:
+        return None
+    from flatgen.metrics.inception import inception_scores, load_inception_features
+
+    features = load_inception_features(weights)
+    return lambda fake: inception_scores(fake, test, features)
+
+
 def evaluate_quality(
     run: Run,
     weights: Sequence[str] = ("raw",),
@@ -29,12 +44,15 @@ def evaluate_quality(
     seed: int = 1234,
     batch_size: int = 512,
     progress: bool = True,
+    *,
+    inception_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """{"n", "floor": {...}, "results": [{"weights", "sampler", "steps", metrics...}, ...]}."""
     train, test = run.data()
     n = n or len(test)
     floor_ref = train_floor_sample(train, n, seed=FLOOR_SEED)
     shape = tuple(test.shape[1:])
+    inception = _inception_metric(inception_weights, test)
     combos = [(w, s, k) for w in weights for s in samplers for k in steps]
     rows: list[dict[str, Any]] = []
     floor: dict[str, Any] | None = None
@@ -49,6 +67,10 @@ def evaluate_quality(
                              on_batch=(lambda b: bar.advance(task, b)) if bar else None)
             # the floor depends only on n, so it is computed with the first setting only
             report = quality_report(x, test, floor_ref if floor is None else None)
+            if inception is not None:
+                report |= inception(x)
+                if floor is None:
+                    report |= {f"{k}_floor": v for k, v in inception(floor_ref).items()}
             if floor is None:
                 floor = {key: v for key, v in report.items() if "_floor" in key} | {"n": n}
             rows.append({"weights": w, "sampler": sampler, "steps": k}

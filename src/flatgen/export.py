@@ -2,20 +2,66 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from diffusers import DDPMPipeline, DDPMScheduler
 
+from flatgen.errors import OutputError
+from flatgen.io import check_writable, dir_mode
 from flatgen.models import UNetDenoiser
 from flatgen.train.run import Run
 
 
-def export_pipeline(run: Run, out: str | Path, weights: str = "raw") -> Path:
-    """Save a DDPMPipeline (UNet2DModel + DDPMScheduler) that `DDPMPipeline.from_pretrained` loads."""
+def check_export_dir(out: str | Path, *, force: bool = False) -> None:
+    """OutputError unless `out` can receive an export: new, empty, or (with force) an export.
+
+    A run directory or any other folder with files in it is never written into, --force or not:
+    a pipeline folder must hold the pipeline alone.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {str(out)!r} is a file: give a folder for the pipeline")
+    if out.is_dir() and any(out.iterdir()):
+        if (out / "config.yaml").is_file() or (out / "checkpoints").exists():
+            raise OutputError(f"--out {str(out)!r} is a flatgen run directory: export into a new "
+                              "folder, e.g. --out exported/NAME")
+        if not (out / "model_index.json").is_file():
+            raise OutputError(f"--out {str(out)!r} holds other files: export into a new or empty "
+                              "folder")
+        if not force:
+            raise OutputError(f"--out {str(out)!r} holds an export already: pass --force to "
+                              "replace it, or choose another --out")
+    check_writable(out.parent if not out.exists() else out)
+
+
+def export_pipeline(
+    run: Run, out: str | Path, *, weights: str = "raw", force: bool = False
+) -> Path:
+    """Save a DDPMPipeline (UNet2DModel + DDPMScheduler) that `DDPMPipeline.from_pretrained` loads.
+
+    Written into a temporary folder beside `out` and renamed into place, so `out` never holds a
+    half-written or mixed pipeline (see check_export_dir for what may be replaced).
+    """
+    out = Path(out)
+    check_export_dir(out, force=force)
     model = run.model(weights)
     if not isinstance(model, UNetDenoiser):
         raise ValueError(f"only U-Net presets export to diffusers; this run uses {run.cfg.model.preset!r}")
-    scheduler = DDPMScheduler.from_config(run.schedule.scheduler.config)
-    out = Path(out)
-    DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    # timestep_spacing "linspace": DDPMPipeline then walks the ADM sampler's respaced chain
+    scheduler = DDPMScheduler.from_config(run.schedule.scheduler_config())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        os.chmod(tmp, dir_mode())
+        pipeline = DDPMPipeline(unet=model.unet, scheduler=scheduler)
+        pipeline.save_pretrained(tmp, safe_serialization=True)
+        if out.exists():  # empty, or an export replaced with --force
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out

@@ -26,6 +26,7 @@ def losses_at(
     model: nn.Module,
     loss_fn: LossFn,
     directions: torch.Tensor,
+    *,
     coords: torch.Tensor,
     space: ParamSpace | None = None,
     batch_points: int = 8,

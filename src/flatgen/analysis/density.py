@@ -47,7 +47,9 @@ class SpectralDensity:
         }
 
 
-def broaden(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
+def broaden(
+    nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, *, sigma: float
+) -> np.ndarray:
     """Average over probes of sum_j w_j N(x; node_j, sigma^2) on the grid."""
     z = (grid[None, None, :] - nodes[..., None]) / sigma
     kern = np.exp(-0.5 * z**2) / (sigma * np.sqrt(2 * np.pi))
@@ -56,6 +58,7 @@ def broaden(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: flo
 
 def slq(
     op: LinearOperator,
+    *,
     n_iter: int = 64,
     n_probes: int = 4,
     grid_size: int = 512,
@@ -85,7 +88,7 @@ def slq(
     grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, grid_size)
     return SpectralDensity(
         grid=grid,
-        density=broaden(nodes, weights, grid, sigma),
+        density=broaden(nodes, weights, grid, sigma=sigma),
         nodes=nodes,
         weights=weights,
         sigma=float(sigma),
@@ -97,6 +100,7 @@ def slq(
 def hessian_spectral_density(
     model: nn.Module,
     loss_fn: LossFn,
+    *,
     n_iter: int = 64,
     n_probes: int = 4,
     grid_size: int = 512,
@@ -108,4 +112,7 @@ def hessian_spectral_density(
 ) -> SpectralDensity:
     """Eigenvalue density of the Hessian of loss_fn(model) by SLQ (see slq)."""
     with HessianOperator(model, loss_fn, method=method) as op:
-        return slq(op, n_iter, n_probes, grid_size, sigma, rel_sigma, seed, progress)
+        return slq(
+            op, n_iter=n_iter, n_probes=n_probes, grid_size=grid_size, sigma=sigma,
+            rel_sigma=rel_sigma, seed=seed, progress=progress,
+        )  # fmt: skip

@@ -71,6 +71,7 @@ class HessianOperator:
         model: nn.Module,
         loss_fn: LossFn,
         params: Sequence[str] | None = None,
+        *,
         method: HVPMethod = "reverse",
     ):
         if method not in HVP_METHODS:
@@ -114,6 +115,22 @@ class HessianOperator:
         view.__dict__.update(self.__dict__)
         view._select(params)
         return view
+
+    def gradient(self) -> torch.Tensor:
+        """The gradient of the loss at the snapshot, as a flat vector of length n."""
+        params = [self.full.params[i] for i in self._idx]
+        if self._grads is not None:
+            grads = [self._grads[i] for i in self._idx]
+        else:  # "forward" keeps no graph: one more backward pass
+            with analysis_mode(self.model):
+                loss = self.loss_fn(self.model)
+                grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+        return torch.cat(
+            [
+                (g.detach() if g is not None else torch.zeros_like(p)).reshape(-1)
+                for g, p in zip(grads, params, strict=True)
+            ]
+        )
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """H v for a flat vector v of length n."""

@@ -29,6 +29,7 @@ class Lanczos:
         self,
         op: LinearOperator,
         max_iter: int,
+        *,
         v0: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ):
@@ -150,6 +151,7 @@ class EigenResult:
 def lanczos_eigs(
     op: LinearOperator,
     k: int = 5,
+    *,
     which: Which = "LA",
     tol: float = 1e-3,
     max_iter: int = 100,

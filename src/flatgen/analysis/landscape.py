@@ -48,6 +48,7 @@ def grid_coords(n_points: int, span: float) -> np.ndarray:
 def loss_landscape(
     model: nn.Module,
     loss_fn: LossFn,
+    *,
     dim: int = 2,
     grid: int = 21,
     span: float = 1.0,
@@ -70,7 +71,9 @@ def loss_landscape(
     space = ParamSpace(model)
     if directions is None:
         g = torch.Generator().manual_seed(seed)
-        directions = torch.stack([random_direction(model, g, bias, space) for _ in range(dim)])
+        directions = torch.stack(
+            [random_direction(model, g, bias=bias, space=space) for _ in range(dim)]
+        )
     if directions.shape != (dim, space.n):
         raise ValueError(f"directions must be ({dim}, {space.n}), got {tuple(directions.shape)}")
     axis = grid_coords(grid, span)
@@ -83,7 +86,7 @@ def loss_landscape(
             model,
             loss_fn,
             directions,
-            torch.from_numpy(mesh),
+            coords=torch.from_numpy(mesh),
             space=space,
             batch_points=batch_points,
             vectorize=vectorize,

@@ -1,4 +1,5 @@
-"""PNG plots of landscapes, perturbation curves and spectral densities (matplotlib, Agg).
+"""PNG plots of landscapes, perturbation curves, spectral densities and the second-order
+check (matplotlib, Agg).
 
 Figures are drawn with matplotlib's object API on an Agg canvas, so importing this module
 neither needs a display nor changes the pyplot backend of the caller.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from flatgen.analysis.density import SpectralDensity
+from flatgen.analysis.expansion import DEFAULT_TOLERANCE, expansion_title
 from flatgen.analysis.landscape import Landscape
 
 
@@ -41,7 +43,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def plot_landscape(
-    landscape: Landscape, path: str | os.PathLike, kind: str = "both", log: bool = False
+    landscape: Landscape, path: str | os.PathLike, *, kind: str = "both", log: bool = False
 ) -> Path:
     """A 1-D landscape as a line; a 2-D one as a contour ("contour"), a 3-D surface
     ("surface"), or both side by side ("both"). log=True plots log10 of the loss."""
@@ -132,4 +134,57 @@ def plot_sharpness(summary: Mapping, path: str | os.PathLike) -> Path:
     lam = summary.get("lambda_max")
     if lam is not None:
         fig.suptitle(f"lambda_max = {lam:.4g}", y=1.03)
+    return _save(fig, path)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def plot_expansion(
+    rows_by_model: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
+    path: str | os.PathLike,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Path:
+    """Predicted (g.delta + 0.5 delta.H.delta) against measured loss rise, from
+    loss_rise_check rows ({model label: rows}, or one model's rows).
+
+    Symlog axes (rises can be negative), the y = x line and the +-tolerance band; one colour
+    per model, one marker per perturbation kind. The title says where the expansion holds.
+    """
+    if not isinstance(rows_by_model, Mapping):
+        rows_by_model = {"": rows_by_model}
+    all_rows = [r for rows in rows_by_model.values() for r in rows]
+    values = np.array([abs(r[k]) for r in all_rows for k in ("measured", "predicted")], float)
+    nonzero = values[values > 0]
+    lin = float(nonzero.min()) if nonzero.size else 1e-8  # linear region below the smallest rise
+    top = float(values.max()) * 2 if values.size and values.max() > 0 else 1.0
+    kinds = list(dict.fromkeys(r["kind"] for r in all_rows))
+    marker = {k: _MARKERS[i % len(_MARKERS)] for i, k in enumerate(kinds)}
+    colours = {label: f"C{i % 10}" for i, label in enumerate(rows_by_model)}
+    fig = _figure((6, 5))
+    ax = fig.subplots()
+    for label, rows in rows_by_model.items():
+        for kind in kinds:
+            pts = [r for r in rows if r["kind"] == kind]
+            if pts:
+                ax.scatter(
+                    [r["measured"] for r in pts], [r["predicted"] for r in pts],
+                    marker=marker[kind], color=colours[label], alpha=0.8,
+                )  # fmt: skip
+    grid = np.concatenate([-np.geomspace(top, lin, 50), [0.0], np.geomspace(lin, top, 50)])
+    ax.plot(grid, grid, color="black", lw=0.8, label="y = x")
+    ax.fill_between(grid, grid * (1 - tolerance), grid * (1 + tolerance), color="grey",
+                    alpha=0.15, label=f"±{tolerance:.0%}")  # fmt: skip
+    ax.set_xscale("symlog", linthresh=lin)
+    ax.set_yscale("symlog", linthresh=lin)
+    ax.set(xlabel="measured loss rise L(w+δ) - L(w)", ylabel="predicted g·δ + ½ δ·H·δ")
+    ax.tick_params(labelsize=7)
+    for kind in kinds:  # legend entries only: one per kind (grey), one per model (colour)
+        ax.scatter([], [], color="grey", marker=marker[kind], label=kind)
+    for label, colour in colours.items():
+        if label:
+            ax.scatter([], [], color=colour, marker="o", label=label)
+    ax.legend(fontsize=7)
+    ax.set_title(expansion_title(all_rows, tolerance=tolerance), fontsize=8)
     return _save(fig, path)

@@ -11,7 +11,15 @@ from torch import nn
 from flatgen.analysis.density import hessian_spectral_density
 from flatgen.analysis.eigen import GroupSpec, hessian_eigenvalues, hessian_eigenvalues_per_layer
 from flatgen.analysis.params import LossFn, ParamSpace, ProgressFn, analysis_mode
-from flatgen.analysis.perturbation import average_case_sharpness, worst_case_sharpness
+from flatgen.analysis.perturbation import (
+    ASCENTS,
+    PGD_FILTER,
+    SAM_ASCENT,
+    PerturbationCurve,
+    average_case_sharpness,
+    filter_worst_case_sharpness,
+    worst_case_sharpness,
+)
 from flatgen.analysis.trace import TraceMethod, hessian_trace
 
 # stage_progress(stage, done, total)
@@ -24,9 +32,29 @@ def _stage(progress: StageProgressFn | None, name: str) -> ProgressFn | None:
     return lambda done, total: progress(name, done, total)
 
 
+def _worst_case(
+    model: nn.Module,
+    loss_fn: LossFn,
+    rhos: Sequence[float],
+    *,
+    ascent: str,
+    steps: int | None,
+    restarts: int,
+    seed: int,
+    progress: ProgressFn | None,
+) -> PerturbationCurve:
+    kw = {} if steps is None else {"steps": steps}  # None: the ascent's own default
+    if ascent == SAM_ASCENT:
+        return worst_case_sharpness(model, loss_fn, rhos, progress=progress, **kw)
+    return filter_worst_case_sharpness(
+        model, loss_fn, rhos, restarts=restarts, seed=seed, progress=progress, **kw
+    )
+
+
 def sharpness_summary(
     model: nn.Module,
     loss_fn: LossFn,
+    *,
     top_k: int = 5,
     trace: bool = True,
     density: bool = False,
@@ -41,17 +69,25 @@ def sharpness_summary(
     density_iter: int = 64,
     density_probes: int = 2,
     draws: int = 8,
+    ascent: str = PGD_FILTER,
+    ascent_steps: int | None = None,
+    ascent_restarts: int = 1,
     seed: int = 0,
     progress: StageProgressFn | None = None,
 ) -> dict:
     """Flatness measures of loss_fn(model) as a JSON-friendly dict.
 
     Keys: n_params, loss, lambda_max, top_k, eigen (solver details), trace (or None),
-    per_layer ({group: top eigenvalue} or None), worst_case (loss increase within L2 balls of
-    radius rho), average_case (mean/std loss increase under per-filter Gaussian noise sigma),
-    density (SLQ grid and density, or None), settings. Empty rhos/sigmas skip those curves;
+    per_layer ({group: top eigenvalue} or None), worst_case (loss increase in the worst case
+    found within balls of radius rho, with the "ascent" used and its "ball": by default
+    "pgd-filter", every filter within rho times its weight's norm, an ascent SAM does not run;
+    ascent="sam-ascent" gives SAM's own objective, an L2 ball; ascent_steps None keeps the
+    ascent's default), average_case (mean/std loss increase under per-filter Gaussian noise
+    sigma), density (SLQ grid and density, or None), settings. Empty rhos/sigmas skip those curves;
     top_k=0 skips the eigenvalues. progress(stage, done, total) reports each stage.
     """
+    if ascent not in ASCENTS:
+        raise ValueError(f"unknown worst-case ascent {ascent!r}; choose from {', '.join(ASCENTS)}")
     with analysis_mode(model), torch.no_grad():
         loss0 = float(loss_fn(model))
     out: dict = {"n_params": ParamSpace(model).n, "loss": loss0}
@@ -90,9 +126,10 @@ def sharpness_summary(
         )  # fmt: skip
     out["worst_case"] = None
     if rhos:
-        out["worst_case"] = worst_case_sharpness(
-            model, loss_fn, rhos, progress=_stage(progress, "worst-case")
-        ).to_dict()
+        out["worst_case"] = _worst_case(
+            model, loss_fn, rhos, ascent=ascent, steps=ascent_steps, restarts=ascent_restarts,
+            seed=seed, progress=_stage(progress, "worst-case"),
+        ).to_dict()  # fmt: skip
     out["average_case"] = None
     if sigmas:
         out["average_case"] = average_case_sharpness(
@@ -116,6 +153,7 @@ def sharpness_summary(
         "layer_groups": layer_groups if isinstance(layer_groups, str | int) else "custom",
         "hvp": "double backward, kept graph",
         "noise_bias_mode": "zero",
+        "worst_case_ascent": ascent,
     }
     return out
 

@@ -41,7 +41,7 @@ def _mean_and_stderr(samples: list[float]) -> tuple[float, float]:
 
 
 def hutchinson(
-    op: LinearOperator, n_matvecs: int = 100, seed: int = 0, progress: ProgressFn | None = None
+    op: LinearOperator, n_matvecs: int = 100, *, seed: int = 0, progress: ProgressFn | None = None
 ) -> TraceResult:
     """tr(A) ~ mean of z^T A z over Rademacher probes z; stderr from the sample spread."""
     if n_matvecs < 1:
@@ -57,7 +57,7 @@ def hutchinson(
 
 
 def hutchpp(
-    op: LinearOperator, n_matvecs: int = 100, seed: int = 0, progress: ProgressFn | None = None
+    op: LinearOperator, n_matvecs: int = 100, *, seed: int = 0, progress: ProgressFn | None = None
 ) -> TraceResult:
     """Hutch++ (Meyer, Musco, Musco, Woodruff 2021): exact trace on a sketched top subspace.
 
@@ -67,7 +67,7 @@ def hutchpp(
     products.
     """
     if n_matvecs < 3:
-        return hutchinson(op, n_matvecs, seed, progress)
+        return hutchinson(op, n_matvecs, seed=seed, progress=progress)
     g = torch.Generator().manual_seed(seed)
     k = n_matvecs // 3
     n_rest = n_matvecs - 2 * k
@@ -102,6 +102,7 @@ def hutchpp(
 def hessian_trace(
     model: nn.Module,
     loss_fn: LossFn,
+    *,
     method: TraceMethod = "hutch++",
     n_matvecs: int = 100,
     seed: int = 0,

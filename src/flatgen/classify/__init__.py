@@ -3,46 +3,41 @@
 Train a small CNN with one method (plain, weight decay, dropout, SAM family, PGD adversarial
 training, defensive distillation, spectral norm, WRM), measure clean and robust accuracy
 (FGSM / PGD, L-inf / L2, inputs in [0, 1]) and the sharpness of its loss, and correlate the two
-over methods x seeds: `run_classifier_study(cfg, out_dir)` (`flatgen study` with task: classifier).
+over methods x seeds. The study itself runs through flatgen's one study engine (`flatgen study`
+with task: classifier; flatgen.study.collect.run_classifier_study in Python).
+
+Names are imported lazily, so that the study config (flatgen.classify.config) loads fast.
 """
 
-from flatgen.classify.config import ClassifierStudyConfig
-from flatgen.classify.data import load_classifier_data, to_unit_box
-from flatgen.classify.evaluate import (
-    TemperatureScaled,
-    accuracy,
-    adversarial_examples,
-    robust_accuracies,
-    sharpness_measures,
-)
-from flatgen.classify.methods import distillation_loss, soft_labels
-from flatgen.classify.models import (
-    CLASSIFIER_PRESETS,
-    SmallCNN,
-    apply_spectral_norm,
-    build_classifier,
-    layer_spectral_norms,
-)
-from flatgen.classify.study import run_classifier_study
-from flatgen.classify.train import TrainResult, train_classifier
+from __future__ import annotations
 
-__all__ = [
-    "CLASSIFIER_PRESETS",
-    "ClassifierStudyConfig",
-    "SmallCNN",
-    "TemperatureScaled",
-    "TrainResult",
-    "accuracy",
-    "adversarial_examples",
-    "apply_spectral_norm",
-    "build_classifier",
-    "distillation_loss",
-    "layer_spectral_norms",
-    "load_classifier_data",
-    "robust_accuracies",
-    "run_classifier_study",
-    "sharpness_measures",
-    "soft_labels",
-    "to_unit_box",
-    "train_classifier",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ClassifierStudyConfig": "config",
+    "load_classifier_data": "data",
+    "to_unit_box": "data",
+    "TemperatureScaled": "evaluate",
+    "accuracy": "evaluate",
+    "adversarial_examples": "evaluate",
+    "robust_accuracies": "evaluate",
+    "sharpness_measures": "evaluate",
+    "distillation_loss": "methods",
+    "soft_labels": "methods",
+    "CLASSIFIER_PRESETS": "models",
+    "SmallCNN": "models",
+    "apply_spectral_norm": "models",
+    "build_classifier": "models",
+    "layer_spectral_norms": "models",
+    "TrainResult": "train",
+    "train_classifier": "train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'flatgen.classify' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"flatgen.classify.{_EXPORTS[name]}"), name)

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from flatgen.config import Seeds
 
 NormName = Literal["linf", "l2"]
 AttackName = Literal["fgsm", "pgd"]
+SharpnessName = Literal["lambda_max", "trace", "worst_case", "average_case"]
+# names this config used before it shared the diffusion vocabulary, and what to write instead
+RENAMED = {"asam": "{method: sam, adaptive: true}", "sam_every_k": "sam-every-k"}
 
 
 class _Strict(BaseModel):
@@ -43,7 +55,10 @@ class TrainSpec(_Strict):
     steps: int = Field(500, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(2e-3, gt=0)  # AdamW for every method (the SAM family wraps it)
-    lr_decay: Literal["constant", "cosine"] = "cosine"  # cosine: down to lr / 10 at the end
+    # flatgen.train.schedule, as in train configs: linear warm-up, then constant or a cosine
+    # down to lr / 10 at the end
+    warmup_steps: int = Field(0, ge=0)
+    lr_decay: Literal["constant", "cosine"] = "cosine"
     grad_clip: float | None = Field(None, gt=0)
     cpu: bool = False  # force the CPU even where a GPU exists
 
@@ -80,17 +95,34 @@ class PlainMethod(_Method):
         return data
 
 
-class SAMMethod(_Method):
-    """SAM, ASAM (adaptive) and the cheap variants from flatgen.optim."""
+def _registered_sam_variant(v: str) -> str:
+    from flatgen.optim.registry import sam_variant
 
-    method: Literal["sam", "asam", "looksam", "momentumsam", "sam_every_k"]
-    rho: float | None = Field(None, gt=0)  # None: 0.05, ASAM 0.5 (it needs a ~10x larger rho)
+    sam_variant(v)  # ValueError naming the registered variants
+    return v
+
+
+class SAMMethod(_Method):
+    """The SAM family from flatgen.optim, named as in the diffusion config (sam, looksam,
+    momentumsam, sam-every-k); `adaptive: true` makes any of them ASAM."""
+
+    method: Annotated[str, AfterValidator(_registered_sam_variant)]
+    rho: float | None = Field(None, gt=0)  # None: 0.05, adaptive 0.5 (ASAM needs ~10x the rho)
+    adaptive: bool = False  # ASAM
     k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
     alpha: float = Field(0.7, ge=0)  # LookSAM gradient-reuse weight
 
     @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.adaptive:
+            return "asam" if self.method == "sam" else f"{self.method}-adaptive"
+        return self.method
+
+    @property
     def radius(self) -> float:
-        return self.rho if self.rho is not None else (0.5 if self.method == "asam" else 0.05)
+        return self.rho if self.rho is not None else (0.5 if self.adaptive else 0.05)
 
 
 class AdversarialMethod(_Method):
@@ -114,32 +146,58 @@ class DistillationMethod(_Method):
 
 
 class WRMMethod(_Method):
-    """WRM (Sinha et al.): train on inputs moved to sup_x loss(x) - gamma ||x - x0||^2."""
+    """WRM (Sinha et al.): train on inputs moved to sup_x loss(x) - gamma ||x - x0||^2.
+
+    Its guarantee assumes a loss smooth in x with gamma above the smoothness constant, so the
+    network uses a smooth activation. After training, the certificate is computed on test
+    images with a longer ascent and labelled "certificate" or "estimate" (flatgen.optim.wrm).
+    """
 
     method: Literal["wrm"]
     gamma: float = Field(1.0, gt=0)
     steps: int = Field(15, ge=0)
     step_size: float | None = Field(None, gt=0)  # None: 1 / (2 gamma)
+    activation: Literal["softplus", "elu", "relu"] = "softplus"
+    certificate_steps: int = Field(100, ge=1)  # inner ascent steps for the certificate
+    grad_tol: float = Field(1e-3, gt=0)  # converged: every inner gradient norm below this
+
+
+PLAIN_NAMES = ("plain", "weight_decay", "dropout", "spectral_norm")
+
+
+def _method_kind(v: Any) -> str | None:
+    """Which model a method entry is: its own name, "plain", or "sam" for a registered SAM
+    variant (flatgen.optim's registry, the same names as the diffusion config's sam.variant)."""
+    from flatgen.optim.registry import sam_variant_names
+
+    name = v.get("method", "plain") if isinstance(v, dict) else getattr(v, "method", None)
+    if name in PLAIN_NAMES:
+        return "plain"
+    if name in ("pgd_at", "distillation", "wrm"):
+        return name
+    return "sam" if name in sam_variant_names() else None
 
 
 MethodSpec = Annotated[
-    PlainMethod | SAMMethod | AdversarialMethod | DistillationMethod | WRMMethod,
-    Field(discriminator="method"),
+    Annotated[PlainMethod, Tag("plain")]
+    | Annotated[SAMMethod, Tag("sam")]
+    | Annotated[AdversarialMethod, Tag("pgd_at")]
+    | Annotated[DistillationMethod, Tag("distillation")]
+    | Annotated[WRMMethod, Tag("wrm")],
+    Discriminator(
+        _method_kind,
+        custom_error_type="unknown_method",
+        custom_error_message="method must be plain, weight_decay, dropout, spectral_norm, "
+        "pgd_at, distillation, wrm or a SAM variant of flatgen.optim",
+    ),
 ]
-METHOD_NAMES = (
-    "plain",
-    "weight_decay",
-    "dropout",
-    "spectral_norm",
-    "sam",
-    "asam",
-    "looksam",
-    "momentumsam",
-    "sam_every_k",
-    "pgd_at",
-    "distillation",
-    "wrm",
-)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method name a config may use (the SAM variants from flatgen.optim's registry)."""
+    from flatgen.optim.registry import sam_variant_names
+
+    return (*PLAIN_NAMES, *sam_variant_names(), "pgd_at", "distillation", "wrm")
 
 
 class AttackSpec(_Strict):
@@ -172,16 +230,37 @@ class SharpnessSpec(_Strict):
     draws: int = Field(8, ge=2)
 
 
-class CorrelationSpec(_Strict):
-    """Which robust accuracy the sharpness measures are correlated with (Spearman)."""
+class PrimarySpec(_Strict):
+    """The one test the verdict rests on, declared before running: a sharpness measure against
+    the robust accuracy under one attack (norm, eps)."""
 
+    sharpness: SharpnessName = "lambda_max"
     attack: AttackName = "pgd"
     norm: NormName = "linf"
     eps: float | None = Field(None, gt=0)  # None: the middle eps of that norm's list
+
+
+class CorrelationSpec(_Strict):
+    """Spearman between sharpness and robust accuracy, one point per method (mean over seeds).
+
+    The primary pair decides the verdict. Every other measure x accuracy column, over all
+    methods and within each declared subset, is exploratory and Holm-adjusted as one family.
+    """
+
+    primary: PrimarySpec = Field(default_factory=PrimarySpec)
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the verdict
-    # named subsets of method labels to correlate within as well, e.g. the methods that differ
-    # only in optimizer / regularizer (gradient-masked methods are always left out of these)
+    # named subsets of method labels, declared before running, to correlate within as well
     subsets: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys(cls, data: Any) -> Any:
+        # the attack / norm / eps of older configs named the primary attack
+        if isinstance(data, dict) and {"attack", "norm", "eps"} & set(data):
+            data = dict(data)
+            old = {k: data.pop(k) for k in ("attack", "norm", "eps") if k in data}
+            data["primary"] = {**old, **dict(data.get("primary") or {})}
+        return data
 
 
 class ClassifierStudyConfig(_Strict):
@@ -203,7 +282,16 @@ class ClassifierStudyConfig(_Strict):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         # "sam" is short for {method: sam}
-        return [{"method": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
+        if not isinstance(v, list):
+            return v
+        v = [{"method": m} if isinstance(m, str) else m for m in v]
+        for m in v:
+            if isinstance(m, dict) and m.get("method") in RENAMED:
+                old = m["method"]
+                raise ValueError(
+                    f"method {old!r} is now written {RENAMED[old]} (as in train configs)"
+                )
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> ClassifierStudyConfig:
@@ -219,17 +307,21 @@ class ClassifierStudyConfig(_Strict):
         unknown = sorted({m for ms in self.correlation.subsets.values() for m in ms} - set(labels))
         if unknown:
             raise ValueError(f"correlation.subsets name unknown methods: {', '.join(unknown)}")
-        eps = self.attacks.eps_linf if self.correlation.norm == "linf" else self.attacks.eps_l2
-        if self.correlation.attack not in self.attacks.attacks or not eps:
-            raise ValueError("correlation.attack / norm must be among the evaluated attacks")
-        if self.correlation.eps is not None and self.correlation.eps not in eps:
-            raise ValueError(f"correlation.eps must be one of {eps}")
+        p = self.correlation.primary
+        eps = self.attacks.eps_linf if p.norm == "linf" else self.attacks.eps_l2
+        if p.attack not in self.attacks.attacks or not eps:
+            raise ValueError(
+                "correlation.primary attack / norm must be among the evaluated attacks"
+            )
+        if p.eps is not None and p.eps not in eps:
+            raise ValueError(f"correlation.primary.eps must be one of {eps}")
         return self
 
     @property
     def target_eps(self) -> float:
-        """The eps of the robust accuracy that the sharpness measures are correlated with."""
-        if self.correlation.eps is not None:
-            return self.correlation.eps
-        eps = self.attacks.eps_linf if self.correlation.norm == "linf" else self.attacks.eps_l2
+        """The eps of the primary robust accuracy."""
+        p = self.correlation.primary
+        if p.eps is not None:
+            return p.eps
+        eps = self.attacks.eps_linf if p.norm == "linf" else self.attacks.eps_l2
         return eps[len(eps) // 2]

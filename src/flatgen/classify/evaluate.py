@@ -32,6 +32,7 @@ def adversarial_examples(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     eps: float,
     norm: str = "linf",
     attack: str = "pgd",
@@ -53,13 +54,22 @@ def adversarial_examples(
         if attack == "fgsm":
             return fgsm(objective, x, eps=eps, norm=norm, clamp=BOX)
         if attack == "pgd":
-            return pgd(objective, x, eps=eps, norm=norm, steps=steps, step_size=step_size,
-                       random_start=random_start, clamp=BOX, generator=generator)
+            return pgd(
+                objective,
+                x,
+                eps=eps,
+                norm=norm,
+                steps=steps,
+                step_size=step_size,
+                random_start=random_start,
+                clamp=BOX,
+                generator=generator,
+            )
     raise ValueError(f"attack must be 'fgsm' or 'pgd', got {attack!r}")
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> float:
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> float:
     """Fraction of x classified as y (eval mode)."""
     with evaluating(model):
         correct = sum(
@@ -70,7 +80,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
 
 
 def robust_accuracies(
-    model: nn.Module, x: Tensor, y: Tensor, spec: AttackSpec, seed: int = 0
+    model: nn.Module, x: Tensor, y: Tensor, *, spec: AttackSpec, seed: int = 0
 ) -> dict[str, float]:
     """{'clean': accuracy, 'pgd-linf@0.1': accuracy under that attack, ...} on (x, y).
 
@@ -107,6 +117,7 @@ def sharpness_measures(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     spec: SharpnessSpec,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,

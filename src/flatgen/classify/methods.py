@@ -12,12 +12,13 @@ from torch import Tensor, nn
 
 from flatgen.classify.config import AdversarialMethod, SAMMethod, WRMMethod, _Method
 from flatgen.classify.evaluate import adversarial_examples
-from flatgen.dro.wrm import classifier_per_sample_loss, wrm_perturb
 from flatgen.optim import sam_adamw
+from flatgen.optim.wrm import classifier_per_sample_loss, wrm_perturb
 from flatgen.robustness.util import evaluating
 
 Batch = tuple[Tensor, ...]
-Prepare = Callable[[nn.Module, Tensor, Tensor, torch.Generator], Batch]
+# prepare(model, x, y, generator=g) -> the batch the loss sees
+Prepare = Callable[..., Batch]
 LossFn = Callable[[nn.Module, Batch], Tensor]
 
 
@@ -27,7 +28,7 @@ def cross_entropy_loss(model: nn.Module, batch: Batch) -> Tensor:
     return F.cross_entropy(model(x), y)
 
 
-def clean_batch(model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Batch:
+def clean_batch(model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator) -> Batch:
     return x, y
 
 
@@ -47,8 +48,14 @@ def make_optimizer(
     kw = dict(lr=lr, weight_decay=spec.weight_decay)
     if not isinstance(spec, SAMMethod):
         return torch.optim.AdamW(params, **kw)
-    variant = {"asam": "sam", "sam_every_k": "sam-every-k"}.get(spec.method, spec.method)
-    return sam_adamw(params, variant, spec.radius, spec.method == "asam", spec.k, spec.alpha, **kw)
+    return sam_adamw(
+        params,
+        spec.method,
+        rho=spec.radius,
+        adaptive=spec.adaptive,
+        options={"k": spec.k, "alpha": spec.alpha},
+        **kw,
+    )
 
 
 def recipe(spec: _Method, lr: float) -> Recipe:
@@ -59,28 +66,36 @@ def recipe(spec: _Method, lr: float) -> Recipe:
 
     if isinstance(spec, AdversarialMethod):
 
-        def pgd_batch(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
+        def pgd_batch(
+            model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator
+        ) -> Batch:
             # examples at the current weights, as in Madry et al.
             return adversarial_examples(
                 model,
                 x,
                 y,
-                spec.eps,
-                spec.norm,
-                "pgd",
+                eps=spec.eps,
+                norm=spec.norm,
+                attack="pgd",
                 steps=spec.steps,
                 step_size=spec.step_size,
                 random_start=spec.random_start,
-                generator=g,
+                generator=generator,
             ), y
 
         return Recipe(opt, pgd_batch)
     if isinstance(spec, WRMMethod):
 
-        def wrm_batch(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
+        def wrm_batch(
+            model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator
+        ) -> Batch:
             with evaluating(model, freeze=True):  # input gradients only, dropout off
                 adv = wrm_perturb(
-                    classifier_per_sample_loss(model, y), x, spec.gamma, spec.steps, spec.step_size
+                    classifier_per_sample_loss(model, y),
+                    x,
+                    spec.gamma,
+                    steps=spec.steps,
+                    step_size=spec.step_size,
                 )
             return adv, y  # unclamped: WRM's transport ball is not confined to the pixel box
 
@@ -109,7 +124,7 @@ def distillation_loss(student_logits: Tensor, targets: Tensor, temperature: floa
 
 
 def distillation_recipes(
-    spec: _Method, lr: float, temperature: float, teacher: nn.Module
+    spec: _Method, lr: float, *, temperature: float, teacher: nn.Module
 ) -> tuple[Recipe, Recipe]:
     """(teacher phase, student phase): the teacher learns hard labels with logits / T; the
     student learns the teacher's soft labels at T. The student is deployed at T = 1."""
@@ -121,7 +136,9 @@ def distillation_recipes(
         x, y = batch
         return F.cross_entropy(model(x) / temperature, y)
 
-    def with_soft_labels(model: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> Batch:
+    def with_soft_labels(
+        model: nn.Module, x: Tensor, y: Tensor, *, generator: torch.Generator
+    ) -> Batch:
         with torch.no_grad(), evaluating(teacher):
             return x, y, soft_labels(teacher(x), temperature)
 

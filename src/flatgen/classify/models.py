@@ -9,6 +9,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+# relu is the study's default; WRM uses a smooth one (its guarantee needs a loss smooth in x)
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
+
 CLASSIFIER_PRESETS: dict[str, dict] = {
     # 8x8 -> conv 32 -> pool 4x4 -> conv 64 -> pool 2x2 -> 256 -> 128 -> 10 (about 53k weights)
     "cnn-digits": dict(
@@ -22,11 +25,12 @@ CLASSIFIER_PRESETS: dict[str, dict] = {
 
 
 class SmallCNN(nn.Module):
-    """Stages of 3x3 conv + ReLU followed by 2x2 max-pooling, then a hidden linear layer with
-    ReLU and dropout, then the logits."""
+    """Stages of 3x3 conv + activation (ReLU by default) followed by 2x2 max-pooling, then a
+    hidden linear layer with the activation and dropout, then the logits."""
 
     def __init__(
         self,
+        *,
         in_channels: int = 1,
         image_size: int = 8,
         channels: Sequence[int] = (32, 64),
@@ -34,22 +38,28 @@ class SmallCNN(nn.Module):
         hidden: int = 128,
         n_classes: int = 10,
         dropout: float = 0.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
+        act = ACTIVATIONS[activation]
         if image_size % (2 ** len(channels)):
             raise ValueError(f"image_size {image_size} does not halve {len(channels)} times")
         layers: list[nn.Module] = []
         c_in = in_channels
         for c in channels:
             for _ in range(convs_per_stage):
-                layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU()]
+                layers += [nn.Conv2d(c_in, c, 3, padding=1), act()]
                 c_in = c
             layers.append(nn.MaxPool2d(2))
         side = image_size // 2 ** len(channels)
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.head = nn.Sequential(
             nn.Linear(c_in * side * side, hidden),
-            nn.ReLU(),
+            act(),
             nn.Dropout(dropout),
             nn.Linear(hidden, n_classes),
         )
@@ -61,9 +71,11 @@ class SmallCNN(nn.Module):
 
 def build_classifier(
     preset: str = "cnn-digits",
+    *,
     dropout: float = 0.0,
     spectral: bool = False,
     n_classes: int = 10,
+    activation: str = "relu",
     **overrides: object,
 ) -> nn.Module:
     """A SmallCNN preset; `overrides` replace preset fields (channels, hidden, ...)."""
@@ -72,7 +84,7 @@ def build_classifier(
             f"unknown classifier preset {preset!r}; choose from {', '.join(CLASSIFIER_PRESETS)}"
         )
     kwargs = {**CLASSIFIER_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    model = SmallCNN(n_classes=n_classes, dropout=dropout, **kwargs)
+    model = SmallCNN(n_classes=n_classes, dropout=dropout, activation=activation, **kwargs)
     return apply_spectral_norm(model) if spectral else model
 
 

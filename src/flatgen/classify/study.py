@@ -1,12 +1,11 @@
-"""The classifier study: methods x seeds, each trained, attacked and measured for sharpness.
+"""One classifier run of a study: train it and save its weights, then measure it from them.
 
-Layout of the output directory:
-  runs/<method>-s<seed>/result.json     the measurements of one run; done if its fingerprint
-                                        (data, model, train, attacks, sharpness, method, seed)
-                                        matches the config, else the run is redone
-  runs/<method>-s<seed>/checkpoint/     model (and distillation teacher) weights, safetensors
-  runs/<method>-s<seed>/error.log       the traceback of a failed run (retried on restart)
-  results.json, results.csv, table.md, scatter.png
+What the study engine (flatgen.study, kind "classifier") keeps in a run directory:
+  runs/<method>-s<seed>/config.json    what the run was trained with (data, model, train,
+                                       method, seed); another config is refused
+  runs/<method>-s<seed>/checkpoint/    model (and distillation teacher) weights, safetensors
+  runs/<method>-s<seed>/train.json     written last by training: the run is trained
+  runs/<method>-s<seed>/result.json    the measurements (written by the engine)
 """
 
 from __future__ import annotations
@@ -14,32 +13,38 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from torch import Tensor
+from torch import Tensor, nn
 
-from flatgen.classify import report
-from flatgen.classify.config import ClassifierStudyConfig, DistillationMethod, _Method
-from flatgen.classify.data import fixed_batch, load_classifier_data
+from flatgen.classify.config import (
+    ClassifierStudyConfig,
+    DistillationMethod,
+    WRMMethod,
+    _Method,
+)
+from flatgen.classify.data import fixed_batch
 from flatgen.classify.evaluate import (
     TemperatureScaled,
     accuracy,
     robust_accuracies,
     sharpness_measures,
 )
-from flatgen.classify.models import build_classifier
-from flatgen.classify.train import make_accelerator, train_classifier
-from flatgen.io import write_json_atomic, write_text_atomic
+from flatgen.classify.models import apply_spectral_norm, build_classifier
+from flatgen.classify.train import train_classifier
+from flatgen.io import write_json_atomic
+from flatgen.optim.wrm import classifier_per_sample_loss, wrm_certificate
 from flatgen.progress import make_progress
-from flatgen.train.checkpoint import save_checkpoint
+from flatgen.train.checkpoint import load_weights, save_checkpoint
+from flatgen.train.schedule import make_accelerator
 
-RESULT = "result.json"
+TRAINED = "train.json"
 EVAL_STAGES = ("attacks", "lambda_max", "trace", "worst-case", "average-case")
+Data = tuple[Tensor, Tensor, Tensor, Tensor]
 
 
 def run_name(method: _Method, seed: int) -> str:
@@ -47,22 +52,15 @@ def run_name(method: _Method, seed: int) -> str:
 
 
 def fingerprint(cfg: ClassifierStudyConfig, method: _Method, seed: int) -> str:
-    """What a run's numbers depend on; a stored result with another fingerprint is redone."""
+    """A hash of what a run's numbers depend on (data, model, train, attacks, sharpness,
+    method, seed), kept in each result."""
     parts = cfg.model_dump(include={"data", "model", "train", "attacks", "sharpness"})
     parts.update(method=method.model_dump(), seed=seed)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _finished(run_dir: Path, key: str) -> dict[str, Any] | None:
-    try:
-        result = json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
-    return result if result.get("fingerprint") == key else None
-
-
 @contextmanager
-def _threads(n: int | None):
+def torch_threads(n: int | None) -> Iterator[None]:
     old = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -88,78 +86,32 @@ class _Bar:
     def stage(self, name: str) -> None:
         self.tick(f"eval: {name}", EVAL_STAGES.index(name) + 1, len(EVAL_STAGES))
 
-    def close(self) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
+
+@contextmanager
+def run_bar(name: str, *, progress: bool) -> Iterator[_Bar]:
+    with make_progress(progress) as bars:
+        yield _Bar(bars, name)
 
 
-def run_one(
-    cfg: ClassifierStudyConfig,
-    method: _Method,
-    seed: int,
-    data: tuple[Tensor, Tensor, Tensor, Tensor],
-    run_dir: Path,
-    bar: _Bar | None = None,
+def wrm_checks(
+    model: torch.nn.Module, x: Tensor, y: Tensor, *, spec: WRMMethod, rhos: list[float]
 ) -> dict[str, Any]:
-    """Train one (method, seed), measure it, save its weights; the result dict (also written)."""
-    xtr, ytr, xte, yte = data
-    xf, yf = fixed_batch(xtr, ytr, cfg.sharpness.n_batch)
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)  # the same initial weights for every method of a seed
-    model = build_classifier(
-        _preset(cfg, xtr),
-        dropout=method.dropout,
-        n_classes=10,  # digits and CIFAR-10
-        channels=tuple(cfg.model.channels) if cfg.model.channels else None,
-        hidden=cfg.model.hidden,
+    """The WRM certificate on (x, y), with its convergence and smoothness checks and label.
+
+    rhos are the squared L2 attack radii: a per-sample L2 ball of radius eps lies inside the
+    Wasserstein ball E||x - x0||^2 <= eps^2, so each bound also covers that L2 attack (without
+    the [0, 1] box, which only shrinks the attack's set).
+    """
+    cert = wrm_certificate(
+        classifier_per_sample_loss(model, y),
+        x,
+        spec.gamma,
+        rhos=rhos,
+        steps=spec.certificate_steps,
+        step_size=spec.step_size,
+        grad_tol=spec.grad_tol,
     )
-    trained = train_classifier(
-        model,
-        xtr,
-        ytr,
-        method,
-        cfg.train,
-        seed,
-        bar.tick if bar else None,
-        make_accelerator(cfg.train.cpu),
-    )
-    model.eval()
-    device = next(model.parameters()).device  # evaluate where it trained
-    xte, yte, xf, yf = (t.to(device) for t in (xte, yte, xf, yf))
-    if bar:
-        bar.stage("attacks")
-    robust = robust_accuracies(model, xte, yte, cfg.attacks, seed)
-    sharp = sharpness_measures(model, xf, yf, cfg.sharpness, seed, bar.stage if bar else None)
-    extra: dict[str, Any] = {"final_train_loss": trained.losses[-1]}
-    weights = {"model": model}
-    if isinstance(method, DistillationMethod) and trained.teacher is not None:
-        teacher = trained.teacher.eval()
-        weights["teacher"] = teacher
-        extra["teacher_clean"] = accuracy(teacher, xte, yte)
-        # the attack on logits / T sees through the saturated softmax of the student at T = 1
-        soft = robust_accuracies(
-            TemperatureScaled(model, method.temperature),
-            xte,
-            yte,
-            cfg.attacks.model_copy(update={"attacks": ["pgd"]}),
-            seed,
-        )
-        extra["at_temperature"] = {k: v for k, v in soft.items() if k != "clean"}
-    save_checkpoint(run_dir / "checkpoint", weights, {"method": method.label, "seed": seed})
-    result = {
-        "method": method.label,
-        "kind": method.method,
-        "seed": seed,
-        "fingerprint": fingerprint(cfg, method, seed),
-        "spec": method.model_dump(),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "train_seconds": round(trained.seconds, 2),
-        "robust": robust,
-        "sharpness": sharp,
-        "extra": extra,
-    }
-    write_json_atomic(run_dir / RESULT, result)
-    return result
+    return cert.to_dict()
 
 
 def _preset(cfg: ClassifierStudyConfig, x: Tensor) -> str:
@@ -168,48 +120,101 @@ def _preset(cfg: ClassifierStudyConfig, x: Tensor) -> str:
     return "cnn-digits" if tuple(x.shape[1:]) == (1, 8, 8) else "cnn-cifar"
 
 
-def run_classifier_study(
-    cfg: ClassifierStudyConfig | dict, out_dir: Path, progress: bool = True
-) -> dict[str, Any]:
-    """Run every (method, seed) not yet done, then write results.json, results.csv, table.md
-    and scatter.png into out_dir. Returns a summary with "table_markdown" and "verdict".
+def new_model(cfg: ClassifierStudyConfig, method: _Method, *, x: Tensor, seed: int) -> nn.Module:
+    """The untrained network of (method, seed): the same initial weights for every method."""
+    torch.manual_seed(seed)
+    return build_classifier(
+        _preset(cfg, x),
+        dropout=method.dropout,
+        n_classes=10,  # digits and CIFAR-10
+        activation=method.activation if isinstance(method, WRMMethod) else "relu",
+        channels=tuple(cfg.model.channels) if cfg.model.channels else None,
+        hidden=cfg.model.hidden,
+    )
 
-    cfg is a ClassifierStudyConfig or its dict (validated here: a bad key raises pydantic's
-    ValidationError). A failed run is recorded (error.log) and the others go on.
-    """
-    if not isinstance(cfg, ClassifierStudyConfig):
-        cfg = ClassifierStudyConfig.model_validate(cfg)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def is_trained(run_dir: Path) -> bool:
+    return (run_dir / TRAINED).is_file()
+
+
+def train_run(
+    cfg: ClassifierStudyConfig, method: _Method, seed: int, *, data: Data, run_dir: Path,
+    bar: _Bar | None = None,
+) -> dict[str, Any]:
+    """Train one (method, seed) and save its weights into run_dir; what train.json holds."""
+    xtr, ytr, _, _ = data
+    model = new_model(cfg, method, x=xtr, seed=seed)
+    trained = train_classifier(
+        model, xtr, ytr, method=method, train=cfg.train, seed=seed,
+        tick=bar.tick if bar else None, accelerator=make_accelerator(cpu=cfg.train.cpu),
+    )
+    weights = {"model": model}
+    if trained.teacher is not None:
+        weights["teacher"] = trained.teacher
+    save_checkpoint(run_dir / "checkpoint", weights, {"method": method.label, "seed": seed})
+    info = {"final_train_loss": trained.losses[-1], "train_seconds": round(trained.seconds, 2),
+            "steps": len(trained.losses), "teacher_steps": len(trained.teacher_losses)}
+    write_json_atomic(run_dir / TRAINED, info)
+    return info
+
+
+def load_run(
+    cfg: ClassifierStudyConfig, method: _Method, seed: int, *, x: Tensor, run_dir: Path
+) -> dict[str, nn.Module]:
+    """The saved networks of a trained run (model, and teacher for distillation), in eval mode."""
+    out = {}
+    names = ("model", "teacher") if isinstance(method, DistillationMethod) else ("model",)
+    for name in names:
+        net = new_model(cfg, method, x=x, seed=seed)
+        if method.spectral_norm:  # the parametrization must exist before its weights load
+            apply_spectral_norm(net)
+        net.load_state_dict(load_weights(run_dir / "checkpoint", name))
+        out[name] = net.eval()
+    return out
+
+
+def measure_run(
+    cfg: ClassifierStudyConfig, method: _Method, seed: int, *, data: Data, run_dir: Path,
+    bar: _Bar | None = None,
+) -> dict[str, Any]:
+    """Clean and robust accuracy, sharpness (and the WRM certificate, distillation's teacher
+    and its attack at T) of a trained run; the result record."""
     t0 = time.perf_counter()
-    console = Console(stderr=True)
-    units = [(m, s) for s in cfg.seeds for m in cfg.methods]
-    rows, failed, skipped = [], {}, 0
-    with _threads(cfg.threads):
-        data = load_classifier_data(cfg.data)
-        with make_progress(progress) as bars:
-            overall = bars.add_task("classifier study", total=len(units)) if bars else None
-            for method, seed in units:
-                run_dir = out_dir / "runs" / run_name(method, seed)
-                done = _finished(run_dir, fingerprint(cfg, method, seed))
-                if done is not None:
-                    rows.append(done)
-                    skipped += 1
-                else:
-                    bar = _Bar(bars, run_name(method, seed))
-                    try:
-                        rows.append(run_one(cfg, method, seed, data, run_dir, bar))
-                        (run_dir / "error.log").unlink(missing_ok=True)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as err:  # noqa: BLE001 - a failed run must not sink the study
-                        failed[run_name(method, seed)] = f"{type(err).__name__}: {err}"
-                        write_text_atomic(run_dir / "error.log", traceback.format_exc())
-                        console.print(f"[red]{run_name(method, seed)} failed[/red]: {err}")
-                    finally:
-                        bar.close()
-                if bars:
-                    bars.advance(overall)
-    summary = report.write_outputs(cfg, rows, failed, out_dir)
-    summary.update(skipped=skipped, wall_seconds=round(time.perf_counter() - t0, 1))
-    return summary
+    xtr, ytr, xte, yte = data
+    xf, yf = fixed_batch(xtr, ytr, cfg.sharpness.n_batch)
+    info = json.loads((run_dir / TRAINED).read_text())
+    device = make_accelerator(cpu=cfg.train.cpu).device  # measure where it trained
+    nets = {k: v.to(device) for k, v in load_run(cfg, method, seed, x=xtr, run_dir=run_dir).items()}
+    model = nets["model"]
+    xte, yte, xf, yf = (t.to(device) for t in (xte, yte, xf, yf))
+    if bar:
+        bar.stage("attacks")
+    robust = robust_accuracies(model, xte, yte, spec=cfg.attacks, seed=seed)
+    sharp = sharpness_measures(
+        model, xf, yf, spec=cfg.sharpness, seed=seed, progress=bar.stage if bar else None
+    )
+    extra: dict[str, Any] = {"final_train_loss": info["final_train_loss"]}
+    if isinstance(method, WRMMethod):
+        n = cfg.sharpness.n_batch
+        rhos = [e**2 for e in cfg.attacks.eps_l2]
+        extra["wrm_certificate"] = wrm_checks(model, xte[:n], yte[:n], spec=method, rhos=rhos)
+    if "teacher" in nets:
+        extra["teacher_clean"] = accuracy(nets["teacher"], xte, yte)
+        # the attack on logits / T sees through the saturated softmax of the student at T = 1
+        soft = robust_accuracies(
+            TemperatureScaled(model, method.temperature), xte, yte,
+            spec=cfg.attacks.model_copy(update={"attacks": ["pgd"]}), seed=seed,
+        )
+        extra["at_temperature"] = {k: v for k, v in soft.items() if k != "clean"}
+    return {
+        "method": method.label,
+        "kind": method.method,
+        "seed": seed,
+        "fingerprint": fingerprint(cfg, method, seed),
+        "spec": method.model_dump(),
+        "seconds": round(info["train_seconds"] + time.perf_counter() - t0, 2),
+        "train_seconds": info["train_seconds"],
+        "robust": robust,
+        "sharpness": sharp,
+        "extra": extra,
+    }

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from flatgen.classify.config import DistillationMethod, TrainSpec, _Method
 from flatgen.classify.methods import Recipe, distillation_recipes, recipe
 from flatgen.classify.models import apply_spectral_norm
+from flatgen.train.schedule import lr_lambda, make_accelerator
 from flatgen.train.step import train_step, unwrap_optimizer
 
 # tick(phase, done, total): called after every optimizer step
@@ -32,23 +33,11 @@ class TrainResult:
     teacher_losses: list[float] = field(default_factory=list)
 
 
-def make_accelerator(cpu: bool = False) -> Accelerator:
-    """An Accelerator on the GPU if there is one (and not `cpu`), else on the CPU."""
-    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    return Accelerator(cpu=cpu or no_gpu)
-
-
-def lr_factor(step: int, steps: int, kind: str) -> float:
-    """Constant, or cosine from 1 down to 0.1 over the run."""
-    if kind == "constant":
-        return 1.0
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, steps - 1))))
-
-
 def fit(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     rec: Recipe,
     train: TrainSpec,
     steps: int,
@@ -63,6 +52,7 @@ def fit(
     model, optimizer = accelerator.prepare(model, optimizer)
     groups = unwrap_optimizer(optimizer).param_groups  # the SAM family shares its base's groups
     base_lr = [grp["lr"] for grp in groups]
+    factor = lr_lambda(total=steps, warmup=train.warmup_steps, decay=train.lr_decay)
     x, y = x.to(accelerator.device), y.to(accelerator.device)
     bs = min(train.batch_size, len(x))
     order, pos, losses = torch.randperm(len(x), generator=g), 0, []
@@ -73,8 +63,8 @@ def fit(
         idx = order[pos : pos + bs].to(accelerator.device)
         pos += bs
         for grp, lr in zip(groups, base_lr, strict=True):
-            grp["lr"] = lr * lr_factor(step, steps, train.lr_decay)
-        batch = rec.prepare(model, x[idx], y[idx], g)
+            grp["lr"] = lr * factor(step)
+        batch = rec.prepare(model, x[idx], y[idx], generator=g)
         res = train_step(model, optimizer, [batch], rec.loss, accelerator, train.grad_clip)
         losses.append(res.loss)
         if not math.isfinite(res.loss):
@@ -89,6 +79,7 @@ def train_classifier(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
+    *,
     method: _Method,
     train: TrainSpec,
     seed: int = 0,
@@ -103,7 +94,7 @@ def train_classifier(
     of the untrained model) first, then `model` as the student.
     """
     t0 = time.perf_counter()
-    accelerator = accelerator or make_accelerator(train.cpu)
+    accelerator = accelerator or make_accelerator(cpu=train.cpu)
     if method.spectral_norm:
         apply_spectral_norm(model)
 
@@ -112,14 +103,34 @@ def train_classifier(
 
     if isinstance(method, DistillationMethod):
         teacher = copy.deepcopy(model)
-        teach, student = distillation_recipes(method, train.lr, method.temperature, teacher)
+        teach, student = distillation_recipes(
+            method, train.lr, temperature=method.temperature, teacher=teacher
+        )
+        common = dict(train=train, accelerator=accelerator)
         t_steps = method.teacher_steps or train.steps
-        t_losses = fit(teacher, x, y, teach, train, t_steps, seed, accelerator, phase("teacher"))
+        t_losses = fit(
+            teacher, x, y, rec=teach, steps=t_steps, seed=seed, tick=phase("teacher"), **common
+        )
         losses = fit(
-            model, x, y, student, train, train.steps, seed + 1, accelerator, phase("student")
+            model,
+            x,
+            y,
+            rec=student,
+            steps=train.steps,
+            seed=seed + 1,
+            tick=phase("student"),
+            **common,
         )
         return TrainResult(model, losses, time.perf_counter() - t0, teacher, t_losses)
     losses = fit(
-        model, x, y, recipe(method, train.lr), train, train.steps, seed, accelerator, phase("train")
+        model,
+        x,
+        y,
+        rec=recipe(method, train.lr),
+        train=train,
+        steps=train.steps,
+        seed=seed,
+        accelerator=accelerator,
+        tick=phase("train"),
     )
     return TrainResult(model, losses, time.perf_counter() - t0)

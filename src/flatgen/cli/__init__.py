@@ -4,11 +4,31 @@ Bad input (a bad config key, a missing run or data path) is one line on stderr a
 never a traceback; set FLATGEN_DEBUG=1 to see the traceback anyway.
 """
 
+from typing import Annotated
+
+import typer
+
 # importing a command module registers its commands, in this order in --help
 # isort: off
 from flatgen.cli import train, analyze, study  # noqa: F401
 # isort: on
 from flatgen.cli.common import app
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from flatgen import __version__
+
+        print(f"flatgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Train generative models toward flat minima and measure what flatness buys."""
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -19,6 +19,26 @@ from flatgen.cli.common import (
 )
 from flatgen.progress import make_progress
 
+RUN_HELP = "Run directory written by flatgen train, or a diffusers pipeline / UNet directory."
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", help="For a diffusers directory: digits, or a CIFAR-10 binary / image folder path.")]
+OutOpt = Annotated[Path | None, typer.Option(
+    "--out", help="Output folder (default RUN_DIR/eval; required for a diffusers directory).")]
+
+
+def _open(run_dir: Path, data: str | None, out: Path | None):
+    """(run, output folder): a flatgen run writes into its eval/, a diffusers dir into --out."""
+    from flatgen.open_model import open_model
+
+    run = open_model(run_dir, data=data, out=out)
+    return run, out if out is not None else run_dir / "eval"
+
+
+def _label(run) -> str:
+    from flatgen.open_model import PretrainedRun
+
+    return str(run.path) if isinstance(run, PretrainedRun) else run.cfg.method.name
+
 
 def _quality_table(result: dict, title: str) -> Table:
     floor = result["floor"] or {}
@@ -26,14 +46,22 @@ def _quality_table(result: dict, title: str) -> Table:
     table = Table(title=title)
     for col in ["weights", "sampler", "T'", "W2"] + (["digits-FID", "KID x1e3"] if has_fid else []):
         table.add_column(col, justify="right")
+    has_inception = "inception_fid" in (result["results"][0] if result["results"] else {})
+    if has_inception:
+        table.add_column("Inception FID", justify="right")
+        table.add_column("Inception KID x1e3", justify="right")
     for row in result["results"]:
         cells = [row["weights"], row["sampler"], str(row["steps"]), f"{row['w2']:.3f}"]
         if has_fid:
             cells += [f"{row['digits_fid']:.2f}", f"{1e3 * row['kid']:.2f}"]
+        if has_inception:
+            cells += [f"{row['inception_fid']:.2f}", f"{1e3 * row['inception_kid']:.2f}"]
         table.add_row(*cells)
     cells = ["real data", "floor", "", f"{floor.get('w2_floor', float('nan')):.3f}"]
     if has_fid:
         cells += [f"{floor['digits_fid_floor']:.2f}", f"{1e3 * floor['kid_floor']:.2f}"]
+    if has_inception:
+        cells += [f"{floor['inception_fid_floor']:.2f}", f"{1e3 * floor['inception_kid_floor']:.2f}"]
     table.add_row(*cells, style="dim")
     return table
 
@@ -41,28 +69,34 @@ def _quality_table(result: dict, title: str) -> Table:
 @app.command()
 @cli_command
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     steps: Annotated[str, typer.Option(help="Comma-separated sampling steps T'.")] = "10,100",
     n: Annotated[int | None, typer.Option(help="Samples per setting (default: test-set size).", min=2)] = None,
     sampler: Annotated[str, typer.Option(help="Comma-separated samplers: adm, ddim.")] = "adm,ddim",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+    inception: Annotated[Path | None, typer.Option(
+        "--inception-weights", help="FID Inception-v3 weights file: adds Inception FID / KID "
+        "on RGB images (default: $FLATGEN_INCEPTION_WEIGHTS, if set).")] = None,
+    data: DataOpt = None,
+    out: OutOpt = None,
 ) -> None:
     """Sample quality (W2, and digits-FID/KID on digits) per T' and sampler, with the real-data floor.
 
-    Writes RUN_DIR/eval/quality.json.
+    Writes RUN_DIR/eval/quality.json (or OUT/quality.json).
     """
     from flatgen.diffusion import SAMPLERS
     from flatgen.evaluate import evaluate_quality
     from flatgen.io import write_json_atomic
-    from flatgen.train import load_run
+    from flatgen.metrics.inception import inception_weights_path
 
-    run = load_run(run_dir)
+    run, eval_dir = _open(run_dir, data, out)
     result = evaluate_quality(
         run, _weights_list(run, weights), _int_list(steps, "--steps"),
         _str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
+        inception_weights=inception_weights_path(inception),
     )
-    path = write_json_atomic(run_dir / "eval" / "quality.json", result)
+    path = write_json_atomic(eval_dir / "quality.json", result)
     console.print(_quality_table(result, f"sample quality, n={result['n']} (lower is better)"))
     console.print(f"wrote {path}")
 
@@ -73,26 +107,36 @@ def evaluate(
 @app.command()
 @cli_command
 def sharpness(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     top_k: Annotated[int, typer.Option("--top-k", help="Top Hessian eigenvalues (Lanczos).", min=0)] = 5,
     trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Hessian trace (Hutch++).")] = True,
     density: Annotated[bool, typer.Option("--density", help="Spectral density (SLQ).")] = False,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Top eigenvalue of each layer's block.")] = False,
-    rhos: Annotated[str, typer.Option(help="L2 radii for worst-case perturbation sharpness.")] = "0.01,0.05,0.1",
+    rhos: Annotated[str, typer.Option(help="Worst case: per-filter relative radii (PGD in a filter-normalized ball).")] = "0.01,0.05,0.1",
     sigmas: Annotated[str, typer.Option(help="Per-filter Gaussian weight-noise scales.")] = "0.01,0.05,0.1",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+    all_checkpoints: Annotated[bool, typer.Option(
+        "--all-checkpoints", help="lambda_max and trace of every checkpoints/step-<n>, plotted "
+        "over training (sharpness_history.json / .png).")] = False,
+    data: DataOpt = None,
+    out: OutOpt = None,
 ) -> None:
     """Flatness of the trained loss: eigenvalues, trace, density, loss under weight perturbation.
 
-    Writes RUN_DIR/eval/sharpness.json and sharpness.png.
+    Writes RUN_DIR/eval/sharpness.json and sharpness.png (or into OUT).
     """
     from flatgen.analysis import plot_sharpness, sharpness_summary
     from flatgen.io import write_json_atomic
     from flatgen.study.measure import sharpness_loss_fn
-    from flatgen.train import load_run
 
-    run = load_run(run_dir)
+    run, eval_dir = _open(run_dir, data, out)
+    if all_checkpoints:
+        from flatgen.sharpness_history import sharpness_history
+
+        path, png = sharpness_history(run, eval_dir, weights=weights, batch=batch, top_k=max(1, top_k))
+        console.print(f"wrote {path} and {png}")
+        return
     model = run.model(weights)
     loss_fn = sharpness_loss_fn(run, batch)
     with make_progress(True, fields="{task.fields[stage]}") as bar:
@@ -106,9 +150,9 @@ def sharpness(
             rhos=_float_list(rhos, "--rhos"), sigmas=_float_list(sigmas, "--sigmas"), progress=on_progress,
         )
     summary |= {"weights": weights, "batch": batch}
-    path = write_json_atomic(run_dir / "eval" / "sharpness.json", summary)
-    plot_sharpness(summary, run_dir / "eval" / "sharpness.png")
-    table = Table(title=f"sharpness of {run.cfg.method.name} ({weights} weights)", show_header=False)
+    path = write_json_atomic(eval_dir / "sharpness.json", summary)
+    plot_sharpness(summary, eval_dir / "sharpness.png")
+    table = Table(title=f"sharpness of {_label(run)} ({weights} weights)", show_header=False)
     table.add_row("loss on the fixed batch", f"{summary['loss']:.5f}")
     if summary["top_k"]:
         table.add_row(f"top-{len(summary['top_k'])} eigenvalues", ", ".join(f"{v:.4g}" for v in summary["top_k"]))
@@ -122,13 +166,15 @@ def sharpness(
 @app.command()
 @cli_command
 def landscape(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     dim: Annotated[int, typer.Option(help="1 (a line) or 2 (a plane).", min=1, max=2)] = 2,
     grid: Annotated[int, typer.Option(help="Points per axis.", min=3)] = 21,
     span: Annotated[float, typer.Option(help="Half-width of the grid, in filter-normalized units.")] = 1.0,
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+    data: DataOpt = None,
+    out: OutOpt = None,
 ) -> None:
     """Loss along filter-normalized random directions through the trained weights (Li et al. 2018).
 
@@ -136,19 +182,18 @@ def landscape(
     """
     from flatgen.analysis import loss_landscape, plot_landscape, save_landscape
     from flatgen.study.measure import sharpness_loss_fn
-    from flatgen.train import load_run
 
     if span <= 0:
         raise ValueError(f"--span must be > 0, got {span}")
-    run = load_run(run_dir)
+    run, eval_dir = _open(run_dir, data, out)
     model = run.model(weights)
     loss_fn = sharpness_loss_fn(run, batch)
     with make_progress(True) as bar:
         task = bar.add_task("landscape", total=grid**dim)
         result = loss_landscape(model, loss_fn, dim=dim, grid=grid, span=span, seed=seed,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-    npz = save_landscape(result, run_dir / "eval" / "landscape.npz")
-    png = plot_landscape(result, run_dir / "eval" / "landscape.png")
+    npz = save_landscape(result, eval_dir / "landscape.npz")
+    png = plot_landscape(result, eval_dir / "landscape.png")
     console.print(f"loss at the trained weights {result.loss0:.5f}; "
                   f"max on the grid {float(result.losses.max()):.5f}")
     console.print(f"wrote {npz} and {png}")
@@ -160,12 +205,14 @@ def landscape(
 @app.command()
 @cli_command
 def robustness(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     suite: Annotated[str, typer.Option(help="Comma-separated suites (see flatgen.robustness.SUITES).")] = "all",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
     n: Annotated[int | None, typer.Option(help="Samples per evaluation (default 128).", min=2)] = None,
     selection: Annotated[bool, typer.Option("--selection", help="Also measure the ladders on the separate selection noise.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Setting: robustness.KEY=VALUE, e.g. robustness.bits=[8,4].")] = None,
+    data: DataOpt = None,
+    out: OutOpt = None,
 ) -> None:
     """Quality vs sampling steps, exposure bias, weight quantization, attacks, weight noise.
 
@@ -173,25 +220,25 @@ def robustness(
     --set takes the keys of a study config's evaluations.robustness section, under the section
     name `robustness` (as `train --set section.key=value`).
     """
+    from flatgen.diffusion import as_epsilon_model
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
     from flatgen.metrics import train_floor_sample
     from flatgen.robustness import SUITES, plot_robustness, run_robustness_suite
     from flatgen.robustness.settings import parse_settings
-    from flatgen.train import load_run
 
     suites = list(SUITES) if suite == "all" else _str_list(suite, tuple(SUITES), "--suite")
     settings = parse_settings(set_ or [], n_samples=n)
-    run = load_run(run_dir)
+    run, eval_dir = _open(run_dir, data, out)
     names = _weights_list(run, weights)
     train, test = run.data()
     size = settings.n_samples or len(test)
     floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
-    result = run_robustness_suite({w: run.model(w) for w in names}, run.schedule, test,
-                                  floor_reference=floor_ref, suites=suites, settings=settings,
-                                  selection=selection)
-    path = write_json_atomic(run_dir / "eval" / "robustness.json", result)
-    pngs = plot_robustness(result, run_dir / "eval")
+    models = {w: as_epsilon_model(run.model(w), run.schedule) for w in names}  # suites read eps
+    result = run_robustness_suite(models, run.schedule, test, floor_reference=floor_ref,
+                                  suites=suites, settings=settings, selection=selection)
+    path = write_json_atomic(eval_dir / "robustness.json", result)
+    pngs = plot_robustness(result, eval_dir)
     table = Table(title=f"robustness of {run.cfg.method.name} (metric {result['metric']}, "
                         "lower is better)")
     table.add_column("weights")
@@ -204,7 +251,7 @@ def robustness(
                    for lid, r in result["ladders"][name].items()]
         table.add_row(name, "\n".join(f"{k}: {_g(v)}" for k, v in flat.items()), "\n".join(ladders))
     console.print(table)
-    console.print(f"wrote {path} and {len(pngs)} plot(s) in {run_dir / 'eval'}")
+    console.print(f"wrote {path} and {len(pngs)} plot(s) in {eval_dir}")
 
 
 def _g(v: object) -> str:

@@ -1,44 +1,129 @@
-"""Shared pieces of the command line: the app, the consoles, the one error path, parsers."""
+"""Shared pieces of the command line: the app, the consoles, the one error path, parsers.
+
+The one error path: every failure ends in one line on stderr (two for an internal error),
+never a traceback (FLATGEN_DEBUG=1 shows it):
+  exit 2  an input refused before any work starts (config, option values, paths, permissions,
+          file contents, data); nothing was written;
+  exit 1  a failure at run time (training diverged, a disk filled up, a study with failed
+          runs), or an internal error;
+  exit 130  interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
+from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # Typer >= 0.26 vendors click; older versions use click itself
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click import exceptions as click_exc
+
+DEBUG_ENV = "FLATGEN_DEBUG"
+EXIT_RUNTIME, EXIT_INPUT = 1, 2
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _say_error(text: str, hint: str | None = None) -> None:
+    err_console.print("[red]error:[/red] ", end="", highlight=False)
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(hint, markup=False, highlight=False, soft_wrap=True, style="dim")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class OneLineErrors(TyperGroup):
+    """Option and argument errors (a bad value, a missing argument, an unknown option) as one
+    line and exit 2, in the style of every other refused input, instead of a usage box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except click_exc.NoArgsIsHelpError as err:
+            if not standalone_mode:
+                raise
+            print(err.ctx.get_help() if err.ctx else "")
+            sys.exit(0)
+        except click_exc.ClickException as err:
+            if not standalone_mode:
+                raise
+            command = err.ctx.command_path if getattr(err, "ctx", None) else "flatgen"
+            _say_error(f"{err.format_message()} (see {command} --help)")
+            sys.exit(EXIT_INPUT if isinstance(err, click_exc.UsageError) else err.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            _say_error("aborted")
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Train generative models toward flat minima and measure what flatness buys.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from flatgen.config import ConfigError
-    from flatgen.data import DataPathError
-    from flatgen.train import RunDirError, RunNotFoundError
+def _input_errors() -> tuple[type[BaseException], ...]:
+    # ConfigError, RunDirError, CheckpointError, OutputError are ValueErrors; DataPathError and
+    # RunNotFoundError are FileNotFoundErrors
+    return (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            FileExistsError, PermissionError)
 
-    return (ConfigError, DataPathError, RunDirError, RunNotFoundError, FileNotFoundError, ValueError)
+
+def exit_code_and_message(err: BaseException) -> tuple[int, str, str | None]:
+    """(exit code, one-line message, optional hint line) for an exception a command raised."""
+    from flatgen.errors import RunFailed
+
+    if isinstance(err, RunFailed):
+        return EXIT_RUNTIME, _first_line(err), None
+    if isinstance(err, _input_errors()):
+        if isinstance(err, OSError) and err.strerror and err.filename:
+            return EXIT_INPUT, f"{err.strerror}: {str(err.filename)!r}", None
+        return EXIT_INPUT, _first_line(err), None
+    if isinstance(err, OSError):  # at run time: a disk filled up, a device went away
+        where = f": {str(err.filename)!r}" if err.filename else ""
+        text = f"{err.strerror or _first_line(err)}{where}"
+        return EXIT_RUNTIME, f"{text} (what was saved before is kept)", None
+    return (EXIT_RUNTIME, f"internal error: {type(err).__name__}: {_first_line(err)}",
+            f"this is a bug in flatgen; {DEBUG_ENV}=1 shows the traceback")
 
 
 def cli_command(fn):
-    """Turn expected user errors into one red line and exit code 2."""
+    """The one error path: any exception becomes one line on stderr and exit code 2 or 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as err:
-            if os.environ.get("FLATGEN_DEBUG"):
+        except (typer.Exit, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
+            if os.environ.get(DEBUG_ENV):
                 raise
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            err_console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            code, text, hint = exit_code_and_message(err)
+            _say_error(text, hint)
+            raise typer.Exit(code) from None
 
     return wrapper
 

@@ -26,15 +26,12 @@ def dro(
 
     Writes results.json, table.md / table.csv and plots into the output directory.
     """
-    import yaml
     from pydantic import ValidationError
 
-    from flatgen.config import ConfigError, format_validation_error
+    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
     from flatgen.dro import run_dro_experiment
 
-    if not config.is_file():
-        raise ConfigError(f"config file {str(config)!r} not found")
-    data = yaml.safe_load(config.read_text()) or {}
+    data = read_yaml_mapping(config)
     out = out or Path("runs") / config.stem
     try:
         summary = run_dro_experiment(data, out, progress=progress)
@@ -71,33 +68,64 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     console.print(f"report: {summary['report']}")
 
 
-def _study_task(config: Path) -> str:
-    import yaml
+def _classifier_study(
+    config: Path, out: Path | None, *, plan: bool, collect: bool, only: str | None, progress: bool
+) -> None:
+    """A classifier study (task: classifier), through the one study engine."""
+    from flatgen.errors import RunFailed
+    from flatgen.study import load_study, plan_commands, run_study
+    from flatgen.study.collect import collect as collect_report
 
-    try:
-        data = yaml.safe_load(config.read_text()) if config.is_file() else None
-    except yaml.YAMLError:
-        return "diffusion"  # load_study_config reports the YAML error
-    return data.get("task", "diffusion") if isinstance(data, dict) else "diffusion"
-
-
-def _classifier_study(config: Path, out: Path | None, progress: bool) -> None:
-    """Sharpness versus adversarial vulnerability of classifiers (task: classifier)."""
-    import yaml
-    from pydantic import ValidationError
-
-    from flatgen.classify import run_classifier_study
-    from flatgen.config import ConfigError, format_validation_error
-
-    data = yaml.safe_load(config.read_text())
-    out = out or Path("studies") / str(data.get("name", config.stem))
-    try:
-        summary = run_classifier_study(data, out, progress=progress)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+    cfg = load_study(config)
+    out = out or Path("studies") / cfg.name
+    if plan:
+        print("\n".join(plan_commands(config, cfg, out)))
+        print(f"flatgen study {config} --out {out} --collect")
+        return
+    failed: dict[str, str] = {}
+    if not collect:
+        status = run_study(cfg, out, console, only=only, progress=progress)
+        if only is not None:
+            console.print(f"{only}: {status.get(only)}")
+            return
+        failed = {k: v for k, v in status.items() if v.startswith("failed")}
+        if failed and len(failed) == len(status):  # nothing to report: a run-time failure
+            raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                            f"{str(out / 'runs')!r}/*/error.log)")
+    summary = collect_report(cfg, out)
     print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
     console.print(summary["verdict"])
     console.print(f"wrote {out}")
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+        raise typer.Exit(1)
+
+
+def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | None,
+                  jobs: int) -> int:
+    """--executor local|slurm: one submitit job per unit not yet done; returns the failures."""
+    from flatgen.study import plan_units
+    from flatgen.study.executors import EXECUTORS, run_local, submit_slurm
+    from flatgen.study.run import unit_done
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    units = [u for u in plan_units(cfg) if only in (None, u.name)]
+    if not units:
+        raise ValueError(f"no unit {only!r} in this study; see --plan")
+    todo = [u.name for u in units if not unit_done(out, u, cfg)]
+    out.mkdir(parents=True, exist_ok=True)
+    if executor == "slurm":
+        ids = submit_slurm(config, out, todo, settings=cfg.slurm)
+        for unit, job_id in ids.items():
+            console.print(f"{unit}: Slurm job {job_id}")
+        console.print(f"when they finish: flatgen study {config} --out {out} --collect")
+        return 0
+    console.print(f"running {len(todo)} unit(s) as local processes, {jobs} at a time")
+    status = run_local(config, out, todo, parallel=jobs)
+    for unit, state in status.items():
+        console.print(f"{unit}: {state}")
+    return sum(state.startswith("failed") for state in status.values())
 
 
 @app.command()
@@ -109,21 +137,25 @@ def study(
     collect: Annotated[bool, typer.Option("--collect", help="Only build the report from finished runs.")] = False,
     only: Annotated[str | None, typer.Option("--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="inline (one process), local (parallel processes, 1 thread each) or "
+        "slurm (one job per unit; then --collect).")] = "inline",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel processes (--executor local).")] = 2,
 ) -> None:
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
     Finished runs are skipped on restart; a failed run is reported, the rest go on, and the
-    command exits 1. A classifier study (task: classifier) writes table.md, results.csv/json
-    and plots, and runs in one process (no --plan, --only or --collect).
+    command exits 1. A malformed study (a bad config, or runs in --out trained with another
+    config) is refused before anything runs, with exit code 2. A classifier study
+    (task: classifier) writes table.md, results.csv/json and scatter.png instead of
+    report.html.
     """
+    from flatgen.errors import RunFailed
     from flatgen.report import collect_study
-    from flatgen.study import load_study_config, plan_commands, run_study
+    from flatgen.study import load_study_config, plan_commands, run_study, task_of
 
-    if _study_task(config) == "classifier":
-        if plan or collect or only:
-            raise ValueError("--plan, --only and --collect are for diffusion studies; a classifier "
-                             f"study runs in one process: flatgen study {config} --out DIR")
-        _classifier_study(config, out, progress)
+    if task_of(config) == "classifier":
+        _classifier_study(config, out, plan=plan, collect=collect, only=only, progress=progress)
         return
     cfg = load_study_config(config)
     out = out or Path("studies") / cfg.name
@@ -131,6 +163,13 @@ def study(
         for line in plan_commands(config, cfg, out):
             print(line)
         print(f"flatgen study {config} --out {out} --collect")
+        return
+    if executor != "inline" and not collect:
+        failed_jobs = _submit_study(config, cfg, out, executor, only=only, jobs=jobs)
+        if executor == "local":
+            _print_study_summary(collect_study(cfg, out), out)
+        if failed_jobs:
+            raise typer.Exit(1)
         return
     if not collect:
         status = run_study(cfg, out, console, only=only, progress=progress)
@@ -140,6 +179,9 @@ def study(
             return
         if failed:
             console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+            if len(failed) == len(status):  # nothing to report: a run-time failure, exit 1
+                raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                                f"{str(out / 'runs')!r}/*/error.log)")
     _print_study_summary(collect_study(cfg, out), out)
     if not collect and failed:
         raise typer.Exit(1)

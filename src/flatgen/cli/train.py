@@ -23,20 +23,36 @@ def train(
     config: Annotated[Path, typer.Argument(help="YAML config (see configs/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in --out from its last checkpoint "
+        "(from step 0 if it has none).")] = False,
+    resume_from: Annotated[int | None, typer.Option(
+        "--resume-from", min=0, help="Continue from the checkpoint of this step "
+        "(checkpoints/step-N); later ones are discarded.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Start over in --out even if it holds a run or other files.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run directory."""
+    """Train a model; writes config.yaml, metrics.jsonl and checkpoints/ into the run directory.
+
+    Checkpoints: checkpoints/step-<n> (the last train.keep_checkpoints of them) and
+    checkpoints/last. A non-finite loss stops training with exit code 1, keeping the last
+    finite checkpoint.
+    """
     from flatgen.config import load_config
     from flatgen.train import train as run_training
+    from flatgen.train.loop import LOSS_WINDOW
 
     out = out or Path("runs") / config.stem
     overrides = list(set_ or [])
-    if resume and (out / "config.yaml").is_file():
-        cfg = load_config(out / "config.yaml", overrides)  # the run's own config, plus overrides
+    resuming = resume or resume_from is not None
+    if resuming and (out / "config.yaml").is_file():  # the run's own config, plus overrides
+        cfg = load_config(out / "config.yaml", overrides, fix="restore the run's own config.yaml")
     else:
         cfg = load_config(config, overrides)
-    result = run_training(cfg, out, resume=resume, progress=progress)
+    result = run_training(cfg, out, resume=resume, resume_from=resume_from, force=force,
+                          progress=progress,
+                          notify=lambda text: console.print(text, soft_wrap=True, highlight=False))
     import torch.distributed as dist
 
     if dist.is_initialized():  # under torchrun: exiting with a live gloo group can abort at teardown
@@ -46,7 +62,7 @@ def train(
     table = Table(title=f"trained {cfg.method.name} on {cfg.data.name}", show_header=False)
     table.add_row("run directory", str(out))
     table.add_row("steps", f"{result.steps} / {cfg.train.steps}")
-    table.add_row("final loss", f"{result.final_loss:.4f}")
+    table.add_row(f"final loss (mean of last {LOSS_WINDOW} steps)", f"{result.final_loss:.4f}")
     table.add_row("time", f"{result.seconds:.1f} s ({result.it_per_s:.2f} it/s)")
     console.print(table)
     if result.steps < cfg.train.steps:
@@ -60,26 +76,36 @@ def train(
 @app.command()
 @cli_command
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="Run directory written by flatgen train, or a diffusers pipeline / UNet directory.")],
     steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1)] = 20,
     n: Annotated[int, typer.Option(help="Number of samples.", min=1)] = 64,
     sampler: Annotated[str, typer.Option(help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
+                                             "required for a diffusers directory).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="For a diffusers directory: digits, or a CIFAR-10 / image folder path.")] = None,
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
+    from flatgen.io import check_new_file, check_writable
+    from flatgen.open_model import open_model
     from flatgen.report.images import save_samples_png
-    from flatgen.train import load_run
 
     _str_list(sampler, SAMPLERS, "--sampler")
-    run = load_run(run_dir)
+    run = open_model(run_dir, data=data, out=out)
     model = run.model(weights)
+    if out is not None:  # the user's file: never overwritten without --force
+        check_new_file(out, force=force)
+    else:  # the run's own samples/ folder: a re-run replaces its picture
+        out = run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
+        check_writable(out.parent, "the run directory")
     _, test = run.data()
     with console.status(f"sampling {n} with {sampler}, T'={steps}"):
         x = generate(model, run.schedule, n, tuple(test.shape[1:]), steps, sampler, seed)
-    out = out or run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
     save_samples_png(x, out, reference=test)
     console.print(f"wrote {out}")
 
@@ -93,12 +119,19 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
     out: Annotated[Path, typer.Option("--out", help="Output directory (diffusers save_pretrained format).")],
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an earlier export in --out.")] = False,
 ) -> None:
-    """Export the U-Net and its scheduler as a diffusers DDPMPipeline directory."""
-    from flatgen.export import export_pipeline
+    """Export the U-Net and its scheduler as a diffusers DDPMPipeline directory.
+
+    --out must be new or empty, or (with --force) an earlier export, which is replaced whole.
+    """
+    from flatgen.export import check_export_dir, export_pipeline
     from flatgen.train import load_run
 
-    path = export_pipeline(load_run(run_dir), out, weights)
+    run = load_run(run_dir)
+    check_export_dir(out, force=force)
+    path = export_pipeline(run, out, weights=weights, force=force)
     console.print(f"wrote {path}  (load with diffusers.DDPMPipeline.from_pretrained)")
 
 

@@ -42,12 +42,21 @@ def load_image_folder(path: str | Path, size: int, channels: int = 3) -> torch.T
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
     if mode is None:
         raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
-    arrays = []
+    arrays, corrupt = [], []
     for f in files:
-        with Image.open(f) as im:
-            im = im.convert(mode).resize((size, size), Image.BICUBIC)
-            a = np.asarray(im, dtype=np.uint8)
+        try:
+            with Image.open(f) as im:
+                im = im.convert(mode).resize((size, size), Image.BICUBIC)
+                a = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError):  # unreadable or truncated
+            corrupt.append(f)
+            continue
         arrays.append(a[:, :, None] if a.ndim == 2 else a)
+    if corrupt:
+        names = ", ".join(str(p.relative_to(root)) for p in corrupt[:5])
+        more = f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else ""
+        raise DataPathError(f"image folder {str(root)!r} has {len(corrupt)} unreadable image "
+                            f"file(s): {names}{more}; remove or replace them")
     return _to_unit_range(np.stack(arrays).transpose(0, 3, 1, 2))
 
 
@@ -74,8 +83,10 @@ def load_cifar10(path: str | Path, split: str = "train") -> tuple[torch.Tensor, 
         if not f.is_file():
             raise DataPathError(f"CIFAR-10 file {str(f)!r} is missing")
         raw = np.fromfile(f, dtype=np.uint8)
-        if raw.size % CIFAR_RECORD:
-            raise DataPathError(f"{str(f)!r} is not a CIFAR-10 binary batch (size {raw.size})")
+        if raw.size == 0 or raw.size % CIFAR_RECORD:
+            state = "empty" if raw.size == 0 else f"truncated ({raw.size} bytes, not whole records)"
+            raise DataPathError(f"CIFAR-10 file {str(f)!r} is {state}: extract "
+                                "cifar-10-binary.tar.gz again")
         records.append(raw.reshape(-1, CIFAR_RECORD))
     data = np.concatenate(records)
     labels = torch.from_numpy(data[:, 0].astype(np.int64))

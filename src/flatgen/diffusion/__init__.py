@@ -3,15 +3,17 @@
 from flatgen.diffusion.generate import generate
 from flatgen.diffusion.loss import diffusion_loss, draw_training_noise, fixed_diffusion_loss_fn
 from flatgen.diffusion.samplers import SAMPLERS, SamplerStep, sample
-from flatgen.diffusion.schedule import NoiseSchedule
+from flatgen.diffusion.schedule import NoiseSchedule, as_epsilon_model, schedule_from_config
 
 __all__ = [
     "NoiseSchedule",
     "SAMPLERS",
     "SamplerStep",
+    "as_epsilon_model",
     "diffusion_loss",
     "draw_training_noise",
     "fixed_diffusion_loss_fn",
     "generate",
     "sample",
+    "schedule_from_config",
 ]

@@ -1,4 +1,4 @@
-"""The epsilon-prediction training loss, with optional input perturbation (DDPM-IP)."""
+"""The diffusion training loss (eps, v or x0 target), with optional input perturbation (DDPM-IP)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ def diffusion_loss(
     ip_noise: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """|| eps - net(x_t, t) ||^2 with x_t built from noise (+ ip_gamma * ip_noise, DDPM-IP).
+    """|| target - net(x_t, t) ||^2 with x_t built from noise (+ ip_gamma * ip_noise, DDPM-IP).
 
-    Input perturbation perturbs only the network input; the regression target stays `noise`.
+    The target is eps, v or x0 as schedule.prediction_type says. Input perturbation perturbs
+    only the network input; the target is built from `noise`, unperturbed.
     """
     input_noise = noise
     if ip_gamma > 0:
@@ -30,7 +31,8 @@ def diffusion_loss(
             raise ValueError("ip_gamma > 0 needs ip_noise")
         input_noise = noise + ip_gamma * ip_noise
     x_t = schedule.add_noise(x0, input_noise, t)
-    per_sample = (model(x_t, t) - noise).pow(2).flatten(1).mean(1)
+    target = schedule.target(x0, noise, t)
+    per_sample = (model(x_t, t) - target).pow(2).flatten(1).mean(1)
     if reduction == "none":
         return per_sample
     if reduction == "mean":

@@ -3,6 +3,17 @@
 Both walk the respaced timesteps t_{n-1} > ... > t_0 (guided-diffusion's `space_timesteps`),
 feed the *original* timestep to the network, and clip the predicted x0 to [-1, 1] as ADM does
 (images only: toy 2-D data lives outside that box).
+
+Timestep chains. The ADM sampler's chain is `schedule.respaced(N)`: N timesteps evenly spaced
+from 0 to T-1 and rounded; diffusers' DDPMScheduler walks the same chain with
+timestep_spacing="linspace" (what `flatgen export` writes), stepping to the next chain entry.
+diffusers' DDIMScheduler instead always steps from t to t - T/N; on its default "leading" chain
+(0, T/N, 2T/N, ...) that is the next entry, so `denoise_chain(..., ts=that chain, "ddim")`
+with a final step to abar = 1 (set_alpha_to_one) reproduces DDIMPipeline(eta=0,
+use_clipped_model_output=True). flatgen's own `sample(..., "ddim")` uses the respaced chain.
+
+A network that predicts v or x0 (schedule.prediction_type) is read through
+schedule.eps_from_output, so both samplers and on_step always see eps.
 """
 
 from __future__ import annotations
@@ -50,11 +61,11 @@ def denoise_chain(
     data; final=False stops and returns x_{ts[0]} (chains that start or stop mid-way measure
     exposure bias). Gradients flow when the caller enables them (attacks through the sampler).
     The ADM sampler's per-step noise is drawn on the CPU from `generator`. clip=None clips the
-    predicted x0 to [-1, 1] for images (N, C, H, W), whose pixels live there, and not for vector
-    data such as toy2d, whose values do not.
+    predicted x0 to [-1, 1] as the schedule's clip_sample says or, where that is None, for
+    images (N, C, H, W), whose pixels live there, and not for vector data such as toy2d.
     """
     if clip is None:
-        clip = x.ndim == 4
+        clip = schedule.clip_sample if schedule.clip_sample is not None else x.ndim == 4
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if not ts or list(ts) != sorted(set(ts)):
@@ -64,7 +75,8 @@ def denoise_chain(
         t = ts[i]
         a_t = abar[t].item()
         a_prev = abar[ts[i - 1]].item() if i > 0 else 1.0
-        eps = model(x, _as_batch_t(t, x.shape[0], x.device))
+        tt = _as_batch_t(t, x.shape[0], x.device)
+        eps = schedule.eps_from_output(model(x, tt), x, tt)
         if eps_scale is not None:
             eps = eps / eps_scale(t)
         if on_step is not None:

@@ -1,15 +1,14 @@
-"""Wasserstein distributionally robust training: WRM, and the DRO game for generators."""
+"""The Wasserstein DRO game for generators (Gao & Tembine 2018) and its baselines.
 
-from flatgen.dro.baselines import WGANGP, gradient_penalty, min_wasserstein
-from flatgen.dro.config import (
-    DROExperimentConfig,
-    GameConfig,
-    OTConfig,
-    WRMConfig,
-)
+WRM, the training method, lives in flatgen.optim.wrm.
+"""
+
+from flatgen.dro.baselines import NSGAN, WGANGP, gradient_penalty, min_wasserstein
+from flatgen.dro.config import DROExperimentConfig, GameConfig, OTConfig
 from flatgen.dro.experiment import run_dro_experiment
 from flatgen.dro.game import DROGame, defend
 from flatgen.dro.nets import AutoEncoder, MLPCritic, MLPGenerator, train_autoencoder
+from flatgen.dro.summary import w2_oscillation
 from flatgen.dro.transport import (
     OTDistance,
     exact_w2,
@@ -17,15 +16,6 @@ from flatgen.dro.transport import (
     pairwise_sq_dists,
     per_sample_ot_cost,
     transport_plan,
-)
-from flatgen.dro.wrm import (
-    WRMCertificate,
-    classifier_per_sample_loss,
-    diffusion_per_sample_loss,
-    robust_objective,
-    wrm_certificate,
-    wrm_loss,
-    wrm_perturb,
 )
 
 __all__ = [
@@ -35,25 +25,19 @@ __all__ = [
     "GameConfig",
     "MLPCritic",
     "MLPGenerator",
+    "NSGAN",
     "OTConfig",
     "OTDistance",
     "WGANGP",
-    "WRMCertificate",
-    "WRMConfig",
-    "classifier_per_sample_loss",
     "defend",
-    "diffusion_per_sample_loss",
     "exact_w2",
     "gradient_penalty",
     "min_wasserstein",
     "ot_cost",
     "pairwise_sq_dists",
     "per_sample_ot_cost",
-    "robust_objective",
     "run_dro_experiment",
     "train_autoencoder",
     "transport_plan",
-    "wrm_certificate",
-    "wrm_loss",
-    "wrm_perturb",
+    "w2_oscillation",
 ]

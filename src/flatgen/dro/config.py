@@ -1,4 +1,4 @@
-"""Pydantic models for Wasserstein DRO: the WRM section and the DRO-game experiment."""
+"""Pydantic models of the DRO-game experiment (`flatgen dro`)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OTSolverName = Literal["exact", "sinkhorn", "sliced"]
-MethodName = Literal["game", "minw", "wgan_gp"]
-METHODS: tuple[str, ...] = ("game", "minw", "wgan_gp")
+MethodName = Literal["game", "minw", "wgan_gp", "ns_gan"]
+METHODS: tuple[str, ...] = ("game", "minw", "wgan_gp", "ns_gan")
+# smooth activations (see dro.nets.ACTIVATIONS): WRM ascent in x needs a finite smoothness
+Activation = Literal["softplus", "elu", "silu"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class WRMConfig(_Strict):
-    """WRM robust training (`method.dro`): sup_x loss(x) - gamma * ||x - x0||^2 by ascent."""
-
-    gamma: float = Field(gt=0, description="penalty on the squared transport distance")
-    steps: int = Field(15, ge=0, description="inner gradient-ascent steps")
-    step_size: float | None = Field(
-        None, gt=0, description="first ascent step, decays as 1/sqrt(t); None: 1 / (2 gamma)"
-    )
 
 
 class OTConfig(_Strict):
@@ -37,7 +29,16 @@ class OTConfig(_Strict):
 class GameConfig(_Strict):
     """Defenders of the DRO game: WRM ascent on the real batch against the model's samples."""
 
-    gamma: float = Field(2.0, gt=0, description="penalty on the defenders' transport cost")
+    gamma: float = Field(
+        2.0, gt=0, description="penalty on the defenders' transport cost (with radius: its start)"
+    )
+    radius: float | None = Field(
+        None,
+        gt=0,
+        description="Wasserstein budget E||x - x0||^2 of the defenders (squared data units); "
+        "gamma is then its Lagrange multiplier, tuned by dual ascent. None: fixed penalty",
+    )
+    dual_lr: float = Field(0.5, gt=0, description="step of the exponentiated dual ascent")
     steps: int = Field(3, ge=0, description="defender ascent steps (0: no defenders)")
     step_size: float | None = Field(None, gt=0, description="None: 1 / (2 gamma)")
     feature_space: bool = Field(
@@ -51,6 +52,7 @@ class EncoderConfig(_Strict):
     latent_dim: int = Field(16, ge=1)
     hidden: int = Field(128, ge=1)
     depth: int = Field(2, ge=1)
+    activation: Activation = "softplus"  # the defenders' ascent runs through the encoder
     pretrain_steps: int = Field(500, ge=0)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(256, ge=1)
@@ -62,6 +64,7 @@ class GeneratorConfig(_Strict):
     latent_dim: int = Field(8, ge=1)
     hidden: int = Field(128, ge=1)
     depth: int = Field(3, ge=1, description="hidden layers")
+    activation: Activation = "silu"
 
 
 class WGANGPConfig(_Strict):
@@ -71,6 +74,16 @@ class WGANGPConfig(_Strict):
     gp_weight: float = Field(10.0, ge=0)
     lr: float | None = Field(None, gt=0, description="None: train.lr")
     betas: tuple[float, float] = (0.5, 0.9)
+    hidden: int = Field(128, ge=1)
+    depth: int = Field(3, ge=1)
+
+
+class GANConfig(_Strict):
+    """Non-saturating GAN baseline (JS): MLP discriminator, n_disc steps per generator step."""
+
+    n_disc: int = Field(1, ge=1)
+    lr: float | None = Field(None, gt=0, description="None: train.lr")
+    betas: tuple[float, float] = (0.5, 0.999)
     hidden: int = Field(128, ge=1)
     depth: int = Field(3, ge=1)
 
@@ -138,6 +151,7 @@ class DROExperimentConfig(_Strict):
     game: GameConfig = GameConfig()
     encoder: EncoderConfig = EncoderConfig()
     wgan_gp: WGANGPConfig = WGANGPConfig()
+    ns_gan: GANConfig = GANConfig()
     shift: ShiftConfig = ShiftConfig()
     converge_fraction: float = Field(
         0.9,

@@ -1,9 +1,11 @@
-"""The DRO-game comparison: game vs minimum-Wasserstein vs WGAN-GP, same generator and budget.
+"""The DRO-game comparison: game vs minimum-Wasserstein vs WGAN-GP vs the non-saturating GAN,
+the same generator and budget.
 
 For every dataset x method x seed: train for train.iters generator iterations, log exact W2
 between G(z_eval) (fixed latents) and held-out data every eval_every iterations, then measure
-W2 to a shifted test set (noise + translation). Writes results.json, table.md, table.csv,
-config.yaml and plots into the output directory.
+W2 to a shifted test set (noise + translation). Stability (seed-to-seed spread, oscillation of
+W2 over the last half) and the defenders' realized transport cost against their radius are
+summarized in dro.summary. Writes results.json, table.md, table.csv, config.yaml and plots.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from flatgen.dro.baselines import WGANGP, min_wasserstein
+from flatgen.dro.baselines import NSGAN, WGANGP, min_wasserstein
 from flatgen.dro.config import DatasetConfig, DROExperimentConfig, ShiftConfig
 from flatgen.dro.game import DROGame
 from flatgen.dro.nets import (
@@ -35,7 +36,15 @@ from flatgen.dro.nets import (
     train_autoencoder,
 )
 from flatgen.dro.plots import plot_image_grids, plot_samples_2d, plot_w2_curves
+from flatgen.dro.summary import (
+    TABLE_COLUMNS,
+    format_markdown,
+    summarize,
+    table_rows,
+    w2_oscillation,
+)
 from flatgen.dro.transport import OTDistance, exact_w2
+from flatgen.io import write_text_atomic
 
 # fixed seeds for data draws, so "seed" varies only initialization and training randomness
 TRAIN_SEED, TEST_SEED, SHIFT_SEED, REFERENCE_SEED = 1000, 2000, 3000, 4000
@@ -53,7 +62,7 @@ class ExperimentData:
 
 
 def shift_data(
-    x: Tensor, shift: ShiftConfig, image_shape: tuple[int, ...] | None, seed: int = SHIFT_SEED
+    x: Tensor, shift: ShiftConfig, image_shape: tuple[int, ...] | None, *, seed: int = SHIFT_SEED
 ) -> Tensor:
     """x (flattened) translated (pixels for images, then a constant offset) plus Gaussian noise."""
     out = x.clone()
@@ -87,36 +96,87 @@ def load_experiment_data(ds: DatasetConfig, shift: ShiftConfig) -> ExperimentDat
 
 
 def _build_trainer(
-    cfg: DROExperimentConfig, method: str, data: ExperimentData, generator: MLPGenerator, seed: int
+    cfg: DROExperimentConfig,
+    method: str,
+    data: ExperimentData,
+    *,
+    generator: MLPGenerator,
+    seed: int,
 ) -> Any:
-    latent, tr = cfg.generator.latent_dim, cfg.train
+    latent, tr, dim = cfg.generator.latent_dim, cfg.train, data.train.shape[1]
     if method == "wgan_gp":
         w = cfg.wgan_gp
-        critic = MLPCritic(data.train.shape[1], w.hidden, w.depth)
+        critic = MLPCritic(dim, hidden=w.hidden, depth=w.depth)
         return WGANGP(
-            generator, critic, latent, w.n_critic, w.gp_weight, w.lr or tr.lr, w.betas, seed
+            generator,
+            critic,
+            latent,
+            n_critic=w.n_critic,
+            gp_weight=w.gp_weight,
+            lr=w.lr or tr.lr,
+            betas=w.betas,
+            seed=seed,
         )
+    if method == "ns_gan":
+        n = cfg.ns_gan
+        disc = MLPCritic(dim, hidden=n.hidden, depth=n.depth)
+        return NSGAN(
+            generator, disc, latent, n_disc=n.n_disc, lr=n.lr or tr.lr, betas=n.betas, seed=seed
+        )
+    o = cfg.ot
     ot = OTDistance(
-        cfg.ot.solver, cfg.ot.sinkhorn_reg, cfg.ot.sinkhorn_iters, cfg.ot.n_projections, seed
+        o.solver,
+        reg=o.sinkhorn_reg,
+        sinkhorn_iters=o.sinkhorn_iters,
+        n_projections=o.n_projections,
+        seed=seed,
     )
     if method == "minw":
-        return min_wasserstein(generator, latent, ot, tr.lr, tr.betas, seed)
+        return min_wasserstein(generator, latent, ot=ot, lr=tr.lr, betas=tr.betas, seed=seed)
     g, encoder = cfg.game, None
     if g.feature_space:
         e = cfg.encoder
-        ae = AutoEncoder(data.train.shape[1], e.latent_dim, e.hidden, e.depth)
+        ae = AutoEncoder(
+            dim, latent_dim=e.latent_dim, hidden=e.hidden, depth=e.depth, activation=e.activation
+        )
         gen = torch.Generator().manual_seed(seed)
-        train_autoencoder(ae, data.train, e.pretrain_steps, e.batch_size, e.lr, gen)
+        train_autoencoder(
+            ae, data.train, steps=e.pretrain_steps, batch_size=e.batch_size, lr=e.lr, generator=gen
+        )
         encoder = calibrated_features(ae, data.train)
     return DROGame(
-        generator, latent, g.gamma, g.steps, g.step_size, ot, encoder, tr.lr, tr.betas, seed
+        generator,
+        latent,
+        gamma=g.gamma,
+        steps=g.steps,
+        step_size=g.step_size,
+        ot=ot,
+        encoder=encoder,
+        lr=tr.lr,
+        betas=tr.betas,
+        seed=seed,
+        radius=g.radius,
+        dual_lr=g.dual_lr,
     )
+
+
+def _defenders(trainer: Any, stats_log: list[dict]) -> dict[str, Any] | None:
+    """The defenders' radius, realized transport cost (mean over the last half) and final gamma."""
+    if not isinstance(trainer, DROGame) or trainer.steps == 0:
+        return None
+    half = stats_log[len(stats_log) // 2 :]
+    return {
+        "radius": trainer.radius,
+        "cost_last_half": float(np.mean([s["defender_cost"] for s in half])),
+        "gamma_final": trainer.gamma,
+    }
 
 
 def run_single(
     cfg: DROExperimentConfig,
     data: ExperimentData,
     method: str,
+    *,
     seed: int,
     on_iter: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
@@ -125,14 +185,16 @@ def run_single(
     torch.manual_seed(seed)
     dim, tr = data.train.shape[1], cfg.train
     # built first so every method starts from the same generator for a given seed
+    gc = cfg.generator
     generator = MLPGenerator(
-        cfg.generator.latent_dim,
+        gc.latent_dim,
         dim,
-        cfg.generator.hidden,
-        cfg.generator.depth,
+        hidden=gc.hidden,
+        depth=gc.depth,
         tanh=data.image_shape is not None,
+        activation=gc.activation,
     )
-    trainer = _build_trainer(cfg, method, data, generator, seed)
+    trainer = _build_trainer(cfg, method, data, generator=generator, seed=seed)
     batch_rng = torch.Generator().manual_seed(seed)
     z_eval = torch.randn(
         tr.n_eval, cfg.generator.latent_dim, generator=torch.Generator().manual_seed(10_000 + seed)
@@ -158,6 +220,7 @@ def run_single(
             on_iter(it)
     tail = stats_log[-max(1, len(stats_log) // 10) :]
     stats = {k: float(np.mean([s[k] for s in tail])) for k in tail[0]}
+    osc = w2_oscillation(iters, curve)
     return {
         "method": method,
         "seed": seed,
@@ -167,110 +230,11 @@ def run_single(
         "shifted_w2": exact_w2(samples, data.shifted),
         "wall_s": time.perf_counter() - start,
         "train_stats_last10pct": stats,
+        "w2_oscillation": osc["mean_abs_diff"],
+        "w2_total_variation": osc["total_variation"],
+        "defenders": _defenders(trainer, stats_log),
         "samples": samples.numpy(),
     }
-
-
-def _iters_to(curve: list[float], iters: list[int], threshold: float) -> int | None:
-    return next((i for i, w in zip(iters, curve, strict=True) if w <= threshold), None)
-
-
-def summarize(
-    runs: dict[str, list[dict]], converge_fraction: float
-) -> tuple[dict[str, dict], float]:
-    """Per-method statistics over seeds, and the convergence threshold used.
-
-    The threshold is best + (1 - converge_fraction) * (initial - best), with best the lowest
-    mean final W2 among methods and initial the mean W2 at iteration 0.
-    """
-    best = min(float(np.mean([r["final_w2"] for r in rs])) for rs in runs.values())
-    start = float(np.mean([r["w2"][0] for rs in runs.values() for r in rs]))
-    threshold = best + (1 - converge_fraction) * (start - best)
-    out = {}
-    for method, rs in runs.items():
-        finals = np.array([r["final_w2"] for r in rs])
-        shifted = np.array([r["shifted_w2"] for r in rs])
-        reached = [_iters_to(r["w2"], r["iters"], threshold) for r in rs]
-        hit = [x for x in reached if x is not None]
-        quarter = [r["w2"][-max(2, len(r["w2"]) // 4) :] for r in rs]
-        out[method] = {
-            "final_w2_mean": float(finals.mean()),
-            "final_w2_std": float(finals.std()),
-            "shifted_w2_mean": float(shifted.mean()),
-            "shifted_w2_std": float(shifted.std()),
-            "mean_w2_over_training": float(np.mean([np.mean(r["w2"]) for r in rs])),
-            "iters_to_threshold": reached,
-            "iters_to_threshold_mean": float(np.mean(hit)) if hit else None,
-            "late_w2_std": float(np.mean([np.std(q) for q in quarter])),
-            "wall_s_mean": float(np.mean([r["wall_s"] for r in rs])),
-            "seeds": [r["seed"] for r in rs],
-        }
-    return out, threshold
-
-
-TABLE_COLUMNS = [
-    "dataset",
-    "method",
-    "final W2",
-    "shifted W2",
-    "mean W2 (curve)",
-    "iters to thr (hit/seeds)",
-    "late W2 std",
-    "s/run",
-]
-
-
-def _mean_std(s: dict, key: str, n_seeds: int) -> str:
-    # one seed has no spread: print the value alone rather than a misleading "± 0"
-    return f"{s[key + '_mean']:.4f}" + (f" ± {s[key + '_std']:.4f}" if n_seeds > 1 else "")
-
-
-def _table_rows(datasets: dict[str, dict]) -> list[list[str]]:
-    rows = []
-    for label, d in datasets.items():
-        for method, s in d["summary"].items():
-            hit = [x for x in s["iters_to_threshold"] if x is not None]
-            to_thr = f"{s['iters_to_threshold_mean']:.0f}" if hit else "-"
-            n_seeds = len(s["iters_to_threshold"])
-            rows.append(
-                [
-                    label,
-                    method,
-                    _mean_std(s, "final_w2", n_seeds),
-                    _mean_std(s, "shifted_w2", n_seeds),
-                    f"{s['mean_w2_over_training']:.4f}",
-                    f"{to_thr} ({len(hit)}/{len(s['iters_to_threshold'])})",
-                    f"{s['late_w2_std']:.4f}",
-                    f"{s['wall_s_mean']:.1f}",
-                ]
-            )
-        ref = d["reference"]
-        rows.append(
-            [
-                label,
-                "(train subset)",
-                f"{ref['w2']:.4f}",
-                f"{ref['shifted_w2']:.4f}",
-                "",
-                f"thr = {d['threshold']:.4f}",
-                "",
-                "",
-            ]
-        )
-    return rows
-
-
-def format_markdown(rows: list[list[str]]) -> str:
-    """A GitHub-markdown table with TABLE_COLUMNS."""
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _plot_samples(data: ExperimentData, samples: dict[str, np.ndarray], path: Path, seed: int):
@@ -284,7 +248,7 @@ def _plot_samples(data: ExperimentData, samples: dict[str, np.ndarray], path: Pa
         plot_image_grids({k: v.reshape(-1, h, w) for k, v in panels.items()}, path, title)
 
 
-def run_dro_experiment(cfg: dict, out_dir: Path, progress: bool = True) -> dict:
+def run_dro_experiment(cfg: dict, out_dir: Path, *, progress: bool = True) -> dict:
     """Validate cfg (DROExperimentConfig), run every dataset x method x seed, write outputs.
 
     Returns the summary: per dataset and method the statistics over seeds, the table (rows and
@@ -298,7 +262,7 @@ def run_dro_experiment(cfg: dict, out_dir: Path, progress: bool = True) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = config.model_dump(mode="json")
-    _write_text(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
     prev_threads = torch.get_num_threads()
     if config.threads:
@@ -333,7 +297,11 @@ def run_dro_experiment(cfg: dict, out_dir: Path, progress: bool = True) -> dict:
                             f"{data.label} {method} seed {seed}", total=config.train.iters
                         )
                         r = run_single(
-                            config, data, method, seed, lambda i, t=task: bar.update(t, completed=i)
+                            config,
+                            data,
+                            method,
+                            seed=seed,
+                            on_iter=lambda i, t=task: bar.update(t, completed=i),
                         )
                         bar.remove_task(task)
                         bar.advance(overall)
@@ -365,12 +333,12 @@ def run_dro_experiment(cfg: dict, out_dir: Path, progress: bool = True) -> dict:
         },
         out_dir / "w2_curves.png",
     )
-    rows = _table_rows(datasets)
+    rows = table_rows(datasets)
     markdown = format_markdown(rows)
-    _write_text(out_dir / "table.md", markdown)
+    write_text_atomic(out_dir / "table.md", markdown)
     buf = io.StringIO()
     csv.writer(buf).writerows([TABLE_COLUMNS, *rows])
-    _write_text(out_dir / "table.csv", buf.getvalue())
+    write_text_atomic(out_dir / "table.csv", buf.getvalue())
     files += ["w2_curves.png", "table.md", "table.csv", "results.json"]
 
     summary = {
@@ -389,5 +357,5 @@ def run_dro_experiment(cfg: dict, out_dir: Path, progress: bool = True) -> dict:
         "config": resolved,
         "runs": {label: d["runs"] for label, d in datasets.items()},
     }
-    _write_text(out_dir / "results.json", json.dumps(results, indent=1))
+    write_text_atomic(out_dir / "results.json", json.dumps(results, indent=1))
     return summary

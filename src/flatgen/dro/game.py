@@ -16,25 +16,44 @@ Choices (documented here because they shape the results):
 - With data-space features and a fixed plan, a defender's problem is strongly concave only for
   gamma > 1 (its optimum is x0 + (x0 - m) / (gamma - 1), m the matched model mass); below that
   the few ascent steps, not the penalty, bound how far samples move.
+- With a radius, the defenders are held to a Wasserstein ball E||x - x0||^2 <= radius (data
+  space): gamma becomes the Lagrange multiplier of that constraint, updated after every round
+  by dual ascent on (cost - radius). The step is exponentiated (multiplicative), so gamma stays
+  positive and the step is scale-free: gamma <- gamma * exp(dual_lr * clip(cost / radius - 1)).
+  Without a radius, gamma is a fixed per-sample penalty (the defenders are not in a ball).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from flatgen.dro.transport import OTDistance
-from flatgen.dro.wrm import wrm_perturb
+from flatgen.optim.wrm import wrm_perturb
 
 FeatureMap = Callable[[Tensor], Tensor]
+GAMMA_RANGE = (1e-4, 1e6)  # the dual variable is kept in here (a floor keeps steps finite)
+
+
+def dual_update(gamma: float, *, cost: float, radius: float, lr: float) -> float:
+    """One exponentiated dual-ascent step on the multiplier of E||x - x0||^2 <= radius.
+
+    The normalized excess cost / radius - 1 is clipped to [-1, 1], so one round changes gamma
+    by at most a factor exp(lr) (a far-off first round must not blow gamma up or down).
+    """
+    excess = min(max(cost / radius - 1.0, -1.0), 1.0)
+    new = gamma * math.exp(lr * excess)
+    return min(max(new, GAMMA_RANGE[0]), GAMMA_RANGE[1])
 
 
 def defend(
     real: Tensor,
     fake: Tensor,
     gamma: float,
+    *,
     steps: int = 3,
     step_size: float | None = None,
     ot: OTDistance | None = None,
@@ -45,20 +64,24 @@ def defend(
     feat = encoder if encoder is not None else (lambda v: v.flatten(1))
     with torch.no_grad():
         target = feat(fake.detach())
-    return wrm_perturb(lambda x: ot.per_sample(feat(x), target), real, gamma, steps, step_size)
+    return wrm_perturb(
+        lambda x: ot.per_sample(feat(x), target), real, gamma, steps=steps, step_size=step_size
+    )
 
 
 class DROGame:
     """Alternating defenders (hard set) and attacker (one Adam step of G toward it).
 
     `step(draw_real)` draws one real batch and returns logged floats. With steps = 0 this is
-    plain minimum-Wasserstein generator training.
+    plain minimum-Wasserstein generator training. With a radius, gamma is the dual variable of
+    the defenders' Wasserstein budget (its start value given here), see the module docstring.
     """
 
     def __init__(
         self,
         generator: nn.Module,
         latent_dim: int,
+        *,
         gamma: float = 2.0,
         steps: int = 3,
         step_size: float | None = None,
@@ -67,10 +90,15 @@ class DROGame:
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.5, 0.999),
         seed: int = 0,
+        radius: float | None = None,
+        dual_lr: float = 0.5,
     ):
+        if radius is not None and radius <= 0:
+            raise ValueError(f"the defenders' radius must be > 0, got {radius}")
         self.generator = generator
         self.latent_dim = latent_dim
         self.gamma, self.steps, self.step_size = gamma, steps, step_size
+        self.radius, self.dual_lr = radius, dual_lr
         self.ot = ot if ot is not None else OTDistance(seed=seed)
         self.encoder = encoder
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
@@ -80,7 +108,15 @@ class DROGame:
         """The defenders' move (the real batch itself when steps = 0)."""
         if self.steps == 0:
             return real
-        return defend(real, fake, self.gamma, self.steps, self.step_size, self.ot, self.encoder)
+        return defend(
+            real,
+            fake,
+            self.gamma,
+            steps=self.steps,
+            step_size=self.step_size,
+            ot=self.ot,
+            encoder=self.encoder,
+        )
 
     def step(self, draw_real: Callable[[], Tensor]) -> dict[str, float]:
         """One game round: defenders, then one attacker (generator) update."""
@@ -93,4 +129,7 @@ class DROGame:
         loss.backward()
         self.optimizer.step()
         moved = (hard - real).flatten(1).pow(2).sum(1).mean().item()
-        return {"ot_to_hard": loss.item(), "defender_cost": moved}
+        stats = {"ot_to_hard": loss.item(), "defender_cost": moved, "gamma": self.gamma}
+        if self.radius is not None and self.steps > 0:
+            self.gamma = dual_update(self.gamma, cost=moved, radius=self.radius, lr=self.dual_lr)
+        return stats

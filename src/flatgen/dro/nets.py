@@ -7,13 +7,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+# smooth activations only: the defenders' ascent runs through these networks in x
+ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "elu": nn.ELU, "softplus": nn.Softplus}
 
-def mlp(in_dim: int, out_dim: int, hidden: int, depth: int) -> nn.Sequential:
-    """depth hidden layers of width hidden with SiLU (smooth, so ascent in x is well behaved)."""
+
+def mlp(
+    in_dim: int, out_dim: int, *, hidden: int, depth: int, activation: str = "silu"
+) -> nn.Sequential:
+    """depth hidden layers of width hidden with a smooth activation (ascent in x is then well
+    behaved: the loss has a finite smoothness constant in x)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(depth):
-        layers += [nn.Linear(width, hidden), nn.SiLU()]
+        layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
         width = hidden
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
@@ -23,11 +31,18 @@ class MLPGenerator(nn.Module):
     """G(z): latent_dim -> out_dim, optionally squashed to [-1, 1] (images)."""
 
     def __init__(
-        self, latent_dim: int, out_dim: int, hidden: int = 128, depth: int = 3, tanh: bool = False
+        self,
+        latent_dim: int,
+        out_dim: int,
+        *,
+        hidden: int = 128,
+        depth: int = 3,
+        tanh: bool = False,
+        activation: str = "silu",
     ):
         super().__init__()
         self.latent_dim = latent_dim
-        self.net = mlp(latent_dim, out_dim, hidden, depth)
+        self.net = mlp(latent_dim, out_dim, hidden=hidden, depth=depth, activation=activation)
         self.tanh = tanh
 
     def forward(self, z: Tensor) -> Tensor:
@@ -36,11 +51,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPCritic(nn.Module):
-    """WGAN critic f(x) -> one score per sample."""
+    """WGAN critic or GAN discriminator f(x) -> one score (logit) per sample."""
 
-    def __init__(self, in_dim: int, hidden: int = 128, depth: int = 3):
+    def __init__(self, in_dim: int, *, hidden: int = 128, depth: int = 3, activation: str = "silu"):
         super().__init__()
-        self.net = mlp(in_dim, 1, hidden, depth)
+        self.net = mlp(in_dim, 1, hidden=hidden, depth=depth, activation=activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1)).squeeze(1)
@@ -49,10 +64,19 @@ class MLPCritic(nn.Module):
 class AutoEncoder(nn.Module):
     """MLP autoencoder; `encode` is the game's feature map."""
 
-    def __init__(self, in_dim: int, latent_dim: int = 16, hidden: int = 128, depth: int = 2):
+    def __init__(
+        self,
+        in_dim: int,
+        *,
+        latent_dim: int = 16,
+        hidden: int = 128,
+        depth: int = 2,
+        activation: str = "silu",
+    ):
         super().__init__()
-        self.encoder = mlp(in_dim, latent_dim, hidden, depth)
-        self.decoder = mlp(latent_dim, in_dim, hidden, depth)
+        kw = dict(hidden=hidden, depth=depth, activation=activation)
+        self.encoder = mlp(in_dim, latent_dim, **kw)
+        self.decoder = mlp(latent_dim, in_dim, **kw)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x.flatten(1))
@@ -64,6 +88,7 @@ class AutoEncoder(nn.Module):
 def train_autoencoder(
     ae: AutoEncoder,
     data: Tensor,
+    *,
     steps: int,
     batch_size: int = 256,
     lr: float = 1e-3,

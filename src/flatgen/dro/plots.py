@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-COLORS = {"game": "tab:red", "minw": "tab:blue", "wgan_gp": "tab:green", "data": "black"}
+from flatgen.io import atomic_write
+
+COLORS = {
+    "game": "tab:red",
+    "minw": "tab:blue",
+    "wgan_gp": "tab:green",
+    "ns_gan": "tab:purple",
+    "data": "black",
+}
 
 
 def _save(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
 
 
 def plot_w2_curves(datasets: dict[str, dict], path: Path) -> None:

@@ -8,7 +8,7 @@ random 1-D projections, which is the same idea (the sort is the plan).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 import ot as pot
@@ -42,7 +42,7 @@ def _sinkhorn_log(cost: Tensor, reg: float, iters: int, tol: float = 1e-6) -> Te
 
 
 def transport_plan(
-    cost: Tensor, solver: str = "exact", reg: float = 0.05, sinkhorn_iters: int = 200
+    cost: Tensor, solver: str = "exact", *, reg: float = 0.05, sinkhorn_iters: int = 200
 ) -> Tensor:
     """The OT plan (n x m, sums to 1) for a cost matrix, uniform weights, no gradient.
 
@@ -81,7 +81,7 @@ def _check(solver: str) -> None:
 
 
 def _generator_or_seed0(generator: torch.Generator | None) -> torch.Generator:
-    """The caller's generator, else a fresh one seeded 0: sliced costs are reproducible by default."""
+    """The caller's generator, else a fresh one seeded 0 (sliced costs reproducible by default)."""
     return generator if generator is not None else torch.Generator().manual_seed(0)
 
 
@@ -89,6 +89,7 @@ def per_sample_ot_cost(
     x: Tensor,
     y: Tensor,
     solver: str = "exact",
+    *,
     reg: float = 0.05,
     sinkhorn_iters: int = 200,
     n_projections: int = 64,
@@ -102,7 +103,7 @@ def per_sample_ot_cost(
     if solver == "sliced":
         return _sliced_per_sample(x, y, n_projections, _generator_or_seed0(generator))
     cost = pairwise_sq_dists(x, y)
-    plan = transport_plan(cost, solver, reg, sinkhorn_iters)
+    plan = transport_plan(cost, solver, reg=reg, sinkhorn_iters=sinkhorn_iters)
     return len(x) * (plan * cost).sum(1)
 
 
@@ -110,6 +111,7 @@ def ot_cost(
     x: Tensor,
     y: Tensor,
     solver: str = "exact",
+    *,
     reg: float = 0.05,
     sinkhorn_iters: int = 200,
     n_projections: int = 64,
@@ -123,14 +125,22 @@ def ot_cost(
             x.flatten(1), y.flatten(1), n_projections=n_projections, p=2, seed=seed
         )
         return sw**2
-    return per_sample_ot_cost(x, y, solver, reg, sinkhorn_iters, n_projections, generator).mean()
+    return per_sample_ot_cost(
+        x,
+        y,
+        solver,
+        reg=reg,
+        sinkhorn_iters=sinkhorn_iters,
+        n_projections=n_projections,
+        generator=generator,
+    ).mean()
 
 
 def exact_w2(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> float:
     """Exact W2 (not squared) between two point clouds: flatgen.metrics.wasserstein2."""
     from flatgen.metrics import wasserstein2
 
-    return wasserstein2(x.detach() if isinstance(x, Tensor) else x, y.detach() if isinstance(y, Tensor) else y)
+    return wasserstein2(*(v.detach() if isinstance(v, Tensor) else v for v in (x, y)))
 
 
 @dataclass
@@ -138,6 +148,7 @@ class OTDistance:
     """An OT solver with its settings and its own seeded generator (for sliced projections)."""
 
     solver: str = "exact"
+    _: KW_ONLY
     reg: float = 0.05
     sinkhorn_iters: int = 200
     n_projections: int = 64

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from flatgen.models.mlp import TimeMLP, timestep_embedding
 from flatgen.models.unet import UNET_PRESETS, UNetDenoiser, build_unet
+
+if TYPE_CHECKING:
+    from flatgen.config import ModelConfig
 
 MODEL_PRESETS = (*UNET_PRESETS, "mlp2d")
 
@@ -24,4 +29,19 @@ def build_model(preset: str, sample_shape: tuple[int, ...], dropout: float | Non
     raise ValueError(f"unknown model preset {preset!r}; choose from {', '.join(MODEL_PRESETS)}")
 
 
-__all__ = ["MODEL_PRESETS", "TimeMLP", "UNetDenoiser", "UNET_PRESETS", "build_model", "build_unet", "timestep_embedding"]
+def model_from_config(cfg: ModelConfig, sample_shape: tuple[int, ...]) -> nn.Module:
+    """The denoiser a model config names: a preset, or the pretrained weights of a diffusers dir."""
+    if not cfg.pretrained:
+        return build_model(cfg.preset, sample_shape, cfg.dropout)
+    from flatgen.models.pretrained import load_pretrained_unet
+    from flatgen.models.pretrained import sample_shape as pretrained_shape
+
+    expected = pretrained_shape(cfg.pretrained)
+    if tuple(sample_shape) != expected:
+        raise ValueError(f"model.pretrained {cfg.pretrained!r} denoises images of shape {expected}; "
+                         f"the data has shape {tuple(sample_shape)}")
+    return load_pretrained_unet(cfg.pretrained, cfg.dropout)
+
+
+__all__ = ["MODEL_PRESETS", "TimeMLP", "UNetDenoiser", "UNET_PRESETS", "build_model", "build_unet",
+           "model_from_config", "timestep_embedding"]

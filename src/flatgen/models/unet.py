@@ -29,6 +29,23 @@ UNET_PRESETS: dict[str, dict] = {
         dropout=0.1,
         resnet_time_scale_shift="scale_shift",
     ),
+    # ADM-ES's published CIFAR-10 flags (github.com/forever208/ADM-ES, README "CIFAR-10
+    # (uncond)"): --num_channels 128 --num_res_blocks 3 --attention_resolutions 16,8
+    # --num_head_channels 32 --resblock_updown True --dropout 0.3 --use_scale_shift_norm True
+    # (channel_mult 1,2,2,2 at 32x32, guided-diffusion's default). Not carried over:
+    # learn_sigma (flatgen samples with the fixed-small variance) and use_new_attention_order.
+    "unet-adm-cifar10": dict(
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=3,
+        norm_num_groups=32,
+        attention_head_dim=32,
+        dropout=0.3,
+        resnet_time_scale_shift="scale_shift",
+        downsample_type="resnet",
+        upsample_type="resnet",
+    ),
 }
 
 

@@ -55,6 +55,7 @@ class EMA(_Average):
         self,
         model: nn.Module,
         decay: float = 0.9999,
+        *,
         warmup: bool = True,
         device: torch.device | str | None = None,
     ) -> None:
@@ -109,6 +110,7 @@ class SWA(_Average):
     def __init__(
         self,
         model: nn.Module,
+        *,
         start: int = 0,
         every: int = 1,
         device: torch.device | str | None = None,

@@ -1,4 +1,4 @@
-"""Sharpness-aware minimization: SAM / ASAM and cheaper variants sharing one step protocol.
+"""Sharpness-aware minimization: SAM / ASAM, the base of the variants sharing one step protocol.
 
 One step, as `step(closure)` and `flatgen.train.step.train_step` run it::
 
@@ -9,7 +9,8 @@ One step, as `step(closure)` and `flatgen.train.step.train_step` run it::
     <gradient at the perturbed point>;  opt.second_step()
 
 `second_step()` is `finalize_grad()` (restore w, form the gradient to apply) followed by
-`base_step()`; callers that unscale or clip gradients do so between the two.
+`base_step()`; callers that unscale or clip gradients do so between the two. The cheaper
+variants are in flatgen.optim.sam_variants; all are found by name in flatgen.optim.registry.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from flatgen.optim.registry import register_sam_variant
 
 _EPS = 1e-12
 Rho = float | Callable[[int], float]
@@ -65,15 +68,22 @@ def running_stats_frozen(model: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
+@register_sam_variant
 class SAM(torch.optim.Optimizer):
     """SAM (Foret et al. 2021), or ASAM if `adaptive` (Kwon et al. 2021), around a base optimizer.
 
-    first_step: e = rho * g / ||g|| (ASAM: rho * T^2 g / ||T g||, T = |w| elementwise), one norm
-    over all parameters; second_step: back to w, base step with the gradient taken at w + e.
-    `rho` is a float or a schedule `rho(step)` of the number of completed steps (see `set_rho`);
-    `rho` and `adaptive` may differ between param groups. `base_optimizer` shares `param_groups`:
-    attach LR schedulers to it.
+    first_step: e = rho * g / ||g|| (ASAM: rho * T^2 g / ||T g|| with Kwon et al.'s
+    T = |w| + eta elementwise), one norm over all parameters; second_step: back to w, base step
+    with the gradient taken at w + e. `rho` is a float or a schedule `rho(step)` of the number
+    of completed steps (see `set_rho`); `rho`, `adaptive` and `eta` may differ between param
+    groups. `base_optimizer` shares `param_groups`: attach LR schedulers to it.
+
+    A variant subclasses SAM, sets `name` and `options` (its own constructor arguments) and is
+    registered with @register_sam_variant (flatgen.optim.registry).
     """
+
+    name = "sam"
+    options: tuple[str, ...] = ()  # the variant's own keyword arguments (sam_adamw's options)
 
     requires_synced_ascent = False  # True where the ascent gradient outlives its step (LookSAM)
     _persistent: tuple[str, ...] = ()  # per-parameter state kept in state_dict
@@ -82,15 +92,20 @@ class SAM(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         base_optimizer_cls: Callable[..., torch.optim.Optimizer],
+        *,
         rho: Rho = 0.05,
         adaptive: bool = False,
+        eta: float = 0.01,
         **base_kwargs: Any,
     ) -> None:
         self.rho_fn = rho if callable(rho) else None
         rho0 = float(rho(0) if callable(rho) else rho)
         if rho0 < 0:
             raise ValueError(f"rho must be >= 0, got {rho0}")
-        super().__init__(params, dict(rho=rho0, adaptive=adaptive, **base_kwargs))
+        if eta < 0:
+            raise ValueError(f"eta (the ASAM offset) must be >= 0, got {eta}")
+        defaults = dict(rho=rho0, adaptive=adaptive, eta=float(eta), **base_kwargs)
+        super().__init__(params, defaults)
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.num_steps = 0  # completed (not skipped) steps
@@ -197,7 +212,8 @@ class SAM(torch.optim.Optimizer):
         return p.grad
 
     def _perturb(self, direction: Callable[[Tensor], Tensor | None]) -> None:
-        """w += rho * d / ||d|| (ASAM: rho * T^2 d / ||T d||) with one norm over all parameters."""
+        """w += rho * d / ||d|| (ASAM: rho * T^2 d / ||T d||, T = |w| + eta) with one norm over
+        all parameters."""
         if self._perturbed:
             raise RuntimeError("first_step called twice without second_step/restore")
         entries = []
@@ -205,14 +221,15 @@ class SAM(torch.optim.Optimizer):
             for p in group["params"]:
                 d = direction(p)
                 if d is not None:
-                    entries.append((group, p, p.abs() * d if group["adaptive"] else d))
+                    t = p.abs() + group["eta"] if group["adaptive"] else None
+                    entries.append((group, p, t, d if t is None else t * d))
         if not entries:
             return
-        norm = global_norm([d for _, _, d in entries])
-        for group, p, d in entries:
+        norm = global_norm([d for _, _, _, d in entries])
+        for group, p, t, d in entries:
             e = d * (group["rho"] / (norm + _EPS)).to(p)
-            if group["adaptive"]:
-                e.mul_(p.abs())
+            if t is not None:
+                e.mul_(t)
             self.state[p]["w"] = p.detach().clone()
             p.add_(e)
         self._perturbed = True
@@ -225,6 +242,7 @@ class SAM(torch.optim.Optimizer):
             return super().add_param_group(param_group)
         param_group.setdefault("rho", self.defaults["rho"])
         param_group.setdefault("adaptive", self.defaults["adaptive"])
+        param_group.setdefault("eta", self.defaults["eta"])
         self.base_optimizer.add_param_group(param_group)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -252,146 +270,3 @@ class SAM(torch.optim.Optimizer):
         for i, p in enumerate(self._params()):
             for k, v in state_dict["state"].get(i, {}).items():
                 self.state[p][k] = v.to(device=p.device, dtype=p.dtype)
-
-
-class SAMEveryK(SAM):
-    """SAM every `k`-th step (steps 0, k, 2k, ...), plain base-optimizer steps in between."""
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        base_optimizer_cls: Callable[..., torch.optim.Optimizer],
-        rho: Rho = 0.05,
-        adaptive: bool = False,
-        k: int = 2,
-        **base_kwargs: Any,
-    ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        super().__init__(params, base_optimizer_cls, rho, adaptive, **base_kwargs)
-        self.k = k
-
-    def needs_second_pass(self) -> bool:
-        return self.num_steps % self.k == 0
-
-    @torch.no_grad()
-    def first_step(self, zero_grad: bool = False) -> None:
-        """SAM's first_step on SAM steps; otherwise no perturbation."""
-        if self.needs_second_pass():
-            super().first_step(zero_grad)
-        elif zero_grad:
-            self.zero_grad()
-
-
-class LookSAM(SAMEveryK):
-    """LookSAM (Liu et al. 2022): full SAM every `k` steps, cheap steps reuse its direction.
-
-    At a SAM step the part of the SAM gradient g_s orthogonal to the gradient g at w,
-    g_v = g_s - (g.g_s / ||g||^2) g, is stored; a cheap step applies g + alpha * ||g|| g_v/||g_v||.
-    Its ascent pass is always all-reduced under DDP (requires_synced_ascent): g_v is reused on
-    later steps and must be the same on every replica.
-    """
-
-    requires_synced_ascent = True
-    _persistent = ("g_v",)
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        base_optimizer_cls: Callable[..., torch.optim.Optimizer],
-        rho: Rho = 0.05,
-        adaptive: bool = False,
-        k: int = 5,
-        alpha: float = 0.7,
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(params, base_optimizer_cls, rho, adaptive, k, **base_kwargs)
-        self.alpha = alpha
-
-    @torch.no_grad()
-    def first_step(self, zero_grad: bool = False) -> None:
-        if self.needs_second_pass():
-            for p in self._params():
-                if p.grad is not None:
-                    self.state[p]["g"] = p.grad.detach().clone()
-        super().first_step(zero_grad)
-
-    def _transform_grad(self) -> None:
-        params = [p for p in self._params() if p.grad is not None]
-        if any("g" in self.state.get(p, {}) for p in params):
-            self._store_orthogonal(params)
-        elif params:
-            self._add_orthogonal(params)
-
-    def _store_orthogonal(self, params: list[Tensor]) -> None:
-        """SAM step: keep g_v / ||g_v|| with g_v = g_s - (g.g_s / ||g||^2) g."""
-        g = [self.state[p].pop("g", torch.zeros_like(p)) for p in params]
-        g_s = [p.grad for p in params]
-        coef = _dot(g, g_s) / (global_norm(g) ** 2 + _EPS)
-        g_v = [gs - coef.to(gs) * gw for gs, gw in zip(g_s, g, strict=True)]
-        inv = 1.0 / (global_norm(g_v) + _EPS)
-        for p, v in zip(params, g_v, strict=True):
-            self.state[p]["g_v"] = v.mul_(inv.to(v))
-
-    def _add_orthogonal(self, params: list[Tensor]) -> None:
-        """Cheap step: g + alpha * ||g|| * g_v / ||g_v||."""
-        scale = self.alpha * global_norm([p.grad for p in params])
-        for p in params:
-            g_v = self.state.get(p, {}).get("g_v")
-            if g_v is not None:
-                p.grad.add_(g_v * scale.to(g_v))
-
-
-class MomentumSAM(SAM):
-    """Momentum-SAM (Becker et al. 2024): one forward/backward pass per step.
-
-    Before the pass, w -> w - rho * m/||m|| (ASAM scaling with adaptive=True) with m the base
-    optimizer's momentum: `momentum_buffer` for SGD (momentum > 0), `exp_avg` for Adam/AdamW (the
-    first moment without bias correction; the direction is the same). The gradient is taken
-    there, then the base optimizer steps from w. No perturbation until a momentum exists.
-    """
-
-    _momentum_keys = ("exp_avg", "momentum_buffer")
-
-    def needs_second_pass(self) -> bool:
-        return False
-
-    # first_step is SAM's: it moves to w - rho * m/||m|| (gradients are not used)
-
-    def _check_base_optimizer(self) -> None:
-        d = self.base_optimizer.defaults
-        if "betas" not in d and not d.get("momentum"):
-            raise ValueError(
-                "MomentumSAM needs a base optimizer with momentum (SGD momentum>0, Adam)"
-            )
-
-    def _direction(self, p: Tensor) -> Tensor | None:
-        """The negative momentum of p (None before the base optimizer has one)."""
-        state = self.base_optimizer.state.get(p, {})
-        for key in self._momentum_keys:
-            if key in state:
-                return -state[key]
-        return None
-
-
-def sam_adamw(
-    params: Iterable[Tensor] | Iterable[dict],
-    variant: str,
-    rho: float,
-    adaptive: bool = False,
-    k: int = 5,
-    alpha: float = 0.7,
-    **adamw_kwargs: Any,
-) -> SAM:
-    """AdamW wrapped in the named SAM variant: "sam", "looksam", "momentumsam" or "sam-every-k"
-    (k: the LookSAM / SAM-every-k period; alpha: LookSAM's gradient-reuse weight)."""
-    common = dict(rho=rho, adaptive=adaptive, **adamw_kwargs)
-    if variant == "sam":
-        return SAM(params, torch.optim.AdamW, **common)
-    if variant == "looksam":
-        return LookSAM(params, torch.optim.AdamW, k=k, alpha=alpha, **common)
-    if variant == "momentumsam":
-        return MomentumSAM(params, torch.optim.AdamW, **common)
-    if variant == "sam-every-k":
-        return SAMEveryK(params, torch.optim.AdamW, k=k, **common)
-    raise ValueError(f"unknown SAM variant {variant!r}; use sam, looksam, momentumsam or sam-every-k")

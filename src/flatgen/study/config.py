@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer
 
 from flatgen.config import (
     METHOD_PRESETS,
@@ -18,6 +18,7 @@ from flatgen.config import (
     format_validation_error,
 )
 from flatgen.robustness.settings import RobustnessSettings
+from flatgen.study.executors import SlurmSettings
 
 DEFAULT_SUITES = ("steps", "exposure", "quant", "attack", "noise")
 BASELINES = ("adm", "ema", "swa")  # the methods whose ladders choose a claim's level
@@ -63,6 +64,17 @@ class StudyEvaluations(Section):
                              f"got {bad}")
         return list(dict.fromkeys(v))
 
+    # RGB images: Inception FID / KID too, with the FID Inception weights at this local path
+    inception_weights: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_inception(self, handler):
+        # results measured before this field existed still count as measured with these settings
+        data = handler(self)
+        if isinstance(data, dict) and data.get("inception_weights") is None:
+            data.pop("inception_weights", None)
+        return data
+
 
 class Verdicts(Section):
     """How the claims decide (report/claims reads these names)."""
@@ -81,6 +93,7 @@ class StudyConfig(Section):
     overrides: dict[str, list[str]] = Field(default_factory=dict)
     evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
     verdicts: Verdicts = Field(default_factory=Verdicts)
+    slurm: SlurmSettings | None = None  # `flatgen study --executor slurm`: one job per unit
 
     @field_validator("methods")
     @classmethod

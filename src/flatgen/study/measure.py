@@ -14,7 +14,7 @@ from flatgen.study.config import StudyEvaluations
 from flatgen.train.run import Run
 
 SHARPNESS_SEED = 0
-QUALITY_KEYS = ("w2", "digits_fid", "kid")
+QUALITY_KEYS = ("w2", "digits_fid", "kid", "inception_fid", "inception_kid")
 
 
 def sharpness_loss_fn(run: Run, batch: int):
@@ -48,7 +48,8 @@ def measure_method(
     one of evals.selection_methods). Curves and per-suite details go under *_detail keys.
 
     The quality at evals.quality_steps comes from the steps ladder's own runs when it has those
-    T' with the study's sampler and sample size (the same numbers, sampled once)."""
+    T' with the study's sampler and sample size (the same numbers, sampled once), unless
+    Inception metrics are asked for (the suites do not compute them)."""
     out: dict[str, Any] = {}
     model = run.model(weights)
     result = None
@@ -85,13 +86,15 @@ def _quality(
     _, test = run.data()
     steps = (result or {}).get("steps", {}).get(weights, {}).get(evals.sampler)
     n = evals.n_samples or len(test)
-    if steps and result["n_samples"] == n and set(evals.quality_steps) <= set(steps["steps"]):
+    reuse = steps and result["n_samples"] == n and evals.inception_weights is None
+    if reuse and set(evals.quality_steps) <= set(steps["steps"]):
         rows = [q | {"steps": k} for k, q in zip(steps["steps"], steps["quality"], strict=True)
                 if k in evals.quality_steps]
         floor = {k: v for k, v in rows[0].items() if "_floor" in k}
     else:
         quality = evaluate_quality(run, (weights,), evals.quality_steps, (evals.sampler,),
-                                   n=evals.n_samples, progress=progress)
+                                   n=evals.n_samples, progress=progress,
+                                   inception_weights=evals.inception_weights)
         rows, floor = quality["results"], {k: v for k, v in quality["floor"].items() if k != "n"}
     for row in rows:
         for key in QUALITY_KEYS:

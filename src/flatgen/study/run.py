@@ -1,17 +1,21 @@
-"""The study runner: train each (base trajectory, seed) once, measure every method, collect.
+"""The study engine, for every kind of study (study/kinds.py): train each unit once, measure
+every method, skip what is done, refuse what was trained for another config.
 
 Layout of a study directory:
-  runs/<base>-s<seed>/            a normal flatgen run directory (train, sample, evaluate work on it)
-  runs/<base>-s<seed>/eval/study_<method>.json   the flat measurements of one method
-  results.csv, results.json, table.md, plots/, report.html   written by collect_study
+  runs/<unit>/                 the unit's run directory (its kind decides what is inside)
+  runs/<unit>/error.log        the traceback of a failed unit (retried on restart)
+  status.json                  unit -> 'done' | 'skipped (done)' | 'failed: ...'
+  results.csv, results.json, table.md, plots ...   written by study.collect
 
-Finished units are skipped on restart; a failing unit is recorded and the others go on.
+A unit is done when every method's result was measured with the study's current evaluation
+settings (a result measured with others is measured again, without retraining). A run
+directory trained with another config is refused, never reused or resumed. A failing unit is
+recorded and the others go on.
 """
 
 from __future__ import annotations
 
 import json
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,92 +23,92 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from flatgen.config import Config, config_changes, load_config
+from flatgen.config import config_changes
 from flatgen.io import write_json_atomic, write_text_atomic
-from flatgen.study.config import StudyConfig, split_method, unit_config
-from flatgen.study.plan import Unit, plan_units, result_path
-from flatgen.train import RunDirError, load_run, train
-from flatgen.train.checkpoint import find_checkpoint
+from flatgen.study.kind import StudyKind, Unit
+from flatgen.study.kinds import kind_of
+from flatgen.study.plan import plan_units
+from flatgen.train import RunDirError
 
 
-def _measured_with(path: Path, study: StudyConfig) -> bool:
-    """Whether a result file exists and was measured with the study's current evaluations."""
+def measured_with(path: Path, evaluations: dict[str, Any]) -> bool:
+    """Whether a result file exists and was measured with these evaluation settings (a result
+    that predates the stored settings counts as measured with them)."""
     if not path.is_file():
         return False
     saved = json.loads(path.read_text()).get("evaluations")
-    return saved is None or saved == study.evaluations.model_dump(mode="json")
+    return saved is None or saved == evaluations
 
 
-def unit_done(out: Path, unit: Unit, study: StudyConfig) -> bool:
+def unit_done(out: Path, unit: Unit, study: Any) -> bool:
     """Every method measured with the current evaluations (check_run_config vouches for the run)."""
-    return all(_measured_with(result_path(out, unit, m), study) for m in unit.methods)
+    kind = kind_of(study)
+    evaluations = kind.evaluations(study)
+    return all(measured_with(kind.result_path(out, unit, m), evaluations) for m in unit.methods)
 
 
-def check_run_config(run_dir: Path, cfg: Config) -> None:
+def check_run_config(run_dir: Path, study: Any, unit: Unit) -> None:
     """Refuse to reuse or resume a run trained with another config (say a --quick demo)."""
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
+    kind = kind_of(study)
+    saved = kind.saved_run_config(run_dir)
+    if saved is None:
         return
-    diff = [f"{key}: {a!r} -> {b!r}" for key, a, b in
-            config_changes(load_config(saved).model_dump(mode="json"), cfg.model_dump(mode="json"))]
+    diff = [f"{key}: {a!r} -> {b!r}"
+            for key, a, b in config_changes(saved, kind.run_config(study, unit))]
     if diff:
         shown = "; ".join(diff[:3]) + (f" (+{len(diff) - 3} more)" if len(diff) > 3 else "")
         raise RunDirError(f"{str(run_dir)!r} was trained with a different config ({shown}): "
                           "delete it or choose another --out")
 
 
-def run_unit(study: StudyConfig, out: Path, unit: Unit, console: Console, progress: bool = True) -> None:
-    """Train (or resume, or reuse) the unit's run, then measure each of its methods."""
-    from flatgen.study.measure import measure_method
+def run_unit(
+    study: Any, out: Path, unit: Unit, *, console: Console, progress: bool = True
+) -> None:
+    """Train (or resume, or reuse) the unit's run, then measure each method not yet measured
+    with the current evaluations."""
+    kind: StudyKind = kind_of(study)
+    evaluations = kind.evaluations(study)
+    todo = [m for m in unit.methods
+            if not measured_with(kind.result_path(out, unit, m), evaluations)]
+    kind.train_unit(study, out, unit, console=console, progress=progress)
+    for method in todo:
+        console.print(f"[bold]{unit.name}[/bold]: measuring {method}")
+        record = kind.measure(study, out, unit, method=method, progress=progress)
+        write_json_atomic(kind.result_path(out, unit, method),
+                          {**record, "evaluations": evaluations})
 
-    run_dir = out / "runs" / unit.name
-    cfg = unit_config(study, unit.base, unit.seed)
-    summary = run_dir / "train_summary.json"
-    finished = summary.is_file() and not json.loads(summary.read_text()).get("interrupted")
-    if not finished:
-        resume = find_checkpoint(run_dir / "checkpoints" / "last") is not None
-        averages = [a for a in ("ema", "swa") if getattr(cfg.method, a) is not None]
-        tracking = f", tracking {' and '.join(a.upper() for a in averages)}" if averages else ""
-        console.print(f"[bold]{unit.name}[/bold]: training {unit.base} ({cfg.train.steps} steps{tracking})")
-        train(cfg, run_dir, resume=resume, progress=progress)
-    run = load_run(run_dir)
-    for method in unit.methods:
-        path = result_path(out, unit, method)
-        if _measured_with(path, study):
-            continue
-        weights = split_method(method)[1]
-        console.print(f"[bold]{unit.name}[/bold]: measuring {method} ({weights} weights)")
-        t0 = time.perf_counter()
-        metrics = measure_method(run, weights, study.evaluations, method=method, progress=progress)
-        write_json_atomic(path, {
-            "method": method, "seed": unit.seed, "base": unit.base, "weights": weights,
-            "seconds": round(time.perf_counter() - t0, 1), "metrics": metrics,
-            "evaluations": study.evaluations.model_dump(mode="json"),
-        })
+
+def _select(study: Any, only: str | None) -> list[Unit]:
+    units = plan_units(study)
+    if only is None:
+        return units
+    chosen = [u for u in units if u.name == only]
+    if not chosen:
+        names = ", ".join(u.name for u in units)
+        raise ValueError(f"no unit {only!r} in this study; units: {names}")
+    return chosen
 
 
 def run_study(
-    study: StudyConfig, out: Path, console: Console, only: str | None = None, progress: bool = True
+    study: Any, out: Path, console: Console, *, only: str | None = None, progress: bool = True
 ) -> dict[str, str]:
     """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
+    units = _select(study, only)
     out.mkdir(parents=True, exist_ok=True)
-    status: dict[str, str] = {}
-    units = plan_units(study)
-    if only is not None:
-        units = [u for u in units if u.name == only]
-        if not units:
-            names = ", ".join(u.name for u in plan_units(study))
-            raise ValueError(f"no unit {only!r} in this study; units: {names}")
+    # a run trained for another config is a malformed study (exit 2), refused before any unit
+    # runs and before status.json changes: it must not mark the good runs failed
+    for unit in units:
+        check_run_config(out / "runs" / unit.name, study, unit)
+    status = _previous_status(out, study)  # --only updates its own entry
     for i, unit in enumerate(units, 1):
         try:
-            # a run trained for another config is refused before it is skipped, resumed or measured
-            check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
             if unit_done(out, unit, study):
                 status[unit.name] = "skipped (done)"
                 continue
             console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
-            run_unit(study, out, unit, console, progress)
+            run_unit(study, out, unit, console=console, progress=progress)
             status[unit.name] = "done"
+            (out / "runs" / unit.name / "error.log").unlink(missing_ok=True)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 - one failed run must not sink the study
@@ -117,18 +121,30 @@ def run_study(
     return status
 
 
-def load_results(out: Path, study: StudyConfig) -> tuple[list[dict[str, Any]], list[str]]:
+def _previous_status(out: Path, study: Any) -> dict[str, str]:
+    """status.json's entries for the units this study still has."""
+    saved = out / "status.json"
+    previous = json.loads(saved.read_text()) if saved.is_file() else {}
+    planned = {u.name for u in plan_units(study)}
+    return {k: v for k, v in (previous if isinstance(previous, dict) else {}).items()
+            if k in planned}
+
+
+def load_results(out: Path, study: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """All measured (method, seed) results, and the names of the missing ones."""
+    kind = kind_of(study)
+    evaluations = kind.evaluations(study)
     rows, missing = [], []
     for unit in plan_units(study):
         try:
-            check_run_config(out / "runs" / unit.name, unit_config(study, unit.base, unit.seed))
+            check_run_config(out / "runs" / unit.name, study, unit)
         except RunDirError:  # trained for another study config: its numbers do not belong here
-            missing += [f"{m} seed {unit.seed} (run trained with another config)" for m in unit.methods]
+            missing += [f"{m} seed {unit.seed} (run trained with another config)"
+                        for m in unit.methods]
             continue
         for method in unit.methods:
-            path = result_path(out, unit, method)
-            if _measured_with(path, study):
+            path = kind.result_path(out, unit, method)
+            if measured_with(path, evaluations):
                 rows.append(json.loads(path.read_text()))
             else:
                 missing.append(f"{method} seed {unit.seed}")
@@ -137,3 +153,6 @@ def load_results(out: Path, study: StudyConfig) -> tuple[list[dict[str, Any]], l
 
 def torch_threads_note() -> str:
     return f"{torch.get_num_threads()} torch threads"
+
+
+__all__ = ["check_run_config", "load_results", "run_study", "run_unit", "unit_done"]

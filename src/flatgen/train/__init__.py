@@ -9,11 +9,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "checkpoint_at": "checkpoint",
+    "checkpoint_step": "checkpoint",
     "find_checkpoint": "checkpoint",
+    "latest_checkpoint": "checkpoint",
     "load_trainer_state": "checkpoint",
     "load_weights": "checkpoint",
     "save_checkpoint": "checkpoint",
-    "RunDirError": "loop",
+    "step_checkpoints": "checkpoint",
+    "RunDirError": "rundir",
     "TrainResult": "loop",
     "train": "loop",
     "Method": "method",

@@ -38,7 +38,10 @@ class Method:
             return torch.optim.AdamW(params, **base_kwargs)
         from flatgen.optim import sam_adamw
 
-        return sam_adamw(params, sam.variant, sam.rho, sam.adaptive, sam.k, sam.alpha, **base_kwargs)
+        return sam_adamw(
+            params, sam.variant, rho=sam.rho, adaptive=sam.adaptive,
+            options={"k": sam.k, "alpha": sam.alpha}, **base_kwargs,
+        )  # fmt: skip
 
     def attach_averages(self, model: nn.Module) -> dict[str, nn.Module]:
         """Create the EMA / SWA averagers of `model` that this method asks for."""

@@ -10,9 +10,10 @@ from torch import nn
 
 from flatgen.config import Config, load_config
 from flatgen.data import load_dataset
-from flatgen.diffusion import NoiseSchedule
-from flatgen.models import build_model
-from flatgen.train.checkpoint import find_checkpoint, load_weights
+from flatgen.diffusion import NoiseSchedule, schedule_from_config
+from flatgen.errors import CheckpointError
+from flatgen.models import model_from_config
+from flatgen.train.checkpoint import check_finite, latest_checkpoint, load_weights
 
 WEIGHTS_CHOICES = ("raw", "ema", "swa")
 _FILE_FOR = {"raw": "model", "ema": "ema", "swa": "swa"}
@@ -52,10 +53,23 @@ class Run:
             )
 
     def model(self, weights: str = "raw", device: str | torch.device = "cpu") -> nn.Module:
-        """The denoiser with raw, EMA or SWA weights, in eval mode."""
+        """The denoiser with raw, EMA or SWA weights, in eval mode.
+
+        CheckpointError (one line) if the file is unreadable, does not fit the model of the
+        run's config, or holds non-finite weights (a diverged run).
+        """
         self.check_weights(weights)
-        model = build_model(self.cfg.model.preset, self.sample_shape(), self.cfg.model.dropout)
-        model.load_state_dict(load_weights(self.ckpt, _FILE_FOR[weights]))
+        model = model_from_config(self.cfg.model, self.sample_shape())
+        path = self.ckpt / f"{_FILE_FOR[weights]}.safetensors"
+        tensors = load_weights(self.ckpt, _FILE_FOR[weights])
+        check_finite(tensors, path)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError:
+            raise CheckpointError(
+                f"{str(path)!r} does not fit the model of {str(self.path / 'config.yaml')!r} "
+                f"(model.preset {self.cfg.model.preset!r}): was config.yaml edited? "
+                "restore the run's own") from None
         return model.to(device).eval()
 
 
@@ -64,8 +78,8 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "config.yaml").is_file():
         raise RunNotFoundError(f"{str(path)!r} is not a flatgen run directory (no config.yaml)")
-    ckpt = find_checkpoint(path / "checkpoints" / "last")
+    ckpt = latest_checkpoint(path / "checkpoints")
     if ckpt is None:
         raise RunNotFoundError(f"run {str(path)!r} has no checkpoint yet")
-    cfg = load_config(path / "config.yaml")
-    return Run(path=path, cfg=cfg, schedule=NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.timesteps), ckpt=ckpt)
+    cfg = load_config(path / "config.yaml", fix="restore the run's own config.yaml")
+    return Run(path=path, cfg=cfg, schedule=schedule_from_config(cfg.diffusion), ckpt=ckpt)

@@ -1,0 +1,84 @@
+"""What an analysis command opens: a flatgen run, or a diffusers pipeline / UNet directory.
+
+A diffusers directory is read-only to flatgen: it is analysed with the data named by `--data`
+and every output goes to the directory named by `--out`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flatgen.config import Config, build_config
+from flatgen.data import load_dataset
+from flatgen.diffusion import schedule_from_config
+from flatgen.models import model_from_config
+from flatgen.models.pretrained import is_diffusers_dir, sample_shape
+from flatgen.train.run import Run, load_run
+
+
+def data_section(data: str, image_shape: tuple[int, int, int]) -> dict:
+    """The `data` config section for `--data NAME|PATH`: digits, a CIFAR-10 binary folder, or an
+    image folder (resized to the model's image size and channels)."""
+    if data == "digits":
+        return {"name": "digits"}
+    path = Path(data)
+    if data == "cifar10" or not path.exists():
+        raise ValueError(f"--data {data!r}: give digits, or the path of a CIFAR-10 binary folder "
+                         "or of an image folder")
+    if any(path.glob("test_batch.bin")) or any(path.glob("cifar-10-batches-bin/test_batch.bin")):
+        return {"name": "cifar10", "path": str(path)}
+    channels, size, _ = image_shape
+    return {"name": "image_folder", "path": str(path), "image_size": size, "channels": channels}
+
+
+@dataclass
+class PretrainedRun(Run):
+    """A diffusers model seen as a run with only raw weights; its data come from --data."""
+
+    def available_weights(self) -> list[str]:
+        return ["raw"]
+
+    def model(self, weights: str = "raw", device: str | torch.device = "cpu") -> nn.Module:
+        self.check_weights(weights)
+        return model_from_config(self.cfg.model, self.sample_shape()).to(device).eval()
+
+    def sample_shape(self) -> tuple[int, ...]:
+        return sample_shape(self.path)
+
+
+def pretrained_config(path: str | Path, data: str) -> Config:
+    """The config that describes analysing (or fine-tuning) a diffusers directory on `data`."""
+    section = data_section(data, sample_shape(path))
+    return build_config({"data": section, "model": {"pretrained": str(path)}})
+
+
+def open_model(path: str | Path, *, data: str | None = None, out: Path | None = None) -> Run:
+    """A flatgen run, or a diffusers directory (then `data` and `out` are required)."""
+    path = Path(path)
+    if (path / "config.yaml").is_file() or not is_diffusers_dir(path):
+        if data is not None:
+            raise ValueError(f"--data is for diffusers directories; the run {str(path)!r} "
+                             "uses the data it was trained on")
+        return load_run(path)
+    if data is None:
+        raise ValueError(f"{str(path)!r} is a diffusers directory: name the data with "
+                         "--data digits|PATH (and the output folder with --out)")
+    if out is None:
+        raise ValueError(f"{str(path)!r} is a diffusers directory, which flatgen never writes "
+                         "into: name an output folder with --out")
+    if out.resolve() == path.resolve() or path.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {str(out)!r} is inside the model directory: choose another")
+    cfg = pretrained_config(path, data)
+    run = PretrainedRun(path=path, cfg=cfg, schedule=schedule_from_config(cfg.diffusion), ckpt=path)
+    train, _ = load_dataset(cfg.data)
+    if tuple(train.shape[1:]) != run.sample_shape():
+        raise ValueError(f"--data {data!r} has images of shape {tuple(train.shape[1:])}; the model "
+                         f"denoises {run.sample_shape()}")
+    return run
+
+
+__all__ = ["PretrainedRun", "data_section", "open_model", "pretrained_config"]

@@ -1,0 +1,84 @@
+"""Inception FID / KID: torch-fidelity's FID Inception with weights from a local file (here a
+randomly initialised network of the same architecture, saved by the test), torchmetrics' stats."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from flatgen.metrics import frechet_distance_from_features, kid
+from flatgen.metrics.inception import (
+    ENV_VAR,
+    _fidelity_module,
+    _local_weights,
+    inception_scores,
+    inception_weights_path,
+    load_inception_features,
+)
+
+
+@pytest.fixture(scope="module")
+def random_inception_file(tmp_path_factory):
+    """A state dict of the FID Inception architecture with random weights, as safetensors."""
+    module = _fidelity_module()
+    cls = module.FeatureExtractorInceptionV3
+    original = cls.load_state_dict
+    cls.load_state_dict = lambda self, state, *a, **k: None  # keep the random initialisation
+    try:
+        with _local_weights(module, {}):
+            torch.manual_seed(0)
+            net = cls("inception-v3-compat", ["2048"])
+    finally:
+        cls.load_state_dict = original
+    path = tmp_path_factory.mktemp("inception") / "random_inception.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path, net
+
+
+def test_weights_come_from_the_named_file(random_inception_file, one_thread):
+    path, net = random_inception_file
+    features = load_inception_features(path)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    expected = net(((x + 1) * 127.5).round().to(torch.uint8))[0]
+    assert torch.allclose(features(x), expected, atol=1e-5)
+    assert features(x).shape == (2, 2048)
+    gray = torch.rand(2, 1, 16, 16) * 2 - 1  # 1-channel images are repeated to RGB
+    assert torch.allclose(features(gray), features(gray.expand(-1, 3, -1, -1)))
+
+
+def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="weights-inception-2015-12-05") as err:
+        load_inception_features(tmp_path / "nope.pth")
+    assert str(tmp_path / "nope.pth") in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "w.pth"))
+    assert inception_weights_path() == tmp_path / "w.pth"
+    assert inception_weights_path(tmp_path / "x") == tmp_path / "x"
+
+
+def test_fid_matches_the_closed_form_on_the_same_features():
+    """torchmetrics' FID and KID on the extracted features = flatgen's own Frechet distance and
+    KID of the same features (a small random feature map stands in for the network here; the
+    test above checks the network)."""
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(40, 3, 8, 8, generator=g) * 2 - 1
+    fake = (real + 0.4 * torch.randn(40, 3, 8, 8, generator=g)).clamp(-1, 1)
+    # one KID subset of all 40 images: the unbiased MMD^2 of the whole sets, deterministic
+    scores = inception_scores(fake, real, features, kid_subsets=1)
+    with torch.no_grad():
+        f_fake, f_real = features(fake).double().numpy(), features(real).double().numpy()
+    assert scores["inception_fid"] == pytest.approx(frechet_distance_from_features(f_fake, f_real),
+                                                    rel=1e-3)
+    assert scores["inception_kid"] == pytest.approx(kid(f_fake, f_real)[0], rel=1e-3, abs=1e-12)
+    assert frechet_distance_from_features(f_real, f_real) < 1e-6 * scores["inception_fid"]
+    assert np.isfinite(scores["inception_kid"])
+
+
+def test_digits_keep_digits_fid(random_inception_file):
+    from flatgen.evaluate import _inception_metric
+
+    path, _ = random_inception_file
+    assert _inception_metric(path, torch.zeros(4, 1, 8, 8)) is None  # digits: their own FID
+    assert _inception_metric(None, torch.zeros(4, 3, 32, 32)) is None  # no weights named
+    assert _inception_metric(path, torch.zeros(4, 3, 32, 32)) is not None
