@@ -277,15 +277,19 @@ def test_pretrained_config_contradiction_is_refused(pipeline_dir):
 
 def test_config_saved_with_old_defaults_still_matches(tmp_path):
     """Runs saved before mixed_precision defaulted to Accelerate's setting stay reusable."""
+    from flatgen.study import StudyConfig, plan_units
+    from flatgen.study.config import unit_config
     from flatgen.study.run import check_run_config
 
-    new = build_config({})
+    study = StudyConfig.model_validate({"methods": ["adm"]})
+    unit = plan_units(study)[0]
+    new = unit_config(study, unit.base, unit.seed)
     old = new.model_dump(mode="json")
     old["train"]["mixed_precision"] = "no"
     for key in ("beta_start", "beta_end", "prediction_type"):
         del old["diffusion"][key]  # written before these fields existed
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    check_run_config(tmp_path, new)  # no RunDirError
+    check_run_config(tmp_path, study, unit)  # no RunDirError
     saved = load_config(tmp_path / "config.yaml").model_dump(mode="json")
     assert config_changes(saved, new.model_dump(mode="json")) == []
     assert config_changes(saved, build_config({}, ["train.lr=0.5"]).model_dump(mode="json"))

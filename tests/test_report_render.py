@@ -87,7 +87,7 @@ def every_claim_rows() -> list[dict]:
                         for k in (ATTACK_XT_LINF_T100, ATTACK_XT_LINF_T500, ATTACK_XT_L2_T100,
                                   ATTACK_XT_L2_T500, ATTACK_INIT_LINF, ATTACK_INIT_L2,
                                   NOISE_WEIGHTS)}
-            metrics = {k: x for k in ("lambda_max", "hessian_trace", "loss_increase_worst@0.5",
+            metrics = {k: x for k in ("lambda_max", "hessian_trace", "loss_increase_worst@0.1",
                                       "exposure_gap_l2@T20", "exposure_gap_sq@T20", "w2@T20")}
             rows.append({"method": m, "seed": seed, "metrics": metrics | {"ladders": ladders}})
     return rows

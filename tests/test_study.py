@@ -89,7 +89,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
         run.model("raw"), sharpness_loss_fn(run, 32), curve["rho"], seed=SHARPNESS_SEED
     )
     assert curve["increase"] == pytest.approx(direct.increase, rel=1e-5)
-    assert row["metrics"]["loss_increase_worst@0.5"] == curve["increase"][-1]
+    assert row["metrics"]["loss_increase_worst@0.1"] == curve["increase"][-1]
     assert {"loss_vs_worst_perturbation", "loss_vs_random_perturbation"} <= set(summary["plots"])
     assert any("worst-case weight perturbations" in c.text for c in summary["claims"])
     csv_lines = (out / "results.csv").read_text().splitlines()

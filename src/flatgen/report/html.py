@@ -41,7 +41,22 @@ PLOT_CAPTIONS = {
     "attack_vs_eps": "Denoising-loss increase under a PGD L∞ attack on the denoiser input x_t.",
     "quality_vs_weight_noise": "Quality under filter-normalized Gaussian weight noise.",
     "samples": "Samples from every method with the same initial noise.",
+    "loss_curve": "Training loss of every run (the logged window means).",
+    "expansion": "Does the second-order argument hold? Measured training-loss rise against the "
+                 "rise predicted from one gradient and one Hessian-vector product (g·δ + ½δᵀHδ), "
+                 "for every weight perturbation the study applied (quantization, weight noise, "
+                 "the worst case in a per-filter ball). On the diagonal, λmax and the trace speak "
+                 "for robustness to that perturbation; off it, they do not.",
 }
+
+
+def _caption(name: str, rows: Sequence[dict]) -> str:
+    text = PLOT_CAPTIONS.get(name, name)
+    if name == "expansion":
+        from flatgen.analysis.expansion import expansion_title
+
+        text += " " + expansion_title([e for r in rows for e in r["metrics"].get("expansion") or []])
+    return text
 
 
 def _img(path: Path) -> str:
@@ -117,7 +132,7 @@ def write_report(
     seconds = sum(r.get("seconds", 0) for r in rows)
     figures = "".join(
         f'<figure class="{"samples" if name == "samples" else ""}">{_img(p)}'
-        f"<figcaption>{html.escape(PLOT_CAPTIONS.get(name, name))}</figcaption></figure>"
+        f"<figcaption>{html.escape(_caption(name, rows))}</figcaption></figure>"
         for name, p in plots.items())
     missing_html = ("<p><b>Missing runs</b> (failed or not yet run): "
                     f"{html.escape(', '.join(missing))}</p>" if missing else "")

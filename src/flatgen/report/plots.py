@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -152,7 +153,7 @@ def study_plots(
     plots["loss_vs_worst_perturbation"] = _line_plot(
         _curves(rows, methods, perturbation("worst_case", "rho")),
         pdir / "loss_vs_worst_perturbation.png",
-        "L2 radius ρ of the weight perturbation",
+        "per-filter radius ρ (||δ_f|| ≤ ρ ||w_f||)",
         "worst-case training-loss increase",
         "Loss under worst-case weight perturbation",
         logx=True,
@@ -191,9 +192,48 @@ def study_plots(
         ax.grid(alpha=0.3, axis="y")
         plots["lambda_max"] = save_figure(fig, pdir / "lambda_max.png")
 
+    plots["expansion"] = _expansion_plot(rows, methods, pdir)
+    plots["loss_curve"] = _loss_curves(rows, out, pdir)
     if samples:
         plots |= _sample_grids(rows, methods, study, out, pdir)
     return {k: v for k, v in plots.items() if v is not None}
+
+
+def _expansion_plot(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> Path | None:
+    """Predicted vs measured loss rise of every weight perturbation, one colour per method."""
+    from flatgen.analysis.plots import plot_expansion
+
+    by_method = {m: [e for r in rows if r["method"] == m for e in r["metrics"].get("expansion") or []]
+                 for m in methods}
+    by_method = {m: v for m, v in by_method.items() if v}
+    return plot_expansion(by_method, pdir / "expansion.png") if by_method else None
+
+
+def _loss_curves(rows: Sequence[dict], out: Path, pdir: Path) -> Path | None:
+    """The training loss of each trained run (one line per base trajectory and seed)."""
+    runs = sorted({(r["base"], r["seed"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    colours = {b: f"C{i}" for i, b in enumerate(sorted({b for b, _ in runs}))}
+    drawn = set()
+    for base, seed in runs:
+        path = out / "runs" / f"{base}-s{seed}" / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        log = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        log = [e for e in log if isinstance(e.get("loss"), (int, float))]
+        if not log:
+            continue
+        ax.plot([e["step"] for e in log], [e["loss"] for e in log], color=colours[base],
+                alpha=0.7, lw=1, label=None if base in drawn else base)
+        drawn.add(base)
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set(xlabel="training step", ylabel="training loss (logged window mean)", yscale="log",
+           title="Training loss per run")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, pdir / "loss_curve.png")
 
 
 def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> dict[str, Path]:

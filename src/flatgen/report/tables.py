@@ -23,7 +23,7 @@ def table_columns(metric: str, steps: Sequence[int] = (20, 100)) -> list[tuple[s
         *[(f"digits_fid@T{k}", f"dFID T'={k}", ".2f") for k in steps],
         ("lambda_max", "λmax", ".3g"),
         ("hessian_trace", "trace", ".3g"),
-        ("loss_increase_worst@0.5", "Δloss worst ρ=0.5", ".3g"),
+        ("loss_increase_worst@0.1", "Δloss worst ρ=0.1", ".3g"),
         ("eps_norm_gap_mean", "ε-norm gap", ".3f"),
         ("exposure_gap_l2@T20", "exposure gap L2 T'=20", ".3f"),
         ("exposure_gap_sq@T20", "exposure gap sq. T'=20", ".3f"),

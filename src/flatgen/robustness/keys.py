@@ -60,6 +60,9 @@ def _check_norm(norm: str) -> None:
 
 ROBUSTNESS_METRIC = "robustness_metric"  # the quality metric the suites scored with
 ROBUSTNESS_DETAIL = "robustness_detail"  # the suites' full results (curves, per-t tables)
+# the second-order check (study/expansion.py): its rows, and the share within 25% of measured
+EXPANSION = "expansion"
+EXPANSION_SHARE = "expansion_share_within_25pct"
 EPS_NORM_GAP_MEAN = "eps_norm_gap_mean"  # mean absolute gap of E||eps||^2 (the former headline)
 EXPOSURE_FORMS = ("l2", "sq")  # unsquared L2 norm (ADM-ES's script) / squared norm (the paper)
 

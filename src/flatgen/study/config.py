@@ -33,11 +33,15 @@ class StudyEvaluations(Section):
     sharpness: bool = True
     sharpness_batch: int = Field(256, gt=0)  # fixed (x0, t, noise) triples for the Hessian
     trace_matvecs: int = Field(30, ge=3)
-    # loss-under-perturbation curves on the same fixed batch ([] skips a curve):
-    # worst case within an L2 ball of radius rho, and mean under per-filter Gaussian noise sigma
-    perturbation_rhos: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5])
+    # loss-under-perturbation curves on the same fixed batch ([] skips a curve): worst case
+    # within a per-filter ball ||d_f|| <= rho ||w_f|| (multi-step ascent from a random start, not
+    # SAM's own step), and mean under per-filter Gaussian noise sigma
+    perturbation_rhos: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
     perturbation_sigmas: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
     perturbation_draws: int = Field(4, ge=1)
+    # the second-order expansion checked on the quantization, weight-noise and worst-case
+    # perturbations: measured vs predicted loss rise (study/expansion.py)
+    expansion: bool = True
     # robustness suites (names from flatgen.robustness.suites.SUITES) and their settings
     suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))
     robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)

@@ -50,9 +50,13 @@ def demo_study(quick: bool = False, seeds: int = 1) -> StudyConfig:
             # the T' table comes from the steps ladder's runs (same sampler, same n)
             "quality_steps": [20, 100],
             "n_samples": robustness["n_samples"],
-            "trace_matvecs": 6 if quick else 30,
-            **({"sharpness_batch": 128, "perturbation_rhos": [0.1, 0.5],
-                "perturbation_sigmas": [0.02, 0.05], "perturbation_draws": 2} if quick else {}),
+            # flatness: lambda_max (Lanczos), the trace and the perturbation curves on the fixed
+            # batch; the demo's budget keeps 3 radii and 2 noise scales (the expansion check
+            # reuses them)
+            "trace_matvecs": 6 if quick else 15,
+            "perturbation_rhos": [0.02, 0.1] if quick else [0.02, 0.05, 0.1],
+            "perturbation_sigmas": [0.02, 0.05], "perturbation_draws": 2,
+            **({"sharpness_batch": 128} if quick else {}),
             "suites": ["steps", "exposure", "quant", "attack", "noise"],
             "robustness": robustness,
             "selection_methods": ["adm", "ema"],

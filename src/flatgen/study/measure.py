@@ -58,6 +58,8 @@ def measure_method(
     out |= _quality(run, weights, evals, result, progress=progress)
     if evals.sharpness:
         out |= _sharpness(run, model, evals)
+    if evals.expansion:
+        out |= _expansion(run, model, evals)
     if result is not None:
         out |= _robustness_metrics(result, weights)
     return out
@@ -121,6 +123,18 @@ def _sharpness(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
                 out[f"loss_increase_{name}@{r:g}"] = inc
     out["perturbation_detail"] = curves
     return out
+
+
+def _expansion(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
+    """Measured vs second-order-predicted loss rise for the study's weight perturbations."""
+    from flatgen.analysis.expansion import expansion_summary
+    from flatgen.study.expansion import expansion_check
+
+    rows = expansion_check(model, sharpness_loss_fn(run, evals.sharpness_batch),
+                           settings=robustness_settings(run, evals),
+                           rhos=evals.perturbation_rhos)
+    summary = expansion_summary(rows)
+    return {keys.EXPANSION: rows, keys.EXPANSION_SHARE: summary["share"]}
 
 
 def _robustness_metrics(result: dict[str, Any], weights: str) -> dict[str, Any]:
