@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flatgen.cli.common import (
+    DATA_HELP,
     _float_list,
     _int_list,
     _str_list,
@@ -20,8 +21,7 @@ from flatgen.cli.common import (
 from flatgen.progress import make_progress
 
 RUN_HELP = "Run directory written by flatgen train, or a diffusers pipeline / UNet directory."
-DataOpt = Annotated[str | None, typer.Option(
-    "--data", help="For a diffusers directory: digits, or a CIFAR-10 binary / image folder path.")]
+DataOpt = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", help="Output folder (default RUN_DIR/eval; required for a diffusers directory).")]
 

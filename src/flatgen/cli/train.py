@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from flatgen.cli.common import (
+    DATA_HELP,
     _str_list,
     app,
     cli_command,
@@ -86,8 +87,7 @@ def sample(
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
                                              "required for a diffusers directory).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    data: Annotated[str | None, typer.Option(
-        "--data", help="For a diffusers directory: digits, or a CIFAR-10 / image folder path.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
