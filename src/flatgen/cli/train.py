@@ -93,7 +93,7 @@ def sample(
     from flatgen.diffusion import SAMPLERS, generate
     from flatgen.io import check_new_file, check_writable
     from flatgen.open_model import open_model
-    from flatgen.report.images import save_samples_png
+    from flatgen.plotting import save_samples_png
 
     _str_list(sampler, SAMPLERS, "--sampler")
     run = open_model(run_dir, data=data, out=out)

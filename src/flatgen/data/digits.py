@@ -6,11 +6,11 @@ command, metric and test sees the same 1500 / 297 images.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from functools import lru_cache
-
 import numpy as np
+
 from flatgen.data.registry import Dataset, register_dataset
 
 if TYPE_CHECKING:

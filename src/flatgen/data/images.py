@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from flatgen.data.registry import Dataset, register_dataset
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from flatgen.data.registry import Dataset, register_dataset
 
 if TYPE_CHECKING:

@@ -9,10 +9,12 @@ from typing import Any
 
 import matplotlib.ticker
 
-from flatgen.report.figures import plt, save_figure
+from flatgen.plotting import image_grid, pyplot, save_figure
 from flatgen.report.stats import mean_std
 from flatgen.report.tables import QUALITY_TITLES, quality_metric, robustness_metric
 from flatgen.study.config import StudyConfig
+
+plt = pyplot()
 
 
 def _curves(
@@ -199,7 +201,6 @@ def study_plots(
 def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> dict[str, Path]:
     """A 6x6 grid per method (first seed, T'=min steps) in one figure."""
     from flatgen.diffusion import generate
-    from flatgen.report.images import image_grid
     from flatgen.train import load_run
 
     steps = min(study.evaluations.quality_steps)
