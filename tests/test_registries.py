@@ -27,7 +27,7 @@ def registry_guard():
     """Whatever a test registers is removed afterwards."""
     before = [dict(r) for r in (DATASETS, MODEL_PRESETS, CLASSIFIER_PRESETS)]
     yield
-    for registry, saved in zip((DATASETS, MODEL_PRESETS, CLASSIFIER_PRESETS), before):
+    for registry, saved in zip((DATASETS, MODEL_PRESETS, CLASSIFIER_PRESETS), before, strict=True):
         registry.clear()
         registry.update(saved)
 

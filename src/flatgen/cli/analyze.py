@@ -92,8 +92,8 @@ def evaluate(
 
     run, eval_dir = _open(run_dir, data, out)
     result = evaluate_quality(
-        run, _weights_list(run, weights), _int_list(steps, "--steps"),
-        _str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
+        run, weights=_weights_list(run, weights), steps=_int_list(steps, "--steps"),
+        samplers=_str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
         inception_weights=inception_weights_path(inception),
     )
     path = write_json_atomic(eval_dir / "quality.json", result)

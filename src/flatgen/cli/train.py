@@ -105,7 +105,8 @@ def sample(
         check_writable(out.parent, "the run directory")
     _, test = run.data()
     with console.status(f"sampling {n} with {sampler}, T'={steps}"):
-        x = generate(model, run.schedule, n, tuple(test.shape[1:]), steps, sampler, seed)
+        x = generate(model, run.schedule, n=n, shape=tuple(test.shape[1:]), steps=steps,
+                     sampler=sampler, seed=seed)
     save_samples_png(x, out, reference=test)
     console.print(f"wrote {out}")
 

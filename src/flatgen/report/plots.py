@@ -217,10 +217,10 @@ def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> d
         x = generate(
             run.model(r["weights"]),
             run.schedule,
-            36,
-            tuple(test.shape[1:]),
-            steps,
-            study.evaluations.sampler,
+            n=36,
+            shape=tuple(test.shape[1:]),
+            steps=steps,
+            sampler=study.evaluations.sampler,
             seed=0,
         )
         grids.append((m, image_grid(x, nrow=6, scale=4)))

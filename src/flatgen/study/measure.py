@@ -27,7 +27,8 @@ def measure_method(run: Run, weights: str, evals: StudyEvaluations, progress: bo
     from flatgen.robustness import RobustnessSettings, run_robustness_suite
 
     out: dict[str, Any] = {}
-    quality = evaluate_quality(run, (weights,), evals.quality_steps, (evals.sampler,),
+    quality = evaluate_quality(run, weights=(weights,), steps=evals.quality_steps,
+                               samplers=(evals.sampler,),
                                n=evals.n_samples, progress=progress,
                                inception_weights=evals.inception_weights)
     for row in quality["results"]:

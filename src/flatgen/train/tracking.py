@@ -73,7 +73,8 @@ class Tracking:
         was_training = model.training
         model.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            x = generate(model, schedule, SAMPLE_GRID, sample_shape, SAMPLE_STEPS, "adm",
+            x = generate(model, schedule, n=SAMPLE_GRID, shape=sample_shape, steps=SAMPLE_STEPS,
+                         sampler="adm",
                          seed=SAMPLE_SEED)
         model.train(was_training)
         save_samples_png(x, self.run_dir / "samples" / f"step-{step}.png")
