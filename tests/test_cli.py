@@ -113,10 +113,20 @@ def test_classifier_study_plan_runs_nothing(tmp_path):
 
 
 def test_robustness_setting_errors_are_one_readable_line(trained_toy_run):
-    result = _invoke("robustness", trained_toy_run, "--suite", "quant", "--set", "bitz=[8]")
-    assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "error: invalid robustness setting: bitz: unknown key (lists are written like bits=[8,4])"]
+    def error(*args: str) -> list[str]:
+        result = _invoke("robustness", trained_toy_run, *args)
+        assert result.exit_code == 2
+        return result.output.strip().splitlines()
+
+    fix = "(write --set robustness.KEY=VALUE, lists like robustness.bits=[8,4])"
+    assert error("--suite", "quant", "--set", "robustness.bitz=[8]") == [
+        f"error: invalid robustness setting: robustness.bitz: unknown key {fix}"]
+    assert error("--suite", "quant", "--set", "robustness.bits=[1]") == [
+        f"error: invalid robustness setting: robustness.bits: bits must be in 2..16 {fix}"]
+    assert error("--suite", "quant", "--set", "bits=[8]") == [
+        "error: --set takes robustness.KEY=VALUE (e.g. robustness.bits=[8,4]), got 'bits=[8]'"]
+    assert error("--suite", "nope") == [
+        "error: --suite must be from steps, exposure, quant, attack, noise, got 'nope'"]
 
 
 def test_interrupted_training_exits_130(toy_config_file, tmp_path, monkeypatch):

@@ -187,9 +187,9 @@ def test_analysis_commands_read_a_pipeline_and_write_only_to_out(pipeline_dir, t
         ["sharpness", pipeline_dir, "--top-k", "1", "--no-trace", "--rhos", "0.01", "--sigmas",
          "0.01", "--batch", "8", *common],
         ["landscape", pipeline_dir, "--dim", "1", "--grid", "3", "--batch", "8", *common],
-        ["robustness", pipeline_dir, "--suite", "quant", "--n", "8", "--set", "bits=[8]",
-         "--set", "granularity=[tensor]", "--set", "eval_steps=2",
-         "--set", "attack_timesteps=[50]", *common],
+        ["robustness", pipeline_dir, "--suite", "quant", "--n", "8", "--set", "robustness.bits=[8]",
+         "--set", "robustness.granularity=[tensor]", "--set", "robustness.eval_steps=2",
+         "--set", "robustness.quant_schemes=[w]", *common],
     ]
     for args in runs:
         result = runner.invoke(app, [str(a) for a in args])

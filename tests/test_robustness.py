@@ -191,20 +191,27 @@ def test_exposure_metrics_vanish_for_the_exact_denoiser(sampler: str) -> None:
     n, d = 4000, 16
     x0 = torch.zeros(n, d)
     exact, off = ExactGaussianDenoiser(0.0), ExactGaussianDenoiser(0.0, gain=1 / 1.05)
-    gap = epsilon_norm_gap(exact, SCHEDULE, x0, 20, sampler, clip=False, batch_size=n)
-    rel = np.array(gap["gap"]) / np.array(gap["training"])
-    assert len(rel) == 20 and np.abs(rel).max() < 0.05 and abs(gap["relative_gap_mean"]) < 0.01
+    gap = epsilon_norm_gap(exact, SCHEDULE, x0, steps=20, sampler=sampler, clip=False,
+                           batch_size=n)
+    for form in ("l2", "sq"):
+        rel = np.array(gap[form]["gap"]) / np.array(gap[form]["training"])
+        np.testing.assert_allclose(rel, gap[form]["relative_gap"])
+        assert len(rel) == 20 and np.abs(rel).max() < 0.05
+        assert abs(gap[form]["relative_gap_mean"]) < 0.01
     for hop in (1, None):
-        res = variance_error(exact, SCHEDULE, x0, 20, sampler, hop, clip=False, batch_size=n)
+        res = variance_error(exact, SCHEDULE, x0, steps=20, sampler=sampler, hop=hop, clip=False,
+                             batch_size=n)
         assert len(res["t"]) == 19 and max(res["delta"]) < 1e-4
         ratio = np.array(res["sigma_hat"]) / np.array(res["sigma_target"])
         assert np.abs(ratio - 1).max() < 0.02  # relative: the target is 0.01 at t = 0
         # a denoiser 5% off in its noise estimate is far outside that tolerance
-        bad = variance_error(off, SCHEDULE, x0, 20, sampler, hop, clip=False, batch_size=n)
+        bad = variance_error(off, SCHEDULE, x0, steps=20, sampler=sampler, hop=hop, clip=False,
+                             batch_size=n)
         bad_ratio = np.array(bad["sigma_hat"]) / np.array(bad["sigma_target"])
         assert np.abs(bad_ratio - 1).max() > 0.2
-    bad_gap = epsilon_norm_gap(off, SCHEDULE, x0, 20, sampler, clip=False, batch_size=n)
-    assert bad_gap["relative_gap_mean"] > 0.1
+    bad_gap = epsilon_norm_gap(off, SCHEDULE, x0, steps=20, sampler=sampler, clip=False,
+                               batch_size=n)
+    assert bad_gap["sq"]["relative_gap_mean"] > 0.1 and bad_gap["l2"]["relative_gap_mean"] > 0.04
 
 
 @pytest.mark.parametrize(("steps", "sampler", "hop"), [(100, "adm", 5), (20, "ddim", None)])
@@ -212,14 +219,16 @@ def test_exposure_metrics_match_the_gaussian_closed_form(steps: int, sampler: st
     s, n, d = 0.5, 4000, 16
     x0 = s * torch.randn(n, d, generator=torch.Generator().manual_seed(2))
     model = ExactGaussianDenoiser(s)
-    res = variance_error(model, SCHEDULE, x0, steps, sampler, hop, clip=False, batch_size=n)
+    res = variance_error(model, SCHEDULE, x0, steps=steps, sampler=sampler, hop=hop, clip=False,
+                         batch_size=n)
     expected = gaussian_sigma_hat(s, steps, sampler, hop)
     assert res["t"] == sorted(expected)
     np.testing.assert_allclose(res["sigma_hat"], [expected[t] for t in res["t"]], rtol=0.02)
-    gap = epsilon_norm_gap(model, SCHEDULE, x0, 20, sampler, clip=False, batch_size=n)
-    rel = np.array(gap["gap"]) / np.array(gap["training"])
+    gap = epsilon_norm_gap(model, SCHEDULE, x0, steps=20, sampler=sampler, clip=False,
+                           batch_size=n)
+    rel = np.array(gap["sq"]["relative_gap"])
     expected_rel = gaussian_relative_gap(s, 20, sampler)
-    np.testing.assert_allclose(rel, [expected_rel[t] for t in gap["t"]], atol=0.03)
+    np.testing.assert_allclose(rel, [expected_rel[t] for t in gap["sq"]["t"]], atol=0.03)
     assert min(expected_rel.values()) < -0.1  # the closed form is far from 0 here: a real check
 
 
@@ -279,9 +288,9 @@ def test_suite_is_deterministic_json_ready_and_plots(tmp_path) -> None:
             models,
             SCHEDULE,
             reference,
-            floor,
-            ["steps", "quant", "attack", "noise"],
-            settings,
+            floor_reference=floor,
+            suites=["steps", "exposure", "quant", "attack", "noise"],
+            settings=settings,
             quality_fn=lambda x: {"w2": w2_pot(x, reference), "mean": x.mean().item()},
             progress=False,
         )
@@ -291,9 +300,10 @@ def test_suite_is_deterministic_json_ready_and_plots(tmp_path) -> None:
     assert first == second
     assert json.loads(json.dumps(first, allow_nan=False)) == first
     raw = first["attack"]["raw"]["denoiser_input"]
-    assert raw["linf"]["200"]["loss"][-1] > raw["linf"]["200"]["loss"][0]
+    assert raw["linf"]["200"]["values"][-1] > raw["linf"]["200"]["clean"]
+    assert first["ladders"]["raw"]["attack_xt_linf_t200"] == raw["linf"]["200"]
     init = first["attack"]["raw"]["initial_noise"]["l2"]
-    assert init["deviation"][0] == 0.0 and init["deviation"][-1] > 0
+    assert init["extra"]["deviation"][-1] > 0 and init["metric"] == "w2"
     assert first["metric"] == "w2"  # picked automatically: no digits_fid here
     assert first["steps"]["raw"]["adm"]["quality"][0]["w2"] == first["summary"]["raw"]["w2@adm3"]
     assert (
@@ -302,7 +312,8 @@ def test_suite_is_deterministic_json_ready_and_plots(tmp_path) -> None:
     )
     # a robust epsilon that was never reached is None, and the strongest perturbation tried is kept
     summary = first["summary"]["raw"]
-    assert summary["robust_epsilon_largest_tried"]["weight_noise_sigma"] == max(TINY["noise_sigmas"])
+    largest = summary["robust_epsilon_largest_tried"]
+    assert largest["weight_noise_sigma"] == max(TINY["noise_sigmas"])
     assert set(summary["robust_epsilon_largest_tried"]) == set(summary["robust_epsilon"])
     # raw and ema differ only by weights: the same x_T gives a different but fixed answer
     assert first["steps"]["raw"] != first["steps"]["ema"]
@@ -322,18 +333,20 @@ def test_suite_takes_a_float_quality_fn_and_one_suite() -> None:
         {"raw": model},
         SCHEDULE,
         reference,
-        reference,
-        ["noise"],
-        settings,
+        floor_reference=reference,
+        suites=["noise"],
+        settings=settings,
         quality_fn=lambda x: w2_pot(x, reference),
         progress=False,
     )
-    assert res["metric"] == "quality" and set(res["summary"]["raw"]) == {"robust_epsilon", "robust_epsilon_largest_tried"}
+    assert res["metric"] == "quality"
+    assert set(res["summary"]["raw"]) == {"robust_epsilon", "robust_epsilon_largest_tried"}
+    assert list(res["ladders"]["raw"]) == ["noise_weights"]
     noise = res["noise"]["raw"]
-    assert noise["sigma"] == [0.0, 0.5, 5.0] and len(noise["metric_values"][1]) == 2
+    assert noise["levels"] == [0.5, 5.0] and len(noise["extra"]["per_draw"][1]) == 2
     # 5x the weight norm in every filter wrecks the model: a robust sigma inside the sweep
-    assert noise["metric_mean"][2] > 1.5 * noise["metric_mean"][0]
-    assert 0 < noise["robust_sigma"] <= 5.0
+    assert noise["values"][1] > 1.5 * noise["clean"]
+    assert 0 < res["summary"]["raw"]["robust_epsilon"]["weight_noise_sigma"] <= 5.0
 
 
 def test_settings_forbid_unknown_keys_and_normalize() -> None:
@@ -343,3 +356,7 @@ def test_settings_forbid_unknown_keys_and_normalize() -> None:
     assert s.granularity == ["tensor"] and s.eps_linf == [0.01, 0.1] and s.bits == [8, 4]
     with pytest.raises(ValueError):
         RobustnessSettings(eps_l2=[-1.0])
+    assert RobustnessSettings(exposure_steps=20).exposure_steps == [20]
+    assert RobustnessSettings().ladder_steps() == (100, [50, 20, 10, 5, 3])
+    with pytest.raises(ValueError, match="largest is the clean level"):
+        RobustnessSettings(steps=[20])

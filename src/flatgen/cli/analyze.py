@@ -206,64 +206,56 @@ def landscape(
 @cli_command
 def robustness(
     run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
-    suite: Annotated[str, typer.Option(help="Comma-separated: steps, quant, attack, noise.")] = "steps,quant,attack,noise",
+    suite: Annotated[str, typer.Option(help="Comma-separated suites (see flatgen.robustness.SUITES).")] = "all",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
     n: Annotated[int | None, typer.Option(help="Samples per evaluation (default 128).", min=2)] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Suite setting: key=value, e.g. bits=[8,4].")] = None,
+    selection: Annotated[bool, typer.Option("--selection", help="Also measure the ladders on the separate selection noise.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting: robustness.KEY=VALUE, e.g. robustness.bits=[8,4].")] = None,
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Quality vs sampling steps (+ exposure bias), weight quantization, attacks, weight noise.
+    """Quality vs sampling steps, exposure bias, weight quantization, attacks, weight noise.
 
-    Writes RUN_DIR/eval/robustness.json and one PNG per suite.
+    Writes RUN_DIR/eval/robustness.json (with every ladder record) and one PNG per suite.
+    --set takes the keys of a study config's evaluations.robustness section, under the section
+    name `robustness` (as `train --set section.key=value`).
     """
-    import yaml
-    from pydantic import ValidationError
-
-    from flatgen.config import format_validation_error
     from flatgen.diffusion import as_epsilon_model
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
     from flatgen.metrics import train_floor_sample
-    from flatgen.robustness import SUITES, RobustnessSettings, plot_robustness, run_robustness_suite
+    from flatgen.robustness import SUITES, plot_robustness, run_robustness_suite
+    from flatgen.robustness.settings import parse_settings
 
-    suites = _str_list(suite, SUITES, "--suite")
+    suites = list(SUITES) if suite == "all" else _str_list(suite, tuple(SUITES), "--suite")
+    settings = parse_settings(set_ or [], n_samples=n)
     run, eval_dir = _open(run_dir, data, out)
     names = _weights_list(run, weights)
-    values = {}
-    for item in set_ or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        values[key.strip()] = yaml.safe_load(raw)
-    if n is not None:
-        values["n_samples"] = n
-    try:
-        settings = RobustnessSettings(**values)
-    except ValidationError as err:
-        raise ValueError(format_validation_error(err).replace("invalid config", "invalid robustness setting")
-                         + " (lists are written like bits=[8,4])") from None
     train, test = run.data()
     size = settings.n_samples or len(test)
     floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
     models = {w: as_epsilon_model(run.model(w), run.schedule) for w in names}  # suites read eps
-    result = run_robustness_suite(models, run.schedule, test, floor_ref, suites, settings)
+    result = run_robustness_suite(models, run.schedule, test, floor_reference=floor_ref,
+                                  suites=suites, settings=settings, selection=selection)
     path = write_json_atomic(eval_dir / "robustness.json", result)
     pngs = plot_robustness(result, eval_dir)
-    table = Table(title=f"robustness of {run.cfg.method.name} (metric {result['metric']}, lower is better; "
-                        "robust ε/σ: higher is better)")
+    table = Table(title=f"robustness of {run.cfg.method.name} (metric {result['metric']}, "
+                        "lower is better)")
     table.add_column("weights")
     table.add_column("headline numbers")
+    table.add_column("ladders: clean → values (levels)")
     for name, row in result["summary"].items():
         flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
-        largest = row.get("robust_epsilon_largest_tried", {})
-        flat |= {f"robust ε {k}": v if v is not None else
-                 f"> {largest[k]:g} (never degraded)" if k in largest else "never degraded"
-                 for k, v in row.get("robust_epsilon", {}).items()}
-        table.add_row(name, "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
-                                       for k, v in flat.items()))
+        ladders = [f"{lid}: {_g(r['clean'])} → {', '.join(_g(v) for v in r['values'])} "
+                   f"({', '.join(f'{x:g}' for x in r['levels'])})"
+                   for lid, r in result["ladders"][name].items()]
+        table.add_row(name, "\n".join(f"{k}: {_g(v)}" for k, v in flat.items()), "\n".join(ladders))
     console.print(table)
     console.print(f"wrote {path} and {len(pngs)} plot(s) in {eval_dir}")
+
+
+def _g(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 # ---------------------------------------------------------------- dro

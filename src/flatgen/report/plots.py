@@ -121,8 +121,8 @@ def study_plots(
         linf = d["denoiser_input"].get("linf") or {}
         if not linf:
             return None
-        first = linf[sorted(linf, key=int)[-1]]
-        return (first["eps"], first["relative_increase"])
+        rec = linf[sorted(linf, key=int)[-1]]  # a ladder record (flatgen.ladder)
+        return ([0.0, *rec["levels"]], [0.0, *(v / rec["clean"] - 1 for v in rec["values"])])
 
     plots["attack_vs_eps"] = _line_plot(
         _curves(rows, methods, vs_eps),
@@ -134,7 +134,7 @@ def study_plots(
 
     def vs_sigma(r):
         d = _detail(r, "noise")
-        return (d["sigma"], d["metric_mean"]) if d else None
+        return ([0.0, *d["levels"]], [d["clean"], *d["values"]]) if d else None  # a record
 
     plots["quality_vs_weight_noise"] = _line_plot(
         _curves(rows, methods, vs_sigma),

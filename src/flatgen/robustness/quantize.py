@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ def symmetric_scale(w: torch.Tensor, bits: int, axis: int | None = None) -> torc
 
 
 def fake_quantize_symmetric(
-    w: torch.Tensor, bits: int, granularity: str = "channel", axis: int = 0
+    w: torch.Tensor, bits: int, *, granularity: str = "channel", axis: int = 0
 ) -> torch.Tensor:
     """w rounded to the symmetric b-bit grid (per tensor or per slice along axis), as floats."""
     _check(bits, granularity)
@@ -83,7 +83,9 @@ def quantize_weights(model: nn.Module, bits: int = 8, granularity: str = "channe
     with torch.no_grad():
         for _, module in quantized_layers(qmodel):
             module.weight.copy_(
-                fake_quantize_symmetric(module.weight, bits, granularity, channel_axis(module))
+                fake_quantize_symmetric(
+                    module.weight, bits, granularity=granularity, axis=channel_axis(module)
+                )
             )
     return qmodel
 
@@ -166,6 +168,7 @@ class _RangeObserver:
 def calibration_inputs(
     model: nn.Module,
     schedule: NoiseSchedule,
+    *,
     shape: tuple[int, ...],
     n: int = 64,
     steps: int = 20,
@@ -192,6 +195,7 @@ def calibration_inputs(
 def quantize_activations(
     model: nn.Module,
     calibration: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
     bits: int = 8,
     method: str = "minmax",
     percentile: float = 99.99,
@@ -230,46 +234,3 @@ def quantize_activations(
         if math.isfinite(o.lo):  # layers the calibration never reached stay in float
             m.register_forward_pre_hook(ActivationFakeQuant(o.lo, o.hi, bits))
     return qmodel
-
-
-# ---------------------------------------------------------------- sweep
-
-
-def quantization_sweep(
-    model: nn.Module,
-    evaluate: Callable[[nn.Module], dict[str, float]],
-    bits_list: Sequence[int] = (8, 6, 4, 3),
-    granularity: str = "channel",
-    activation_bits: int | None = None,
-    calibration: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
-    activation_method: str = "minmax",
-    activation_percentile: float = 99.99,
-    tick: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """evaluate(quantized copy) for each bit width, with model sizes.
-
-    With activation_bits, each weight bit width is also evaluated with activations quantized
-    (calibrated once on `calibration`, on the float model's sampling trajectory).
-    """
-    rows: dict[str, Any] = {"bits": [], "size_bytes": [], "quality": []}
-    if activation_bits is not None:
-        if not calibration:
-            raise ValueError("activation quantization needs calibration inputs")
-        rows["activation_bits"] = activation_bits
-        rows["quality_act"] = []
-    for bits in bits_list:
-        qmodel = quantize_weights(model, bits, granularity)
-        rows["bits"].append(bits)
-        rows["size_bytes"].append(model_size_bytes(model, bits, granularity)["bytes"])
-        rows["quality"].append(evaluate(qmodel))
-        if tick:
-            tick()
-        if activation_bits is not None:
-            amodel = quantize_activations(
-                qmodel, calibration, activation_bits, activation_method, activation_percentile
-            )
-            rows["quality_act"].append(evaluate(amodel))
-            if tick:
-                tick()
-    rows["float_bytes"] = model_size_bytes(model)["float_bytes"]
-    return rows

@@ -1,36 +1,50 @@
-"""Sample quality versus the number of sampling steps T', for each sampler."""
+"""Seeded generation for the robustness suites: common random numbers across models, one
+stream for the verdicts and a separate one for choosing the level a claim is judged at."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule, SamplerStep, sample
-from flatgen.robustness._util import evaluating, make_generator
+from flatgen.robustness.util import evaluating, make_generator
 
-QualityFn = Callable[[torch.Tensor], dict[str, Any]]
+# "verdict": the noise every reported value is measured on; "select": separate sampling noise
+# on which a claim's level is chosen, so that the choice does not select on the outcome
+STREAMS = ("verdict", "select")
+
+
+def stream_generator(seed: int, stream: str, *parts: object) -> torch.Generator:
+    """The generator of one noise stream; the verdict stream keeps the labels it always had."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+    return make_generator(seed, *parts) if stream == "verdict" else make_generator(
+        seed, *parts, stream
+    )
 
 
 @torch.no_grad()
 def generate(
     model: nn.Module,
     schedule: NoiseSchedule,
+    *,
     shape: tuple[int, ...],
     n: int,
     steps: int,
     sampler: str = "adm",
     seed: int = 0,
+    stream: str = "verdict",
     batch_size: int = 256,
     clip: bool | None = None,
     eps_scale: Callable[[int], float] | None = None,
     on_step: Callable[[SamplerStep], None] | None = None,
 ) -> torch.Tensor:
-    """n samples in batches, in eval mode. The same (seed, sampler, steps) gives the same x_T and
-    sampler noise for every model, so models and their variants differ only by the weights."""
-    g = make_generator(seed, "generate", sampler, steps)
+    """n samples in batches, in eval mode. The same (seed, stream, sampler, steps) gives the same
+    x_T and sampler noise for every model, so models and their variants differ only by the
+    weights."""
+    g = stream_generator(seed, stream, "generate", sampler, steps)
     out = []
     with evaluating(model):
         for i in range(0, n, batch_size):
@@ -49,34 +63,3 @@ def generate(
                 )
             )
     return torch.cat(out)
-
-
-def steps_sweep(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    quality_fn: QualityFn,
-    shape: tuple[int, ...],
-    n: int,
-    steps_list: Sequence[int] = (5, 10, 20, 50, 100),
-    samplers: Sequence[str] = ("adm", "ddim"),
-    seed: int = 0,
-    batch_size: int = 256,
-    on_step_for: dict[tuple[str, int], Callable[[SamplerStep], None]] | None = None,
-    tick: Callable[[], None] | None = None,
-) -> dict[str, Any]:
-    """quality_fn(samples) for every sampler and T'. on_step_for[(sampler, steps)] taps a run
-    (the suite records sampling-time eps norms there instead of sampling twice)."""
-    out: dict[str, Any] = {}
-    for sampler in samplers:
-        rows: dict[str, list] = {"steps": [], "quality": []}
-        for steps in steps_list:
-            hook = (on_step_for or {}).get((sampler, steps))
-            samples = generate(
-                model, schedule, shape, n, steps, sampler, seed, batch_size, on_step=hook
-            )
-            rows["steps"].append(steps)
-            rows["quality"].append(quality_fn(samples))
-            if tick:
-                tick()
-        out[sampler] = rows
-    return out

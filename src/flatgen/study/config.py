@@ -17,9 +17,11 @@ from flatgen.config import (
     build_config,
     format_validation_error,
 )
+from flatgen.robustness.settings import RobustnessSettings
 from flatgen.study.executors import SlurmSettings
 
-ROBUSTNESS_SUITES = ("steps", "quant", "attack", "noise")
+DEFAULT_SUITES = ("steps", "exposure", "quant", "attack", "noise")
+BASELINES = ("adm", "ema", "swa")  # the methods whose ladders choose a claim's level
 
 
 class StudyEvaluations(Section):
@@ -36,10 +38,32 @@ class StudyEvaluations(Section):
     perturbation_rhos: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.5])
     perturbation_sigmas: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
     perturbation_draws: int = Field(4, ge=1)
-    suites: list[Literal["steps", "quant", "attack", "noise"]] = Field(
-        default_factory=lambda: ["quant", "attack", "noise"]
-    )
-    robustness: dict[str, Any] = Field(default_factory=dict)  # RobustnessSettings fields
+    # robustness suites (names from flatgen.robustness.suites.SUITES) and their settings
+    suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))
+    robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
+    # methods whose ladders are also measured on the separate selection noise (the baselines
+    # a claim's level is chosen from); the others get select_* = None
+    selection_methods: list[str] = Field(default_factory=lambda: list(BASELINES))
+
+    @field_validator("suites")
+    @classmethod
+    def _known_suites(cls, v: list[str]) -> list[str]:
+        from flatgen.robustness.suites import SUITES  # the registry; config.py stays light
+
+        bad = [s for s in v if s not in SUITES]
+        if bad:
+            raise ValueError(f"unknown suite(s) {bad}; choose from {', '.join(SUITES)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("selection_methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in METHOD_PRESETS]
+        if bad:
+            raise ValueError(f"selection_methods must be from {', '.join(METHOD_PRESETS)}; "
+                             f"got {bad}")
+        return list(dict.fromkeys(v))
+
     # RGB images: Inception FID / KID too, with the FID Inception weights at this local path
     inception_weights: str | None = None
 
@@ -52,6 +76,14 @@ class StudyEvaluations(Section):
         return data
 
 
+class Verdicts(Section):
+    """How the claims decide (report/claims reads these names)."""
+
+    margin: float = Field(0.25, gt=0)  # a baseline is degraded when 25% worse than clean
+    threshold_margin: float = Field(0.5, gt=0)  # threshold = (1 + this) x baseline's clean score
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise level of the Holm procedure
+
+
 class StudyConfig(Section):
     name: str = "study"
     base: dict[str, Any] = Field(default_factory=dict)  # a flatgen training config
@@ -60,6 +92,7 @@ class StudyConfig(Section):
     # extra --set overrides per base trajectory, e.g. {"sam": ["method.sam.rho=0.5"]}
     overrides: dict[str, list[str]] = Field(default_factory=dict)
     evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
+    verdicts: Verdicts = Field(default_factory=Verdicts)
     slurm: SlurmSettings | None = None  # `flatgen study --executor slurm`: one job per unit
 
     @field_validator("methods")
@@ -106,12 +139,20 @@ def load_study_config(path: str | Path) -> StudyConfig:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]) from None
+        msg = f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]
+        raise ConfigError(msg) from None
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err).replace("invalid config", "invalid study config")) from None
+        msg = format_validation_error(err).replace("invalid config", "invalid study config")
+        raise ConfigError(msg) from None
     for base in {split_method(m)[0] for m in study.methods}:
         for seed in study.seeds:
-            unit_config(study, base, seed)  # fail now, not after an hour of training
+            cfg = unit_config(study, base, seed)  # fail now, not after an hour of training
+            try:
+                study.evaluations.robustness.check_timesteps(
+                    cfg.diffusion.timesteps, study.evaluations.suites
+                )
+            except ValueError as err:
+                raise ConfigError(f"invalid study config: evaluations.robustness: {err}") from None
     return study

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flatgen.study.config import StudyConfig
 
 # measured on 2 CPU cores; see benchmarks/RESULTS.md for the wall times
 DEMO_TRAIN_STEPS = {False: 1000, True: 200}
 DEMO_SAM_RHO = 0.05  # chosen from the rho sweep in benchmarks/RESULTS.md
+DEMO_N = 128  # samples per quality evaluation, for the T' table and every ladder alike
+
+
+def demo_robustness(quick: bool = False) -> dict[str, Any]:
+    """The ladders the demo's claims read, and only those: the ADM steps ladder (which also
+    gives the T'=20/100 table and the exposure gap's sampling runs), the exposure gap at
+    T'=10/20, weights-only quantization per tensor (decides) and per channel, the L-inf x_t
+    attack at t=100, the L-inf x_T attack, and weight noise with one draw."""
+    robustness: dict[str, Any] = {
+        "n_samples": DEMO_N, "samplers": ["adm"], "steps": [3, 5, 10, 20, 50, 100],
+        "exposure_steps": [10, 20], "variance_hops": [1],
+        "bits": [8, 6, 4, 3], "granularity": ["tensor", "channel"], "quant_schemes": ["w"],
+        "attack_norms": ["linf"], "attack_timesteps": [100], "attack_n": 32,
+        "eps_linf": [0.02, 0.05, 0.1, 0.2, 0.5], "pgd_steps": 20, "pgd_restarts": 1,
+        # x_T attack: scored by quality, so more samples and fewer PGD steps (each one runs the
+        # sampler through 5 DDIM steps)
+        "init_n": 64, "init_pgd_steps": 5, "init_eps_linf": [0.05, 0.1, 0.2, 0.5],
+        "noise_sigmas": [0.02, 0.05, 0.1, 0.2, 0.5], "noise_draws": 1,
+    }
+    if quick:  # smaller samples and sweeps: numbers are noisier, the pipeline is the same
+        robustness |= {"n_samples": 64, "steps": [5, 10, 20, 100], "exposure_steps": [20],
+                       "bits": [8, 4], "attack_n": 16, "eps_linf": [0.02, 0.1], "pgd_steps": 5,
+                       "init_n": 8, "init_eps_linf": [0.1, 0.5], "noise_sigmas": [0.05, 0.2]}
+    return robustness
 
 
 def demo_study(quick: bool = False, seeds: int = 1) -> StudyConfig:
     """Baseline, EMA, SAM and SAM+EMA on digits, seeds 0..seeds-1; two trainings per seed (EMA
-    is tracked, not retrained)."""
+    is tracked, not retrained). Only the baselines (adm, ema) get the selection ladders."""
     steps = DEMO_TRAIN_STEPS[quick]
-    robustness = {"n_samples": 128, "attack_n": 32, "init_n": 16, "noise_draws": 1,
-                  "bits": [8, 6, 4], "attack_norms": ["linf"], "attack_timesteps": [100]}
-    if quick:  # smaller samples and sweeps: numbers are noisier, the pipeline is the same
-        robustness |= {"n_samples": 64, "attack_n": 16, "init_n": 8, "bits": [8, 4],
-                       "granularity": ["channel"], "noise_sigmas": [0.02, 0.05],
-                       "eps_linf": [0.02, 0.05, 0.1], "init_eps_linf": [0.05, 0.1, 0.2]}
+    robustness = demo_robustness(quick)
     return StudyConfig.model_validate({
         "name": "digits-demo-quick" if quick else "digits-demo",
         "base": {"train": {"steps": steps, "warmup_steps": min(100, steps // 10)}},
@@ -26,12 +47,14 @@ def demo_study(quick: bool = False, seeds: int = 1) -> StudyConfig:
         "methods": ["adm", "ema", "sam", "sam+ema"],
         "seeds": list(range(seeds)),
         "evaluations": {
+            # the T' table comes from the steps ladder's runs (same sampler, same n)
             "quality_steps": [20, 100],
+            "n_samples": robustness["n_samples"],
             "trace_matvecs": 6 if quick else 30,
-            "n_samples": 150 if quick else None,
-            **({"sharpness_batch": 128, "perturbation_rhos": [0.1, 0.5], "perturbation_sigmas": [0.02, 0.05],
-                "perturbation_draws": 2} if quick else {}),
-            "suites": ["quant", "attack", "noise"],
+            **({"sharpness_batch": 128, "perturbation_rhos": [0.1, 0.5],
+                "perturbation_sigmas": [0.02, 0.05], "perturbation_draws": 2} if quick else {}),
+            "suites": ["steps", "exposure", "quant", "attack", "noise"],
             "robustness": robustness,
+            "selection_methods": ["adm", "ema"],
         },
     })

@@ -75,7 +75,7 @@ def measure(
     run = load_run(out / "runs" / unit.name)
     weights = split_method(method)[1]
     t0 = time.perf_counter()
-    metrics = measure_method(run, weights, study.evaluations, progress=progress)
+    metrics = measure_method(run, weights, study.evaluations, method=method, progress=progress)
     return {"method": method, "seed": unit.seed, "base": unit.base, "weights": weights,
             "seconds": round(time.perf_counter() - t0, 1), "metrics": metrics}
 

@@ -1,0 +1,148 @@
+"""What a robustness suite is (Suite), what it gets (SuiteContext) and what it gives back
+(SuiteSummary). The context shares the unperturbed model's runs between suites: the steps
+ladder's T'=20 ADM run is the quantization ladder's float quality and the exposure gap's
+sampling-time eps norms, on each noise stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from flatgen.diffusion import NoiseSchedule
+from flatgen.robustness.exposure import EpsNormRecorder
+from flatgen.robustness.settings import RobustnessSettings
+from flatgen.robustness.steps import generate
+
+
+@dataclass
+class SuiteSummary:
+    """One model's headline numbers from one suite.
+
+    scalars: flat metric keys -> number (flatgen.robustness.keys names them);
+    ladders: ladder id -> ladder record (flatgen.ladder documents the record);
+    robust / largest: robust strength per sweep and the strongest perturbation tried (None in
+    robust: never degraded within the sweep).
+    """
+
+    scalars: dict[str, float | None] = field(default_factory=dict)
+    ladders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    robust: dict[str, float | None] = field(default_factory=dict)
+    largest: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Suite(Protocol):
+    """A robustness suite: register an instance in flatgen.robustness.suites.SUITES."""
+
+    name: str
+
+    def ticks(self, settings: RobustnessSettings) -> int:
+        """How many progress ticks run() takes per model."""
+        ...
+
+    def run(self, ctx: SuiteContext) -> dict[str, Any]:
+        """Measure one model (ctx.model); JSON-ready results."""
+        ...
+
+    def summarize(self, result: Mapping[str, Any], *, metric: str) -> SuiteSummary:
+        """Flat numbers and ladder records from one model's run() result."""
+        ...
+
+    def plot(self, results: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        """PNGs from the whole suite output (results[self.name] holds model -> run() result)."""
+        ...
+
+
+@dataclass
+class CleanRun:
+    """One generation of the unperturbed model: its quality and the eps norms it visited."""
+
+    quality: dict[str, Any]
+    eps_norms: EpsNormRecorder
+
+
+@dataclass
+class SuiteContext:
+    """What a suite measures one model with. Every model of a suite run sees the same x_T and
+    sampler noise per (stream, sampler, T'), so models differ only by their weights."""
+
+    name: str  # the weights name (raw, ema, ...)
+    model: nn.Module
+    schedule: NoiseSchedule
+    reference: torch.Tensor  # the test set, on the model's device
+    shape: tuple[int, ...]
+    n: int  # samples per quality evaluation
+    settings: RobustnessSettings
+    quality: Callable[[torch.Tensor], dict[str, Any]]
+    selection: bool = False  # also measure ladders on the separate selection stream
+    tick: Callable[[], None] = lambda: None
+    describe: Callable[[str], None] = lambda text: None
+    _runs: dict[tuple[str, str, int], CleanRun] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str | None:
+        """The quality key the ladders use (resolved on the first quality evaluation)."""
+        return getattr(self.quality, "metric", self.settings.metric)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The noise streams ladders are measured on: the verdict one, and the selection one
+        when asked."""
+        return ("verdict", "select") if self.selection else ("verdict",)
+
+    def generate(
+        self, model: nn.Module | None = None, *, sampler: str, steps: int, stream: str = "verdict",
+        on_step: Callable[[Any], None] | None = None,
+    ) -> torch.Tensor:
+        """ctx.n samples of `model` (default: the unperturbed one) on one noise stream."""
+        s = self.settings
+        return generate(
+            self.model if model is None else model, self.schedule, shape=self.shape, n=self.n,
+            steps=steps, sampler=sampler, seed=s.seed, stream=stream, batch_size=s.batch_size,
+            on_step=on_step,
+        )
+
+    def clean_run(self, *, sampler: str, steps: int, stream: str = "verdict") -> CleanRun:
+        """The unperturbed model's run at (sampler, T', stream), generated once per context."""
+        key = (stream, sampler, steps)
+        if key not in self._runs:
+            recorder = EpsNormRecorder()
+            samples = self.generate(sampler=sampler, steps=steps, stream=stream, on_step=recorder)
+            self._runs[key] = CleanRun(self.quality(samples), recorder)
+        return self._runs[key]
+
+    def evaluate(self, model: nn.Module | None = None, *, stream: str = "verdict") -> dict:
+        """Quality of a (perturbed) model on the evaluation sampler and T' (settings.eval_*);
+        the unperturbed model's comes from the shared clean run."""
+        s = self.settings
+        if model is None or model is self.model:
+            return self.clean_run(sampler=s.eval_sampler, steps=s.eval_steps, stream=stream).quality
+        samples = self.generate(model, sampler=s.eval_sampler, steps=s.eval_steps, stream=stream)
+        return self.quality(samples)
+
+
+def metric_of(quality: Mapping[str, Any], metric: str) -> float | None:
+    """One metric from a quality dict (None where it is missing or not finite)."""
+    value = quality.get(metric)
+    return None if value is None else float(value)
+
+
+def legacy_robust(
+    summary: SuiteSummary, name: str, record: Mapping[str, Any], *, fraction: float
+) -> None:
+    """The former robust strength of one sweep (the level where the score first exceeds
+    (1 + fraction) x the model's own clean score; None: never within the sweep) into
+    summary.robust / .largest. Kept for the robust_eps_* keys of older reports: claims use the
+    ladders with one threshold shared by all models."""
+    from flatgen.ladder import first_crossing
+
+    threshold = record["clean"] * (1 + fraction)
+    level, censored = first_crossing(record["levels"], record["values"], threshold,
+                                     clean=record["clean"])
+    summary.robust[name] = None if censored else level
+    summary.largest[name] = max(record["levels"])

@@ -1,0 +1,45 @@
+"""The weight-noise suite: sample quality under filter-normalized Gaussian weight noise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flatgen.robustness import keys
+from flatgen.robustness.settings import RobustnessSettings
+from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, legacy_robust
+from flatgen.robustness.weight_noise import weight_noise_sweep
+
+
+class NoiseSuite:
+    """Result per model: weight_noise_sweep's ladder record (quality on the evaluation sampler;
+    with selection, select_* on the selection stream with other noise directions)."""
+
+    name = "noise"
+
+    def ticks(self, settings: RobustnessSettings) -> int:
+        return len(settings.noise_sigmas) * settings.noise_draws
+
+    def run(self, ctx: SuiteContext) -> dict[str, Any]:
+        s = ctx.settings
+        ctx.describe(f"{ctx.name}: weight noise")
+        clean = ctx.evaluate()  # first, so that the quality metric is resolved
+        select = {}
+        if ctx.selection:
+            select = {"select": True, "select_clean": ctx.evaluate(stream="select"),
+                      "select_evaluate": lambda m: ctx.evaluate(m, stream="select")}
+        return weight_noise_sweep(
+            ctx.model, lambda m: ctx.evaluate(m), sigmas=s.noise_sigmas, draws=s.noise_draws,
+            seed=s.seed, metric=ctx.metric, clean=clean, tick=ctx.tick, **select,
+        )
+
+    def summarize(self, result: Mapping[str, Any], *, metric: str) -> SuiteSummary:
+        summary = SuiteSummary(ladders={keys.NOISE_WEIGHTS: dict(result)})
+        legacy_robust(summary, "weight_noise_sigma", result, fraction=0.5)
+        return summary
+
+    def plot(self, results: Mapping[str, Any], out_dir: Path) -> list[Path]:
+        from flatgen.robustness.plots import plot_noise
+
+        return [plot_noise(results, Path(out_dir) / "robustness_noise.png")]
