@@ -56,7 +56,7 @@ def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[s
     if claims:
         table_md += "\n" + markdown_table(*verdict_rows(claims))
     write_text_atomic(out / "table.md", table_md)
-    plots = study_plots(rows, methods, study, out, samples=samples)
+    plots = study_plots(rows, methods, study, out=out, samples=samples)
     ladders = claim_plots(claims, rows, out / "plots")
     report = write_report(out / "report.html", study=study, table=(header, body), claims=claims,
                           plots=plots, ladder_plots=ladders, missing=missing, rows=rows)

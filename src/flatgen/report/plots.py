@@ -70,8 +70,8 @@ def study_plots(
     rows: Sequence[dict],
     methods: Sequence[str],
     study: StudyConfig,
-    out: Path,
     *,
+    out: Path,
     samples: bool = True,
 ) -> dict[str, Path]:
     """Write every figure the measurements allow into out/plots; name -> path."""
