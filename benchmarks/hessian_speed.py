@@ -55,7 +55,7 @@ def train_briefly(model: nn.Module, x: torch.Tensor, steps: int, seed: int) -> N
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (128,), generator=g)
         t, noise, _ = draw_training_noise(x[idx], schedule, g)
-        loss = diffusion_loss(model, x[idx], schedule, t, noise)
+        loss = diffusion_loss(model, x[idx], schedule, t=t, noise=noise)
         opt.zero_grad()
         loss.backward()
         opt.step()

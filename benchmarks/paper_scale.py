@@ -56,7 +56,7 @@ def main() -> None:
         t = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
         with autocast:
-            loss = diffusion_loss(model, x0, schedule, t, noise)
+            loss = diffusion_loss(model, x0, schedule, t=t, noise=noise)
         loss.backward()
         return loss
 

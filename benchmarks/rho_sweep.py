@@ -106,7 +106,8 @@ def measure(run_dir: Path, args: argparse.Namespace, worst_rhos: list[float]) ->
         out["trace"] = float(hessian_trace(model, loss_fn, n_matvecs=args.trace_matvecs))
     out["sharpness_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    q = evaluate_quality(run, ("raw",), (args.eval_steps,), ("adm",), n=args.n_eval,
+    q = evaluate_quality(run, weights=("raw",), steps=(args.eval_steps,), samplers=("adm",),
+                         n=args.n_eval,
                          progress=False)
     row = q["results"][0]
     out["w2"] = float(row["w2"])

@@ -95,12 +95,14 @@ def time_steps(args: argparse.Namespace, table: list[tuple[str, list[str], float
     cfg0 = cfgs["AdamW"]
     train_x, _ = load_dataset(cfg0.data)
     schedule = NoiseSchedule(cfg0.diffusion.schedule, cfg0.diffusion.timesteps)
-    batches = [micro_batches(cfg0, train_x, schedule, s, 0, 1) for s in range(n_steps)]
+    batches = [micro_batches(cfg0, train_x, schedule, step=s, rank=0,
+                             world=1) for s in range(n_steps)]
     accelerator = make_accelerator(cfg0)
 
     def loss_fn(net, mb):
         x0, t, noise, ip_noise = mb
-        return diffusion_loss(net, x0, schedule, t, noise, cfg0.method.ip_gamma, ip_noise)
+        return diffusion_loss(net, x0, schedule, t=t, noise=noise, ip_gamma=cfg0.method.ip_gamma,
+                              ip_noise=ip_noise)
 
     runners = {}
     for name, _, _ in table:
@@ -112,7 +114,8 @@ def time_steps(args: argparse.Namespace, table: list[tuple[str, list[str], float
         model.train()
 
         def run(step: int, model=model, opt=opt, clip=cfg.train.grad_clip) -> None:
-            train_step(model, opt, batches[step], loss_fn, accelerator, grad_clip=clip)
+            train_step(model, opt, batches[step], loss_fn=loss_fn, accelerator=accelerator,
+                       grad_clip=clip)
 
         runners[name] = run
 
@@ -189,7 +192,8 @@ def train_and_measure(args: argparse.Namespace, name: str, overrides: list[str],
         loss0 = float(loss_fn(model))
     eig = hessian_eigenvalues(model, loss_fn, k=1, tol=args.tol, max_iter=args.max_iter)
     worst = worst_case_sharpness(model, loss_fn, rhos=[args.worst_rho])
-    q = evaluate_quality(run, ("raw",), (20,), ("adm",), n=args.n_eval, progress=False)
+    q = evaluate_quality(run, weights=("raw",), steps=(20,), samplers=("adm",), n=args.n_eval,
+                         progress=False)
     row = q["results"][0]
     return {
         "train_s": train_s,

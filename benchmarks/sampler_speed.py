@@ -97,7 +97,7 @@ def main() -> None:
 
     def run_flatgen(steps: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(args.seed)
-        return sample(model, schedule, shape, steps, "ddim", generator=g)
+        return sample(model, schedule, shape, steps=steps, sampler="ddim", generator=g)
 
     def run_diffusers(steps: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(args.seed)
@@ -121,7 +121,7 @@ def main() -> None:
     x_T = torch.randn((16, 1, 8, 8), generator=torch.Generator().manual_seed(args.seed))
     with torch.no_grad():
         x_f = denoise_chain(
-            model, schedule, sorted(check.scheduler.timesteps.tolist()), x_T, "ddim"
+            model, schedule, x_T, ts=sorted(check.scheduler.timesteps.tolist()), sampler="ddim"
         )
     same = ((x_f / 2 + 0.5).clamp(0, 1) - x_d).abs().max().item()
     print(f"  same-math check (20 steps on diffusers' 'leading' chain): max |diff| = {same:.2g}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shlex
 import sys
 import time
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from flatgen.data import load_digits_split
+from flatgen.io import atomic_write
 from flatgen.metrics.digits_classifier import WEIGHTS_NAME, DigitsClassifier, digits_accuracy
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "flatgen" / "assets"
@@ -76,13 +76,6 @@ def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.chmod(0o644)  # safetensors creates files readable by the owner only
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
@@ -108,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.out_dir / WEIGHTS_NAME
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {"width": str(model.width), "feature_dim": str(model.feature_dim)}
-    _atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(weights, lambda p: save_file(state, str(p), metadata=meta))
     info = {
         "test_accuracy": acc,
         "n_test": len(y_test),
@@ -128,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "train_seconds": round(time.perf_counter() - start, 1),
     }
-    _atomic_write(
+    atomic_write(
         weights.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=2) + "\n")
     )
     print(

@@ -87,7 +87,8 @@ def run(scenario: str, accelerator, rank: int | None) -> dict[str, Tensor]:
         fn = loss_fn
         if step == 0 and overflow_rank is not None and rank == overflow_rank:
             fn = overflowing_once()
-        train_step(model, opt, micro_batches(step, rank), fn, accelerator, sync_perturbation=sync)
+        train_step(model, opt, micro_batches(step, rank), loss_fn=fn, accelerator=accelerator,
+                   sync_perturbation=sync)
     accelerator.scaler = None
     state = dict(accelerator.unwrap_model(model).state_dict())
     if scaler is not None:

@@ -48,8 +48,21 @@ def test_invalid_values_name_the_key(override, key):
 
 
 def test_model_must_fit_data():
-    with pytest.raises(ConfigError, match="toy2d needs mlp2d"):
+    # the message names the presets that fit, read from the registry
+    with pytest.raises(ConfigError, match=r"data 'toy2d' has samples of shape \(2,\): "
+                                          "choose one of mlp2d$"):
         build_config({"data": {"name": "toy2d"}})
+    with pytest.raises(ConfigError, match=r"'mlp2d' denoises vectors.*choose one of unet-digits"):
+        build_config({"model": {"preset": "mlp2d"}})
+
+
+def test_dataset_and_preset_names_come_from_the_registries():
+    with pytest.raises(ConfigError, match=r"data.name: unknown dataset 'mnist'; choose from .*toy2d"):
+        build_config({"data": {"name": "mnist"}})
+    with pytest.raises(ConfigError, match=r"model.preset: unknown model preset 'vit'; .*mlp2d"):
+        build_config({"model": {"preset": "vit"}})
+    with pytest.raises(ConfigError, match="data.path is required for dataset 'cifar10'"):
+        build_config({"data": {"name": "cifar10"}})
 
 
 def test_bad_files(tmp_path):

@@ -63,7 +63,8 @@ def test_exact_denoiser_gaussian_recovers_variance(sampler, steps):
     """
     sched, s = NoiseSchedule(), 0.5
     model = ExactGMMDenoiser(torch.zeros(1, 2), s, sched)
-    x = sample(model, sched, (4000, 2), steps, sampler, generator=torch.Generator().manual_seed(0), clip=False)
+    x = sample(model, sched, (4000, 2), steps=steps, sampler=sampler,
+               generator=torch.Generator().manual_seed(0), clip=False)
     assert abs(x.std().item() - s) < 0.03 and x.mean().abs().max() < 0.05
 
 
@@ -71,9 +72,11 @@ def test_vector_data_is_not_clipped_to_the_image_box():
     """toy2d lives outside [-1, 1]: by default only image samples (N, C, H, W) have x0 clipped."""
     sched, s = NoiseSchedule(), 2.0
     model = ExactGMMDenoiser(torch.zeros(1, 2), s, sched)
-    x = sample(model, sched, (4000, 2), 50, "ddim", generator=torch.Generator().manual_seed(0))
+    x = sample(model, sched, (4000, 2), steps=50, sampler="ddim",
+               generator=torch.Generator().manual_seed(0))
     assert abs(x.std().item() - s) < 0.1 and x.abs().max() > 4
-    clipped = sample(model, sched, (4000, 2), 50, "ddim", generator=torch.Generator().manual_seed(0), clip=True)
+    clipped = sample(model, sched, (4000, 2), steps=50, sampler="ddim",
+                     generator=torch.Generator().manual_seed(0), clip=True)
     assert clipped.abs().max() <= 1 + 1e-6
 
 
@@ -81,7 +84,8 @@ def test_adm_sampler_under_disperses_with_few_steps():
     """The fixed posterior variance misses the x0 uncertainty: fewer steps, smaller spread."""
     sched = NoiseSchedule()
     model = ExactGMMDenoiser(torch.zeros(1, 2), 0.5, sched)
-    stds = [sample(model, sched, (4000, 2), k, "adm", generator=torch.Generator().manual_seed(0),
+    stds = [sample(model, sched, (4000, 2), steps=k, sampler="adm",
+                   generator=torch.Generator().manual_seed(0),
                    clip=False).std().item() for k in (10, 50, 250)]
     assert stds[0] < stds[1] < stds[2] < 0.5
 
@@ -101,8 +105,8 @@ def test_more_steps_not_worse_with_exact_denoiser():
         return math.sqrt(ot.emd2([], [], ot.dist(x.double(), data)))
 
     for sampler in ("adm", "ddim"):
-        few = generate(model, sched, 1000, (2,), 10, sampler, seed=2)
-        many = generate(model, sched, 1000, (2,), 100, sampler, seed=2)
+        few = generate(model, sched, n=1000, shape=(2,), steps=10, sampler=sampler, seed=2)
+        many = generate(model, sched, n=1000, shape=(2,), steps=100, sampler=sampler, seed=2)
         assert w2(many) < w2(few), sampler
 
 
@@ -110,9 +114,9 @@ def test_sampling_is_seeded_and_batch_independent():
     torch.manual_seed(0)
     model = build_model("mlp2d", (2,))
     sched = NoiseSchedule()
-    a = generate(model, sched, 10, (2,), 5, "adm", seed=3, batch_size=10)
-    b = generate(model, sched, 10, (2,), 5, "adm", seed=3, batch_size=10)
-    c = generate(model, sched, 10, (2,), 5, "adm", seed=4, batch_size=10)
+    a = generate(model, sched, n=10, shape=(2,), steps=5, sampler="adm", seed=3, batch_size=10)
+    b = generate(model, sched, n=10, shape=(2,), steps=5, sampler="adm", seed=3, batch_size=10)
+    c = generate(model, sched, n=10, shape=(2,), steps=5, sampler="adm", seed=4, batch_size=10)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -127,7 +131,7 @@ def test_loss_input_perturbation_changes_input_only():
 
     x0, noise, xi = torch.randn(4, 2), torch.randn(4, 2), torch.randn(4, 2)
     t = torch.tensor([10, 200, 500, 900])
-    loss = diffusion_loss(Probe(), x0, sched, t, noise, ip_gamma=0.1, ip_noise=xi)
+    loss = diffusion_loss(Probe(), x0, sched, t=t, noise=noise, ip_gamma=0.1, ip_noise=xi)
     assert torch.allclose(seen["x"], sched.add_noise(x0, noise + 0.1 * xi, t))
     assert torch.allclose(loss, noise.pow(2).mean())  # the target stays the original noise
 

@@ -91,25 +91,27 @@ def test_frechet_distance_closed_form_for_diagonal_gaussians() -> None:
     mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
     var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.0])  # one singular dim
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(var1) - np.sqrt(var2)) ** 2).sum()
-    got = frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2))
+    got = frechet_distance((mu1, np.diag(var1)), (mu2, np.diag(var2)))
     assert got == pytest.approx(expected, rel=1e-6)
     # The distance is invariant under a common rotation (full, non-diagonal covariances).
     q = ortho_group.rvs(3, random_state=0)
-    rotated = frechet_distance(q @ mu1, q @ np.diag(var1) @ q.T, q @ mu2, q @ np.diag(var2) @ q.T)
+    rotated = frechet_distance((q @ mu1, q @ np.diag(var1) @ q.T),
+                               (q @ mu2, q @ np.diag(var2) @ q.T))
     assert rotated == pytest.approx(expected, rel=1e-5)
 
 
 def test_frechet_distance_zero_for_identical_statistics() -> None:
     a = np.random.default_rng(5).standard_normal((6, 6))
     sigma = a @ a.T
-    assert frechet_distance(np.ones(6), sigma, np.ones(6), sigma) == pytest.approx(0.0, abs=1e-8)
+    same = frechet_distance((np.ones(6), sigma), (np.ones(6), sigma))
+    assert same == pytest.approx(0.0, abs=1e-8)
 
 
 def test_frechet_from_features_matches_gaussian_statistics() -> None:
     rng = np.random.default_rng(6)
     f1, f2 = rng.standard_normal((500, 4)), rng.standard_normal((400, 4)) * 2 + 1
     expected = frechet_distance(
-        f1.mean(0), np.cov(f1, rowvar=False), f2.mean(0), np.cov(f2, rowvar=False)
+        (f1.mean(0), np.cov(f1, rowvar=False)), (f2.mean(0), np.cov(f2, rowvar=False))
     )
     assert frechet_distance_from_features(f1, f2) == pytest.approx(expected)
     assert frechet_distance_from_features(torch.from_numpy(f1), f2) == pytest.approx(expected)

@@ -105,8 +105,10 @@ def test_samplers_honour_prediction_type(prediction, sampler):
     ref_s = NoiseSchedule("linear", 200)
     s = NoiseSchedule("linear", 200, prediction_type=prediction)
     gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    ref = sample(_ExactGaussian(ref_s), ref_s, (256, 2), 20, sampler, generator=gen(), clip=False)
-    got = sample(_ExactGaussian(s), s, (256, 2), 20, sampler, generator=gen(), clip=False)
+    ref = sample(_ExactGaussian(ref_s), ref_s, (256, 2), steps=20, sampler=sampler,
+                 generator=gen(), clip=False)
+    got = sample(_ExactGaussian(s), s, (256, 2), steps=20, sampler=sampler, generator=gen(),
+                 clip=False)
     assert torch.allclose(got, ref, atol=1e-4)
     assert abs(float(got.var()) - 0.25) < 0.06  # and it is the data distribution
 
@@ -119,9 +121,9 @@ def test_loss_targets_the_prediction_type(prediction):
     x0 = torch.randn(4000, 2, generator=g) * 0.5
     noise = torch.randn(4000, 2, generator=g)
     t = torch.randint(0, 200, (4000,), generator=g)
-    loss = diffusion_loss(exact, x0, s, t, noise).item()
+    loss = diffusion_loss(exact, x0, s, t=t, noise=noise).item()
     # the exact posterior mean attains the Bayes error; a model predicting 0 does worse
-    zero = diffusion_loss(lambda x, tt: torch.zeros_like(x), x0, s, t, noise).item()
+    zero = diffusion_loss(lambda x, tt: torch.zeros_like(x), x0, s, t=t, noise=noise).item()
     assert loss < 0.8 * zero
 
 
@@ -136,7 +138,7 @@ def test_ddpm_pipeline_reproduces_adm_sampler(one_thread):
     """export's scheduler config (timestep_spacing linspace) walks flatgen's respaced chain."""
     schedule = NoiseSchedule("linear", 1000)
     model = _unet_model()
-    ours = sample(model, schedule, (2, 1, 8, 8), 20, "adm",
+    ours = sample(model, schedule, (2, 1, 8, 8), steps=20, sampler="adm",
                   generator=torch.Generator().manual_seed(7))
     ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
@@ -166,7 +168,7 @@ def test_ddim_agrees_on_diffusers_chain(one_thread):
     assert chain == list(range(0, 1000, 100))
     x_T = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        ours = denoise_chain(model, schedule, chain, x_T, "ddim")
+        ours = denoise_chain(model, schedule, x_T, ts=chain, sampler="ddim")
     ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert np.abs(theirs - ours).max() < 1e-5
 

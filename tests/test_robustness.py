@@ -236,11 +236,13 @@ def test_exposure_metrics_match_the_gaussian_closed_form(steps: int, sampler: st
 def test_denoise_chain_reproduces_sample(sampler: str) -> None:
     torch.manual_seed(0)
     model = build_model("mlp2d", (2,)).eval()
-    ref = sample(model, SCHEDULE, (16, 2), 10, sampler, generator=torch.Generator().manual_seed(5))
+    ref = sample(model, SCHEDULE, (16, 2), steps=10, sampler=sampler,
+                 generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     x_T = torch.randn((16, 2), generator=g)
     with torch.no_grad():
-        out = denoise_chain(model, SCHEDULE, SCHEDULE.respaced(10), x_T, sampler, g)
+        out = denoise_chain(model, SCHEDULE, x_T, ts=SCHEDULE.respaced(10), sampler=sampler,
+                            generator=g)
     assert torch.equal(out, ref)
 
 

@@ -83,7 +83,8 @@ def train(make_accelerator, kind, k: int, steps: int = 3, **step_kw):
     results = []
     for step in range(steps):
         x, y = dataset(seed=step)
-        results.append(train_step(model, opt, split(x, y, k), mse, accelerator, **step_kw))
+        results.append(train_step(model, opt, split(x, y, k), loss_fn=mse,
+                       accelerator=accelerator, **step_kw))
     params = [p.detach().clone() for p in accelerator.unwrap_model(model).parameters()]
     return params, results
 
@@ -101,7 +102,7 @@ def test_train_step_equals_closure_step(make_accelerator):
     ref_opt = OPTIMIZERS["sam"](ref.parameters())
     x, y = dataset()
     for _ in range(2):
-        result = train_step(model, opt, [(x, y)], mse, accelerator)
+        result = train_step(model, opt, [(x, y)], loss_fn=mse, accelerator=accelerator)
 
         def closure():
             ref_opt.zero_grad()
@@ -134,7 +135,7 @@ def test_batchnorm_stats_updated_once_per_sam_step(make_accelerator, k):
     expected = copy.deepcopy(model)  # the statistics one pass at w would leave
     for xb in x.chunk(k):
         expected(xb)
-    train_step(model, opt, split(x, y, k), mse, accelerator)
+    train_step(model, opt, split(x, y, k), loss_fn=mse, accelerator=accelerator)
     assert bn.num_batches_tracked.item() == k
     torch.testing.assert_close(bn.running_mean, expected[1].running_mean, atol=1e-12, rtol=0)
     torch.testing.assert_close(bn.running_var, expected[1].running_var, atol=1e-12, rtol=0)
@@ -178,7 +179,7 @@ def test_weights_restored_when_second_pass_raises(make_accelerator):
         return mse(net, batch)
 
     with pytest.raises(RuntimeError, match="boom"):
-        train_step(model, opt, [dataset()], failing, accelerator)
+        train_step(model, opt, [dataset()], loss_fn=failing, accelerator=accelerator)
     for name, p in model.named_parameters():
         assert torch.equal(p, before[name]), name
     assert not opt.optimizer.perturbed
@@ -203,7 +204,8 @@ def test_loss_scaling_unscales_once_per_pass(make_accelerator, kind):
     model, opt = accelerator.prepare(model, OPTIMIZERS[kind](model.parameters()))
     for step in range(3):
         x, y = dataset(seed=step)
-        res = train_step(model, opt, split(x, y, 2), mse, accelerator, grad_clip=0.5)
+        res = train_step(model, opt, split(x, y, 2), loss_fn=mse, accelerator=accelerator,
+                         grad_clip=0.5)
         assert not res.skipped
         assert res.grad_norm == pytest.approx(ref_res[step].grad_norm, rel=1e-9)
     assert_params_close(list(model.parameters()), ref, atol=1e-10)
@@ -224,7 +226,7 @@ def test_ascent_gradient_is_unscaled(make_accelerator):
             with_scaler(accelerator, init_scale)
         model = mlp()
         model, opt = accelerator.prepare(model, Spy(model.parameters(), torch.optim.SGD, lr=LR))
-        train_step(model, opt, split(*dataset(), 2), mse, accelerator)
+        train_step(model, opt, split(*dataset(), 2), loss_fn=mse, accelerator=accelerator)
     assert_params_close(seen[1], seen[0], atol=1e-12)  # what first_step sees is the true gradient
 
 
@@ -248,7 +250,7 @@ def test_overflow_skips_step_cleanly(make_accelerator, kind, on_call):
     model = mlp()
     model, opt = accelerator.prepare(model, OPTIMIZERS[kind](model.parameters()))
     before = [p.detach().clone() for p in model.parameters()]
-    res = train_step(model, opt, [dataset()], poisoned(on_call), accelerator)
+    res = train_step(model, opt, [dataset()], loss_fn=poisoned(on_call), accelerator=accelerator)
     assert res.skipped and res.grad_norm is None
     assert_params_close(list(model.parameters()), before, atol=0)
     assert scaler.get_scale() == 2.0**9  # backed off once
@@ -257,7 +259,7 @@ def test_overflow_skips_step_cleanly(make_accelerator, kind, on_call):
     assert len(getattr(inner, "base_optimizer", inner).state) == 0  # no momentum touched
     assert getattr(inner, "num_steps", 0) == 0 and not getattr(inner, "perturbed", False)
     # the scaler is ready for the next step, which then trains normally
-    res = train_step(model, opt, [dataset()], mse, accelerator)
+    res = train_step(model, opt, [dataset()], loss_fn=mse, accelerator=accelerator)
     assert not res.skipped and not accelerator.optimizer_step_was_skipped
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
@@ -279,7 +281,7 @@ def test_fp16_autocast_overflow_backs_off_until_steps_succeed(make_accelerator):
     before = [p.detach().clone() for p in model.parameters()]
     skipped = []
     for _ in range(20):
-        res = train_step(model, opt, [(x, y)], fp16_mse, accelerator)
+        res = train_step(model, opt, [(x, y)], loss_fn=fp16_mse, accelerator=accelerator)
         skipped.append(res.skipped)
         if not res.skipped:
             break
@@ -302,7 +304,7 @@ def test_bf16_autocast_in_both_passes(make_accelerator):
         return mse(net, (batch[0].float(), batch[1].float()))
 
     x, y = dataset(seed=0)  # the data of train()'s first step
-    res = train_step(model, opt, split(x, y, 2), loss_fn, accelerator)
+    res = train_step(model, opt, split(x, y, 2), loss_fn=loss_fn, accelerator=accelerator)
     assert seen == [torch.bfloat16] * 4  # 2 micro-batches x 2 passes
     assert not res.skipped
     assert_params_close([p.double() for p in model.parameters()], ref, atol=2e-2)

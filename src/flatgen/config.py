@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flatgen.data.toy2d import TOY2D_NAMES
 from flatgen.optim.wrm import WRMConfig
 
 
@@ -35,8 +34,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+def _registered_dataset(v: str) -> str:
+    from flatgen.data import get_dataset  # registers the datasets (loads torch)
+
+    get_dataset(v)  # ValueError naming the registered datasets
+    return v
+
+
 class DataConfig(Section):
-    name: Literal["digits", "toy2d", "image_folder", "cifar10"] = "digits"
+    """A dataset registered in flatgen.data (flatgen.data.dataset_names()) and its options;
+    each dataset reads the fields it names in its `options`."""
+
+    name: Annotated[str, AfterValidator(_registered_dataset)] = "digits"
     toy: str = "8gaussians"  # toy2d distribution
     n_train: int = Field(20000, gt=0)  # toy2d only; digits and real data use their own split
     n_test: int = Field(2000, gt=0)
@@ -47,15 +56,22 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        if self.name == "toy2d" and self.toy not in TOY2D_NAMES:
-            raise ValueError(f"data.toy must be one of {', '.join(TOY2D_NAMES)}, got {self.toy!r}")
-        if self.name in ("image_folder", "cifar10") and not self.path:
-            raise ValueError(f"data.path is required for dataset {self.name!r}")
+        from flatgen.data import check_data_options
+
+        check_data_options(self)  # data.path given where needed, the dataset's own checks
         return self
 
 
+def _registered_model_preset(v: str) -> str:
+    from flatgen.models import get_model_preset  # registers the presets
+
+    get_model_preset(v)  # ValueError naming the registered presets
+    return v
+
+
 class ModelConfig(Section):
-    preset: Literal["unet-digits", "unet-adm32", "unet-adm-cifar10", "mlp2d"] = "unet-digits"
+    # a preset registered in flatgen.models (flatgen.models.model_preset_names())
+    preset: Annotated[str, AfterValidator(_registered_model_preset)] = "unet-digits"
     dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the preset's
     # a diffusers pipeline or UNet2DModel directory to fine-tune (preset is then unused); the
     # diffusion section is read from its scheduler config
@@ -199,16 +215,15 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        vector = self.data.name == "toy2d"
+        from flatgen.data import sample_shape
+        from flatgen.models import check_fits
+
+        shape = sample_shape(self.data)
         if self.model.pretrained:
-            if vector:
-                raise ValueError("model.pretrained needs image data, not toy2d")
+            if len(shape) != 3:
+                raise ValueError(f"model.pretrained needs image data, not {self.data.name}")
             return self
-        if vector != (self.model.preset == "mlp2d"):
-            raise ValueError(
-                f"model.preset {self.model.preset!r} does not fit data {self.data.name!r} "
-                "(toy2d needs mlp2d; image data needs a unet preset)"
-            )
+        check_fits(self.model.preset, shape, f"data {self.data.name!r}")
         return self
 
 

@@ -37,6 +37,7 @@ def _inception_metric(weights: str | Path | None, test: torch.Tensor):
 
 def evaluate_quality(
     run: Run,
+    *,
     weights: Sequence[str] = ("raw",),
     steps: Sequence[int] = (10, 100),
     samplers: Sequence[str] = ("adm", "ddim"),
@@ -44,7 +45,6 @@ def evaluate_quality(
     seed: int = 1234,
     batch_size: int = 512,
     progress: bool = True,
-    *,
     inception_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """{"n", "floor": {...}, "results": [{"weights", "sampler", "steps", metrics...}, ...]}."""
@@ -63,7 +63,8 @@ def evaluate_quality(
             if bar:
                 bar.update(task, what=f"{w} {sampler} T'={k}")
             with torch.inference_mode():
-                x = generate(models[w], run.schedule, n, shape, k, sampler, seed, batch_size,
+                x = generate(models[w], run.schedule, n=n, shape=shape, steps=k, sampler=sampler,
+                             seed=seed, batch_size=batch_size,
                              on_batch=(lambda b: bar.advance(task, b)) if bar else None)
             # the floor depends only on n, so it is computed with the first setting only
             report = quality_report(x, test, floor_ref if floor is None else None)

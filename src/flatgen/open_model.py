@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from flatgen.config import Config, build_config
-from flatgen.data import load_dataset
+from flatgen.data import get_dataset, load_dataset, named_datasets, recognize_path
 from flatgen.diffusion import schedule_from_config
 from flatgen.models import model_from_config
 from flatgen.models.pretrained import is_diffusers_dir, sample_shape
@@ -21,18 +21,18 @@ from flatgen.train.run import Run, load_run
 
 
 def data_section(data: str, image_shape: tuple[int, int, int]) -> dict:
-    """The `data` config section for `--data NAME|PATH`: digits, a CIFAR-10 binary folder, or an
-    image folder (resized to the model's image size and channels)."""
-    if data == "digits":
-        return {"name": "digits"}
-    path = Path(data)
-    if data == "cifar10" or not path.exists():
-        raise ValueError(f"--data {data!r}: give digits, or the path of a CIFAR-10 binary folder "
-                         "or of an image folder")
-    if any(path.glob("test_batch.bin")) or any(path.glob("cifar-10-batches-bin/test_batch.bin")):
-        return {"name": "cifar10", "path": str(path)}
+    """The `data` config section for `--data NAME|PATH`: a registered dataset that needs no
+    path (digits), or a local folder a registered dataset recognizes (CIFAR-10 binary, image
+    folder: resized to the model's image size and channels)."""
+    if data in named_datasets():
+        return {"name": data}
+    name = recognize_path(data)
+    if name is None:
+        raise ValueError(f"--data {data!r}: give {', '.join(named_datasets())}, or the path of a "
+                         "CIFAR-10 binary folder or of an image folder")
     channels, size, _ = image_shape
-    return {"name": "image_folder", "path": str(path), "image_size": size, "channels": channels}
+    fits = {"path": str(Path(data)), "image_size": size, "channels": channels}
+    return {"name": name, **{k: v for k, v in fits.items() if k in get_dataset(name).options}}
 
 
 @dataclass

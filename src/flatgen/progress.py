@@ -26,10 +26,11 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.1f} it/s" if speed else "-- it/s", style="progress.data.speed")
 
 
-def make_progress(enabled: bool = True, fields: str = "") -> Any:
+def make_progress(enabled: bool = True, fields: str = "", *, transient: bool = False) -> Any:
     """A rich Progress (use as a context manager), or nullcontext(None) when disabled.
 
-    `fields` is a format string over task fields shown after the rate, e.g. "loss {task.fields[loss]:.4f}".
+    `fields` is a format string over task fields shown after the rate, e.g.
+    "loss {task.fields[loss]:.4f}"; a transient display is cleared when it ends.
     """
     if not enabled:
         return nullcontext(None)
@@ -42,4 +43,4 @@ def make_progress(enabled: bool = True, fields: str = "") -> Any:
     if fields:
         columns.append(TextColumn(fields))
     columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns)
+    return Progress(*columns, transient=transient)

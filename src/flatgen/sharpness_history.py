@@ -69,16 +69,12 @@ def sharpness_history(
 
 
 def plot_history(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flatgen.io import atomic_write
+    from flatgen.plotting import new_figure, save_figure
 
     rows = result["checkpoints"]
     steps = [r["step"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = new_figure((9, 3.2))
+    a, b = fig.subplots(1, 2)
     a.plot(steps, [r["lambda_max"] for r in rows], marker="o")
     a.set_ylabel("λmax")
     b.errorbar(steps, [r["trace"] for r in rows], yerr=[r["trace_stderr"] for r in rows],
@@ -87,7 +83,4 @@ def plot_history(result: dict[str, Any], path: Path) -> Path:
     for ax in (a, b):
         ax.set_xlabel("training step")
     fig.suptitle(f"sharpness over training ({result['weights']} weights)")
-    fig.tight_layout()
-    out = atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)

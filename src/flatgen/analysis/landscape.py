@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from torch import nn
 from flatgen.analysis.batched import Vectorize, losses_at
 from flatgen.analysis.directions import BiasMode, random_direction
 from flatgen.analysis.params import LossFn, ParamSpace, ProgressFn, analysis_mode
+from flatgen.io import atomic_write
 
 
 @dataclass
@@ -98,18 +98,6 @@ def loss_landscape(
     )
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_landscape(landscape: Landscape, path: str | os.PathLike) -> Path:
     """Write the landscape to an .npz (atomically) so plots can be redrawn without the model."""
     path = Path(path)
@@ -117,8 +105,11 @@ def save_landscape(landscape: Landscape, path: str | os.PathLike) -> Path:
     arrays["losses"] = landscape.losses
     arrays["loss0"] = np.array(landscape.loss0)
     arrays["meta"] = np.array(json.dumps(landscape.meta))
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
-    return path
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to the name
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 def load_landscape(path: str | os.PathLike) -> Landscape:

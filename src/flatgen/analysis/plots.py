@@ -1,45 +1,22 @@
 """PNG plots of landscapes, perturbation curves, spectral densities and the second-order
 check (matplotlib, Agg).
 
-Figures are drawn with matplotlib's object API on an Agg canvas, so importing this module
-neither needs a display nor changes the pyplot backend of the caller.
+Figures are drawn with matplotlib's object API on an Agg canvas (flatgen.plotting), so importing
+this module neither needs a display nor changes the pyplot backend of the caller.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from flatgen.analysis.density import SpectralDensity
 from flatgen.analysis.expansion import DEFAULT_TOLERANCE, expansion_title
 from flatgen.analysis.landscape import Landscape
-
-
-def _figure(figsize: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    # atomic: render to a temporary name in the same folder, then rename
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from flatgen.plotting import new_figure, save_figure
 
 
 def plot_landscape(
@@ -50,17 +27,17 @@ def plot_landscape(
     z = np.log10(np.maximum(landscape.losses, 1e-12)) if log else landscape.losses
     label = "log10 loss" if log else "loss"
     if landscape.dim == 1:
-        fig = _figure((5, 3.5))
+        fig = new_figure((5, 3.5))
         ax = fig.subplots()
         ax.plot(landscape.coords[0], z, marker=".")
         ax.axvline(0.0, color="grey", lw=0.5)
         ax.set(xlabel="direction 1 (filter-normalized)", ylabel=label)
-        return _save(fig, path)
+        return save_figure(fig, path, dpi=120, bbox_inches="tight")
     if kind not in ("contour", "surface", "both"):
         raise ValueError(f"kind must be 'contour', 'surface' or 'both', got {kind!r}")
     x, y = np.meshgrid(landscape.coords[0], landscape.coords[1], indexing="ij")
     panels = ["contour", "surface"] if kind == "both" else [kind]
-    fig = _figure((5.5 * len(panels), 4.5))
+    fig = new_figure((5.5 * len(panels), 4.5))
     for i, panel in enumerate(panels):
         if panel == "contour":
             ax = fig.add_subplot(1, len(panels), i + 1)
@@ -73,7 +50,7 @@ def plot_landscape(
             ax.plot_surface(x, y, z, cmap="viridis", linewidth=0, antialiased=True)
             ax.set(xlabel="direction 1", ylabel="direction 2", zlabel=label)
     fig.suptitle(f"loss landscape (loss at w = {landscape.loss0:.4g})")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _curve_panel(ax, curves: Mapping[str, Mapping], key: str, radius: str, title: str) -> None:
@@ -98,11 +75,11 @@ def plot_perturbation(curves: Mapping[str, Mapping], path: str | os.PathLike) ->
     Left: worst case in an L2 ball of radius rho; right: mean (+- std) under per-filter
     Gaussian noise of relative size sigma.
     """
-    fig = _figure((10, 3.8))
+    fig = new_figure((10, 3.8))
     axes = fig.subplots(1, 2)
     _curve_panel(axes[0], curves, "worst_case", "rho", "worst case (L2 ball)")
     _curve_panel(axes[1], curves, "average_case", "sigma", "Gaussian, per-filter scaled")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _density_panel(ax, density: Mapping, title: str) -> None:
@@ -116,16 +93,16 @@ def plot_density(density: SpectralDensity | Mapping, path: str | os.PathLike) ->
     """The SLQ eigenvalue density on a log scale (the bulk and the outliers both show)."""
     if isinstance(density, SpectralDensity):
         density = density.to_dict()
-    fig = _figure((5.5, 3.8))
+    fig = new_figure((5.5, 3.8))
     ax = fig.subplots()
     _density_panel(ax, density, "Hessian spectral density (SLQ)")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def plot_sharpness(summary: Mapping, path: str | os.PathLike) -> Path:
     """The panels a sharpness summary supports: perturbation curves and, if present, density."""
     has_density = bool(summary.get("density"))
-    fig = _figure((15 if has_density else 10, 3.8))
+    fig = new_figure((15 if has_density else 10, 3.8))
     axes = fig.subplots(1, 3 if has_density else 2)
     _curve_panel(axes[0], {"": summary}, "worst_case", "rho", "worst case (L2 ball)")
     _curve_panel(axes[1], {"": summary}, "average_case", "sigma", "Gaussian, per-filter scaled")
@@ -134,7 +111,7 @@ def plot_sharpness(summary: Mapping, path: str | os.PathLike) -> Path:
     lam = summary.get("lambda_max")
     if lam is not None:
         fig.suptitle(f"lambda_max = {lam:.4g}", y=1.03)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
@@ -162,7 +139,7 @@ def plot_expansion(
     kinds = list(dict.fromkeys(r["kind"] for r in all_rows))
     marker = {k: _MARKERS[i % len(_MARKERS)] for i, k in enumerate(kinds)}
     colours = {label: f"C{i % 10}" for i, label in enumerate(rows_by_model)}
-    fig = _figure((6, 5))
+    fig = new_figure((6, 5))
     ax = fig.subplots()
     for label, rows in rows_by_model.items():
         for kind in kinds:
@@ -187,4 +164,4 @@ def plot_expansion(
             ax.scatter([], [], color=colour, marker="o", label=label)
     ax.legend(fontsize=7)
     ax.set_title(expansion_title(all_rows, tolerance=tolerance), fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120, bbox_inches="tight")

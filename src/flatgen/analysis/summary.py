@@ -161,15 +161,9 @@ def sharpness_summary(
 @contextlib.contextmanager
 def rich_progress(transient: bool = True) -> Iterator[StageProgressFn]:
     """A rich progress display with one bar per stage; yields a StageProgressFn."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from flatgen.progress import make_progress
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=transient,
-    ) as bar:
+    with make_progress(transient=transient) as bar:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int) -> None:

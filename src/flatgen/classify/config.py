@@ -28,25 +28,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataSpec(_Strict):
-    """Labelled images; pixels are fed to the classifier in [0, 1]."""
+def _labelled_dataset(v: str) -> str:
+    from flatgen.data import get_dataset  # the registry of flatgen.data
 
-    name: Literal["digits", "cifar10"] = "digits"
-    path: str | None = None  # cifar10: the local folder holding cifar-10-batches-py
+    get_dataset(v, labelled=True)  # ValueError naming the datasets with labels
+    return v
+
+
+def _classifier_preset(v: str | None) -> str | None:
+    from flatgen.classify.models import classifier_preset
+
+    if v is not None:
+        classifier_preset(v)  # ValueError naming the registered presets
+    return v
+
+
+class DataSpec(_Strict):
+    """Labelled images (a dataset of flatgen.data with labels); pixels are fed to the classifier
+    in [0, 1]."""
+
+    name: Annotated[str, AfterValidator(_labelled_dataset)] = "digits"
+    path: str | None = None  # cifar10: the local folder holding cifar-10-batches-bin
     n_train: int | None = Field(None, gt=0)  # None: the whole training split
     n_test: int | None = Field(None, gt=0)  # None: the whole test split (digits: 297 images)
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
-        if self.name == "cifar10" and not self.path:
-            raise ValueError("data.path is required for cifar10")
+        from flatgen.data import check_data_options
+
+        check_data_options(self)  # data.path where the dataset needs one
         return self
 
 
 class ModelSpec(_Strict):
-    """A CNN preset; None picks the one that fits the data (cnn-digits / cnn-cifar)."""
+    """A classifier preset of flatgen.classify.models; None picks the first one made for the
+    data's image shape (cnn-digits / cnn-cifar)."""
 
-    preset: Literal["cnn-digits", "cnn-cifar"] | None = None
+    preset: Annotated[str | None, AfterValidator(_classifier_preset)] = None
     channels: list[int] | None = None  # per stage; None keeps the preset's
     hidden: int | None = Field(None, gt=0)
 

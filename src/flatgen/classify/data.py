@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from flatgen.classify.config import DataSpec
-from flatgen.data import load_cifar10, load_digits_split
+from flatgen.data import get_dataset
 
 SUBSET_SEED = 0  # which images a subsample keeps, and the fixed sharpness batch: run-independent
 
@@ -25,10 +25,8 @@ def _subset(x: Tensor, y: Tensor, n: int | None, salt: int) -> tuple[Tensor, Ten
 
 def load_classifier_data(spec: DataSpec) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(x_train, y_train, x_test, y_test), images N x C x H x W in [0, 1]."""
-    if spec.name == "digits":
-        (xtr, ytr), (xte, yte) = load_digits_split("train"), load_digits_split("test")
-    else:
-        (xtr, ytr), (xte, yte) = load_cifar10(spec.path, "train"), load_cifar10(spec.path, "test")
+    labelled = get_dataset(spec.name, labelled=True).labelled
+    (xtr, ytr), (xte, yte) = labelled(spec, "train"), labelled(spec, "test")
     xtr, ytr = _subset(to_unit_box(xtr), ytr, spec.n_train, 0)
     xte, yte = _subset(to_unit_box(xte), yte, spec.n_test, 1)
     return xtr, ytr, xte, yte

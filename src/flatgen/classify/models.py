@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -11,18 +12,6 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 # relu is the study's default; WRM uses a smooth one (its guarantee needs a loss smooth in x)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
-
-CLASSIFIER_PRESETS: dict[str, dict] = {
-    # 8x8 -> conv 32 -> pool 4x4 -> conv 64 -> pool 2x2 -> 256 -> 128 -> 10 (about 53k weights)
-    "cnn-digits": dict(
-        in_channels=1, image_size=8, channels=(32, 64), convs_per_stage=1, hidden=128
-    ),
-    # 32x32 -> 2 convs per stage, 3 stages -> 4x4 x 128 -> 256 -> 10
-    "cnn-cifar": dict(
-        in_channels=3, image_size=32, channels=(32, 64, 128), convs_per_stage=2, hidden=256
-    ),
-}
-
 
 class SmallCNN(nn.Module):
     """Stages of 3x3 conv + activation (ReLU by default) followed by 2x2 max-pooling, then a
@@ -69,6 +58,66 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@dataclass(frozen=True)
+class ClassifierPreset:
+    """A classifier architecture by name. build(dropout=, n_classes=, activation=, **overrides)
+    -> nn.Module taking images of input_shape (C, H, W) in [0, 1] to logits; overrides (None
+    values dropped) replace preset fields such as channels or hidden."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    input_shape: tuple[int, int, int]
+    help: str
+
+
+# name -> ClassifierPreset; adding an architecture is one register_classifier_preset call
+CLASSIFIER_PRESETS: dict[str, ClassifierPreset] = {}
+
+
+def register_classifier_preset(preset: ClassifierPreset) -> ClassifierPreset:
+    """Add `preset` to CLASSIFIER_PRESETS under its name (a name may be taken once)."""
+    old = CLASSIFIER_PRESETS.get(preset.name)
+    if old is not None and old != preset:
+        raise ValueError(f"classifier preset {preset.name!r} is already registered")
+    CLASSIFIER_PRESETS[preset.name] = preset
+    return preset
+
+
+def classifier_preset(name: str) -> ClassifierPreset:
+    """The registered preset `name`; ValueError naming the choices otherwise."""
+    try:
+        return CLASSIFIER_PRESETS[name]
+    except KeyError:
+        choices = ", ".join(CLASSIFIER_PRESETS)
+        raise ValueError(f"unknown classifier preset {name!r}; choose from {choices}") from None
+
+
+def classifier_preset_for(input_shape: tuple[int, ...]) -> str:
+    """The first registered preset made for images of `input_shape` (C, H, W)."""
+    for preset in CLASSIFIER_PRESETS.values():
+        if preset.input_shape == tuple(input_shape):
+            return preset.name
+    raise ValueError(f"no classifier preset takes images of shape {tuple(input_shape)}: "
+                     "set model.preset")
+
+
+def _small_cnn_preset(name: str, help_text: str, **fields: object) -> None:
+    def build(**kwargs: object) -> nn.Module:
+        return SmallCNN(**{**fields, **kwargs})
+
+    shape = (fields["in_channels"], fields["image_size"], fields["image_size"])
+    register_classifier_preset(ClassifierPreset(name, build, shape, help_text))  # type: ignore[arg-type]
+
+
+# 8x8 -> conv 32 -> pool 4x4 -> conv 64 -> pool 2x2 -> 256 -> 128 -> 10 (about 53k weights)
+_small_cnn_preset("cnn-digits", "small CNN for the 1x8x8 digits (about 53k weights)",
+                  in_channels=1, image_size=8, channels=(32, 64), convs_per_stage=1, hidden=128)
+# 32x32 -> 2 convs per stage, 3 stages -> 4x4 x 128 -> 256 -> 10
+_small_cnn_preset("cnn-cifar", "small CNN for 3x32x32 images (2 convs per stage, 3 stages)",
+                  in_channels=3, image_size=32, channels=(32, 64, 128), convs_per_stage=2,
+                  hidden=256)
+
+
 def build_classifier(
     preset: str = "cnn-digits",
     *,
@@ -78,13 +127,10 @@ def build_classifier(
     activation: str = "relu",
     **overrides: object,
 ) -> nn.Module:
-    """A SmallCNN preset; `overrides` replace preset fields (channels, hidden, ...)."""
-    if preset not in CLASSIFIER_PRESETS:
-        raise ValueError(
-            f"unknown classifier preset {preset!r}; choose from {', '.join(CLASSIFIER_PRESETS)}"
-        )
-    kwargs = {**CLASSIFIER_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    model = SmallCNN(n_classes=n_classes, dropout=dropout, activation=activation, **kwargs)
+    """A registered classifier preset; `overrides` replace preset fields (channels, hidden, ...)."""
+    kwargs = {k: v for k, v in overrides.items() if v is not None}
+    model = classifier_preset(preset).build(
+        n_classes=n_classes, dropout=dropout, activation=activation, **kwargs)
     return apply_spectral_norm(model) if spectral else model
 
 

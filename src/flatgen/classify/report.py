@@ -12,9 +12,8 @@ from flatgen.classify.analysis import analyze, robust_keys, target_key
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.evaluate import SHARPNESS_KEYS
 from flatgen.io import write_json_atomic, write_text_atomic
-from flatgen.report.stats import mean_std
-from flatgen.report.tables import markdown_table
 from flatgen.robustness.util import jsonable
+from flatgen.tabulate import markdown_table, mean_std
 
 NORM_LABEL = {"linf": "L∞", "l2": "L2"}
 MASKING_GAP = 0.1  # accuracy drop under the logits / T attack that we call gradient masking
@@ -152,7 +151,9 @@ def plot_scatter(
     """Sharpness versus the primary robust accuracy: one point per method (the mean over seeds)
     with error bars of ± one standard deviation over seeds in both directions; the primary
     measure first; gradient-masked methods hollow; each title gives every group's rho."""
-    from flatgen.report.figures import plt, save_figure
+    from flatgen.plotting import pyplot, save_figure
+
+    plt = pyplot()
 
     key, names = target_key(cfg), sharpness_labels(cfg)
     prim = cfg.correlation.primary.sharpness

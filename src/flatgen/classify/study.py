@@ -34,7 +34,7 @@ from flatgen.classify.evaluate import (
     robust_accuracies,
     sharpness_measures,
 )
-from flatgen.classify.models import apply_spectral_norm, build_classifier
+from flatgen.classify.models import apply_spectral_norm, build_classifier, classifier_preset_for
 from flatgen.classify.train import train_classifier
 from flatgen.io import write_json_atomic
 from flatgen.optim.wrm import classifier_per_sample_loss, wrm_certificate
@@ -117,7 +117,7 @@ def wrm_checks(
 def _preset(cfg: ClassifierStudyConfig, x: Tensor) -> str:
     if cfg.model.preset is not None:
         return cfg.model.preset
-    return "cnn-digits" if tuple(x.shape[1:]) == (1, 8, 8) else "cnn-cifar"
+    return classifier_preset_for(tuple(x.shape[1:]))
 
 
 def new_model(cfg: ClassifierStudyConfig, method: _Method, *, x: Tensor, seed: int) -> nn.Module:

@@ -65,7 +65,8 @@ def fit(
         for grp, lr in zip(groups, base_lr, strict=True):
             grp["lr"] = lr * factor(step)
         batch = rec.prepare(model, x[idx], y[idx], generator=g)
-        res = train_step(model, optimizer, [batch], rec.loss, accelerator, train.grad_clip)
+        res = train_step(model, optimizer, [batch], loss_fn=rec.loss, accelerator=accelerator,
+                         grad_clip=train.grad_clip)
         losses.append(res.loss)
         if not math.isfinite(res.loss):
             raise FloatingPointError(f"training loss is {res.loss} at step {step}")

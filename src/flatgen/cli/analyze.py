@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from flatgen.cli.common import (
+    DATA_HELP,
     _float_list,
     _int_list,
     _str_list,
@@ -17,11 +18,9 @@ from flatgen.cli.common import (
     cli_command,
     console,
 )
-from flatgen.progress import make_progress
 
 RUN_HELP = "Run directory written by flatgen train, or a diffusers pipeline / UNet directory."
-DataOpt = Annotated[str | None, typer.Option(
-    "--data", help="For a diffusers directory: digits, or a CIFAR-10 binary / image folder path.")]
+DataOpt = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", help="Output folder (default RUN_DIR/eval; required for a diffusers directory).")]
 
@@ -92,8 +91,8 @@ def evaluate(
 
     run, eval_dir = _open(run_dir, data, out)
     result = evaluate_quality(
-        run, _weights_list(run, weights), _int_list(steps, "--steps"),
-        _str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
+        run, weights=_weights_list(run, weights), steps=_int_list(steps, "--steps"),
+        samplers=_str_list(sampler, SAMPLERS, "--sampler"), n=n, seed=seed,
         inception_weights=inception_weights_path(inception),
     )
     path = write_json_atomic(eval_dir / "quality.json", result)
@@ -126,32 +125,21 @@ def sharpness(
 
     Writes RUN_DIR/eval/sharpness.json and sharpness.png (or into OUT).
     """
-    from flatgen.analysis import plot_sharpness, sharpness_summary
-    from flatgen.io import write_json_atomic
-    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.flatness import sharpness_report
 
     run, eval_dir = _open(run_dir, data, out)
     if all_checkpoints:
         from flatgen.sharpness_history import sharpness_history
 
-        path, png = sharpness_history(run, eval_dir, weights=weights, batch=batch, top_k=max(1, top_k))
+        path, png = sharpness_history(run, eval_dir, weights=weights, batch=batch,
+                                      top_k=max(1, top_k))
         console.print(f"wrote {path} and {png}")
         return
-    model = run.model(weights)
-    loss_fn = sharpness_loss_fn(run, batch)
-    with make_progress(True, fields="{task.fields[stage]}") as bar:
-        task = bar.add_task("sharpness", total=None, stage="")
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, stage=stage)
-
-        summary = sharpness_summary(
-            model, loss_fn, top_k=top_k, trace=trace, density=density, per_layer=per_layer,
-            rhos=_float_list(rhos, "--rhos"), sigmas=_float_list(sigmas, "--sigmas"), progress=on_progress,
-        )
-    summary |= {"weights": weights, "batch": batch}
-    path = write_json_atomic(eval_dir / "sharpness.json", summary)
-    plot_sharpness(summary, eval_dir / "sharpness.png")
+    summary, path = sharpness_report(
+        run, eval_dir, weights=weights, batch=batch, top_k=top_k, trace=trace, density=density,
+        per_layer=per_layer, rhos=_float_list(rhos, "--rhos"),
+        sigmas=_float_list(sigmas, "--sigmas"),
+    )
     table = Table(title=f"sharpness of {_label(run)} ({weights} weights)", show_header=False)
     table.add_row("loss on the fixed batch", f"{summary['loss']:.5f}")
     if summary["top_k"]:
@@ -180,20 +168,11 @@ def landscape(
 
     Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and landscape.png.
     """
-    from flatgen.analysis import loss_landscape, plot_landscape, save_landscape
-    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.flatness import landscape_report
 
-    if span <= 0:
-        raise ValueError(f"--span must be > 0, got {span}")
     run, eval_dir = _open(run_dir, data, out)
-    model = run.model(weights)
-    loss_fn = sharpness_loss_fn(run, batch)
-    with make_progress(True) as bar:
-        task = bar.add_task("landscape", total=grid**dim)
-        result = loss_landscape(model, loss_fn, dim=dim, grid=grid, span=span, seed=seed,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
-    npz = save_landscape(result, eval_dir / "landscape.npz")
-    png = plot_landscape(result, eval_dir / "landscape.png")
+    result, npz, png = landscape_report(run, eval_dir, weights=weights, batch=batch, dim=dim,
+                                        grid=grid, span=span, seed=seed)
     console.print(f"loss at the trained weights {result.loss0:.5f}; "
                   f"max on the grid {float(result.losses.max()):.5f}")
     console.print(f"wrote {npz} and {png}")

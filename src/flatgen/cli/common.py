@@ -25,8 +25,14 @@ try:  # Typer >= 0.26 vendors click; older versions use click itself
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click import exceptions as click_exc
 
+from flatgen.data import named_datasets  # the registry only: no torch
+
 DEBUG_ENV = "FLATGEN_DEBUG"
 EXIT_RUNTIME, EXIT_INPUT = 1, 2
+
+# `--data` of the analysis commands, for a diffusers directory: the names from the registry
+DATA_HELP = (f"For a diffusers directory: {', '.join(named_datasets())}, or the path of a "
+             "CIFAR-10 binary folder or an image folder.")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,7 +54,7 @@ class OneLineErrors(TyperGroup):
     """Option and argument errors (a bad value, a missing argument, an unknown option) as one
     line and exit 2, in the style of every other refused input, instead of a usage box."""
 
-    def main(self, args: Any = None, prog_name: str | None = None,
+    def main(self, args: Any = None, *, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         try:

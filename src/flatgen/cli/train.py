@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from flatgen.cli.common import (
+    DATA_HELP,
     _str_list,
     app,
     cli_command,
@@ -86,14 +87,13 @@ def sample(
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
                                              "required for a diffusers directory).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    data: Annotated[str | None, typer.Option(
-        "--data", help="For a diffusers directory: digits, or a CIFAR-10 / image folder path.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
     from flatgen.io import check_new_file, check_writable
     from flatgen.open_model import open_model
-    from flatgen.report.images import save_samples_png
+    from flatgen.plotting import save_samples_png
 
     _str_list(sampler, SAMPLERS, "--sampler")
     run = open_model(run_dir, data=data, out=out)
@@ -105,7 +105,8 @@ def sample(
         check_writable(out.parent, "the run directory")
     _, test = run.data()
     with console.status(f"sampling {n} with {sampler}, T'={steps}"):
-        x = generate(model, run.schedule, n, tuple(test.shape[1:]), steps, sampler, seed)
+        x = generate(model, run.schedule, n=n, shape=tuple(test.shape[1:]), steps=steps,
+                     sampler=sampler, seed=seed)
     save_samples_png(x, out, reference=test)
     console.print(f"wrote {out}")
 

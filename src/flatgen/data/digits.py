@@ -7,9 +7,14 @@ command, metric and test sees the same 1500 / 297 images.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+from flatgen.data.registry import Dataset, register_dataset
+
+if TYPE_CHECKING:
+    import torch
 
 N_TEST = 297
 SPLIT_SEED = 0
@@ -33,6 +38,17 @@ def load_digits_split(
     """Return (images N x 1 x 8 x 8 in [-1, 1], labels N) for split 'train' or 'test'."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    import torch  # here, not at the top: the registry loads without torch (fast CLI help)
+
     xtr, ytr, xte, yte = _split(seed)
     x, y = (xtr, ytr) if split == "train" else (xte, yte)
     return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.copy())
+
+
+register_dataset(Dataset(
+    name="digits",
+    load=lambda opts: (load_digits_split("train")[0], load_digits_split("test")[0]),
+    shape=lambda opts: (1, 8, 8),
+    help="scikit-learn's 8x8 digits, embedded (1500 train / 297 test images, labelled)",
+    labelled=lambda opts, split: load_digits_split(split),
+))

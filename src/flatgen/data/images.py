@@ -8,14 +8,20 @@ then 3x32x32 uint8 pixels), so no pickle is ever loaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+from flatgen.data.registry import Dataset, register_dataset
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]
 CIFAR_TEST_FILES = ["test_batch.bin"]
+IMAGE_SPLIT_SEED = 0  # which images of a folder are held out: run-independent
 
 
 class DataPathError(FileNotFoundError):
@@ -23,6 +29,8 @@ class DataPathError(FileNotFoundError):
 
 
 def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:
+    import torch  # here, not at the top: the registry loads without torch (fast CLI help)
+
     return torch.from_numpy(pixels.astype(np.float32) / 127.5 - 1.0)
 
 
@@ -60,10 +68,17 @@ def load_image_folder(path: str | Path, size: int, channels: int = 3) -> torch.T
     return _to_unit_range(np.stack(arrays).transpose(0, 3, 1, 2))
 
 
-def _find_cifar_dir(path: Path) -> Path:
+def _cifar_dir(path: Path) -> Path | None:
     for candidate in (path, path / "cifar-10-batches-bin"):
         if (candidate / CIFAR_TEST_FILES[0]).is_file():
             return candidate
+    return None
+
+
+def _find_cifar_dir(path: Path) -> Path:
+    found = _cifar_dir(path)
+    if found is not None:
+        return found
     raise DataPathError(
         f"CIFAR-10 not found at {str(path)!r}: download the *binary* version "
         "(cifar-10-binary.tar.gz) yourself, extract it, and point data.path at the folder "
@@ -89,5 +104,42 @@ def load_cifar10(path: str | Path, split: str = "train") -> tuple[torch.Tensor, 
                                 "cifar-10-binary.tar.gz again")
         records.append(raw.reshape(-1, CIFAR_RECORD))
     data = np.concatenate(records)
+    import torch
+
     labels = torch.from_numpy(data[:, 0].astype(np.int64))
     return _to_unit_range(data[:, 1:].reshape(-1, 3, 32, 32)), labels
+
+
+def split_image_folder(opts: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) of an image folder: a fixed random test_fraction of it is held out."""
+    import torch
+
+    images = load_image_folder(opts.path, opts.image_size, opts.channels)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(IMAGE_SPLIT_SEED))
+    n_test = max(1, round(opts.test_fraction * len(images)))
+    if n_test >= len(images):
+        raise DataPathError(f"image folder {opts.path!r} has too few images ({len(images)}) "
+                            "to split")
+    return images[order[n_test:]], images[order[:n_test]]
+
+
+# cifar10 is checked before image_folder: a CIFAR-10 folder is recognized as such
+register_dataset(Dataset(
+    name="cifar10",
+    load=lambda opts: (load_cifar10(opts.path, "train")[0], load_cifar10(opts.path, "test")[0]),
+    shape=lambda opts: (3, 32, 32),
+    help="CIFAR-10's binary version from data.path (50000 / 10000 images, labelled)",
+    options=("path",),
+    requires_path=True,
+    labelled=lambda opts, split: load_cifar10(opts.path, split),
+    recognizes=lambda path: _cifar_dir(path) is not None,
+))
+register_dataset(Dataset(
+    name="image_folder",
+    load=split_image_folder,
+    shape=lambda opts: (opts.channels, opts.image_size, opts.image_size),
+    help="PNG/JPEG files under data.path, resized to image_size, test_fraction held out",
+    options=("path", "image_size", "channels", "test_fraction"),
+    requires_path=True,
+    recognizes=Path.is_dir,
+))

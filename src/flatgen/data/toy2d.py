@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+from flatgen.data.registry import Dataset, register_dataset
+
+if TYPE_CHECKING:
+    import torch
 
 TOY2D_NAMES = ("8gaussians", "swissroll", "moons", "checkerboard")
+# the train and test sets are fixed draws, independent of the training seed
+TOY_TRAIN_SEED, TOY_TEST_SEED = 0, 1
 
 
 def sample_toy2d(name: str, n: int, seed: int = 0) -> torch.Tensor:
@@ -32,4 +39,22 @@ def sample_toy2d(name: str, n: int, seed: int = 0) -> torch.Tensor:
         x = np.stack([x1, x2], 1)
     else:
         raise ValueError(f"unknown toy2d distribution {name!r}; choose from {', '.join(TOY2D_NAMES)}")
+    import torch  # here, not at the top: the registry loads without torch (fast CLI help)
+
     return torch.from_numpy(x.astype(np.float32))
+
+
+def _check(opts: Any) -> None:
+    if opts.toy not in TOY2D_NAMES:
+        raise ValueError(f"data.toy must be one of {', '.join(TOY2D_NAMES)}, got {opts.toy!r}")
+
+
+register_dataset(Dataset(
+    name="toy2d",
+    load=lambda opts: (sample_toy2d(opts.toy, opts.n_train, TOY_TRAIN_SEED),
+                       sample_toy2d(opts.toy, opts.n_test, TOY_TEST_SEED)),
+    shape=lambda opts: (2,),
+    help=f"2-D points from data.toy ({', '.join(TOY2D_NAMES)}), n_train / n_test of them",
+    options=("toy", "n_train", "n_test"),
+    check=_check,
+))

@@ -1,4 +1,5 @@
-"""Batched, seeded generation of many samples (what evaluation and `flatgen sample` call)."""
+"""Batched, seeded generation of many samples: the one `generate` (evaluation, `flatgen sample`,
+the study's pictures and the robustness sweeps all call it)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,46 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from flatgen.diffusion.samplers import sample
+from flatgen.diffusion.samplers import SamplerStep, sample
 from flatgen.diffusion.schedule import NoiseSchedule
 
 
+@torch.no_grad()
 def generate(
     model: nn.Module,
     schedule: NoiseSchedule,
+    *,
     n: int,
-    sample_shape: tuple[int, ...],
+    shape: tuple[int, ...],
     steps: int,
     sampler: str = "adm",
     seed: int = 0,
+    generator: torch.Generator | None = None,
     batch_size: int = 512,
+    clip: bool | None = None,
+    eps_scale: Callable[[int], float] | None = None,
+    on_step: Callable[[SamplerStep], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """n samples on the CPU, generated in batches; one generator seeded once, so same seed = same samples."""
-    g = torch.Generator().manual_seed(seed)
+    """n samples of `shape` on the CPU, generated in batches in eval mode with `steps` network
+    evaluations each.
+
+    One CPU generator draws x_T and the sampler noise of every batch: `generator` if given, else
+    one seeded once with `seed`, so the same seed gives the same samples for any batch size
+    that splits n alike, on any device. clip, eps_scale and on_step go to `sample`; on_batch(b)
+    is called after each batch of b samples (progress bars).
+    """
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
     out = []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        out.append(sample(model, schedule, (b, *sample_shape), steps, sampler, generator=g).cpu())
-        if on_batch is not None:
-            on_batch(b)
+    try:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            out.append(sample(model, schedule, (b, *shape), steps=steps, sampler=sampler,
+                              generator=g, clip=clip, eps_scale=eps_scale, on_step=on_step).cpu())
+            if on_batch is not None:
+                on_batch(b)
+    finally:
+        model.train(was_training)
     return torch.cat(out)

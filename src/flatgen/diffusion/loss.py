@@ -14,6 +14,7 @@ def diffusion_loss(
     model: nn.Module,
     x0: torch.Tensor,
     schedule: NoiseSchedule,
+    *,
     t: torch.Tensor,
     noise: torch.Tensor,
     ip_gamma: float = 0.0,
@@ -52,7 +53,7 @@ def draw_training_noise(
 
 
 def fixed_diffusion_loss_fn(
-    x0: torch.Tensor, schedule: NoiseSchedule, draws: int = 1, seed: int = 0
+    x0: torch.Tensor, schedule: NoiseSchedule, *, draws: int = 1, seed: int = 0
 ) -> Callable[[nn.Module], torch.Tensor]:
     """A deterministic loss_fn(model) on fixed (x0, t, noise) triples, for Hessians and landscapes.
 
@@ -64,6 +65,6 @@ def fixed_diffusion_loss_fn(
     t, noise, _ = draw_training_noise(xs, schedule, g)
 
     def loss_fn(model: nn.Module) -> torch.Tensor:
-        return diffusion_loss(model, xs, schedule, t, noise)
+        return diffusion_loss(model, xs, schedule, t=t, noise=noise)
 
     return loss_fn

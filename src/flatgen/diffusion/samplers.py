@@ -8,9 +8,9 @@ Timestep chains. The ADM sampler's chain is `schedule.respaced(N)`: N timesteps 
 from 0 to T-1 and rounded; diffusers' DDPMScheduler walks the same chain with
 timestep_spacing="linspace" (what `flatgen export` writes), stepping to the next chain entry.
 diffusers' DDIMScheduler instead always steps from t to t - T/N; on its default "leading" chain
-(0, T/N, 2T/N, ...) that is the next entry, so `denoise_chain(..., ts=that chain, "ddim")`
+(0, T/N, 2T/N, ...) that is the next entry, so `denoise_chain(..., ts=that chain, sampler="ddim")`
 with a final step to abar = 1 (set_alpha_to_one) reproduces DDIMPipeline(eta=0,
-use_clipped_model_output=True). flatgen's own `sample(..., "ddim")` uses the respaced chain.
+use_clipped_model_output=True). flatgen's own `sample(..., sampler="ddim")` uses the respaced chain.
 
 A network that predicts v or x0 (schedule.prediction_type) is read through
 schedule.eps_from_output, so both samplers and on_step always see eps.
@@ -46,8 +46,9 @@ def _as_batch_t(t: int, n: int, device: torch.device) -> torch.Tensor:
 def denoise_chain(
     model: nn.Module,
     schedule: NoiseSchedule,
-    ts: Sequence[int],
     x: torch.Tensor,
+    *,
+    ts: Sequence[int],
     sampler: str = "adm",
     generator: torch.Generator | None = None,
     clip: bool | None = None,
@@ -105,6 +106,7 @@ def sample(
     model: nn.Module,
     schedule: NoiseSchedule,
     shape: tuple[int, ...],
+    *,
     steps: int,
     sampler: str = "adm",
     generator: torch.Generator | None = None,
@@ -126,5 +128,6 @@ def sample(
     dtype = next(model.parameters()).dtype
     if x_T is None:
         x_T = torch.randn(shape, generator=generator)
-    return denoise_chain(model, schedule, schedule.respaced(steps), x_T.to(device, dtype), sampler,
-                         generator, clip, eps_scale, on_step)
+    return denoise_chain(model, schedule, x_T.to(device, dtype), ts=schedule.respaced(steps),
+                         sampler=sampler, generator=generator, clip=clip, eps_scale=eps_scale,
+                         on_step=on_step)

@@ -45,6 +45,7 @@ from flatgen.dro.summary import (
 )
 from flatgen.dro.transport import OTDistance, exact_w2
 from flatgen.io import write_text_atomic
+from flatgen.progress import make_progress
 
 # fixed seeds for data draws, so "seed" varies only initialization and training randomness
 TRAIN_SEED, TEST_SEED, SHIFT_SEED, REFERENCE_SEED = 1000, 2000, 3000, 4000
@@ -254,8 +255,6 @@ def run_dro_experiment(cfg: dict, out_dir: Path, *, progress: bool = True) -> di
     Returns the summary: per dataset and method the statistics over seeds, the table (rows and
     markdown) and the written files. results.json holds the same plus every W2 curve.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     config = (
         cfg if isinstance(cfg, DROExperimentConfig) else DROExperimentConfig.model_validate(cfg)
     )
@@ -270,15 +269,9 @@ def run_dro_experiment(cfg: dict, out_dir: Path, *, progress: bool = True) -> di
     n_runs = len(config.datasets) * len(config.methods) * len(config.seeds)
     datasets: dict[str, dict] = {}
     files = ["config.yaml"]
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ]
     try:
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            overall = bar.add_task("DRO experiment runs", total=n_runs)
+        with make_progress(progress, transient=True) as bar:
+            overall = bar and bar.add_task("DRO experiment runs", total=n_runs)
             for ds in config.datasets:
                 data = load_experiment_data(ds, config.shift)
                 ref_idx = torch.randperm(
@@ -293,18 +286,14 @@ def run_dro_experiment(cfg: dict, out_dir: Path, *, progress: bool = True) -> di
                 first_samples: dict[str, np.ndarray] = {}
                 for method in config.methods:
                     for seed in config.seeds:
-                        task = bar.add_task(
+                        task = bar and bar.add_task(
                             f"{data.label} {method} seed {seed}", total=config.train.iters
                         )
-                        r = run_single(
-                            config,
-                            data,
-                            method,
-                            seed=seed,
-                            on_iter=lambda i, t=task: bar.update(t, completed=i),
-                        )
-                        bar.remove_task(task)
-                        bar.advance(overall)
+                        on_iter = bar and (lambda i, t=task: bar.update(t, completed=i))
+                        r = run_single(config, data, method, seed=seed, on_iter=on_iter)
+                        if bar is not None:
+                            bar.remove_task(task)
+                            bar.advance(overall)
                         first_samples.setdefault(method, r.pop("samples"))
                         runs.setdefault(method, []).append(r)
                 summary, threshold = summarize(runs, config.converge_fraction)

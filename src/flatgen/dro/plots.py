@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from flatgen.io import atomic_write
+from flatgen.plotting import save_figure
 
 COLORS = {
     "game": "tab:red",
@@ -16,10 +16,6 @@ COLORS = {
     "ns_gan": "tab:purple",
     "data": "black",
 }
-
-
-def _save(fig: Figure, path: Path) -> None:
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
 
 
 def plot_w2_curves(datasets: dict[str, dict], path: Path) -> None:
@@ -41,7 +37,7 @@ def plot_w2_curves(datasets: dict[str, dict], path: Path) -> None:
         ax.set_ylabel("W2 to held-out data")
         ax.set_title(label)
         ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_samples_2d(samples: dict[str, np.ndarray], path: Path, title: str) -> None:
@@ -59,7 +55,7 @@ def plot_samples_2d(samples: dict[str, np.ndarray], path: Path, title: str) -> N
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def _grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
@@ -81,4 +77,4 @@ def plot_image_grids(samples: dict[str, np.ndarray], path: Path, title: str) -> 
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")

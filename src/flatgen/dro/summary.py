@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flatgen.tabulate import markdown_table
+
 TABLE_COLUMNS = [
     "dataset",
     "method",
@@ -97,7 +99,7 @@ def summarize(
     return out, threshold
 
 
-def _mean_std(s: dict, key: str, n_seeds: int) -> str:
+def _pm(s: dict, key: str, n_seeds: int) -> str:
     # one seed has no spread: print the value alone rather than a misleading "± 0"
     return f"{s[key + '_mean']:.4f}" + (f" ± {s[key + '_std']:.4f}" if n_seeds > 1 else "")
 
@@ -125,9 +127,9 @@ def table_rows(datasets: dict[str, dict]) -> list[list[str]]:
                 [
                     label,
                     method,
-                    _mean_std(s, "final_w2", n_seeds),
+                    _pm(s, "final_w2", n_seeds),
                     _opt(s["final_w2_seed_sd"]),
-                    _mean_std(s, "shifted_w2", n_seeds),
+                    _pm(s, "shifted_w2", n_seeds),
                     f"{s['mean_w2_over_training']:.4f}",
                     f"{to_thr} ({len(hit)}/{len(s['iters_to_threshold'])})",
                     f"{s['late_w2_std']:.4f}",
@@ -146,6 +148,4 @@ def table_rows(datasets: dict[str, dict]) -> list[list[str]]:
 
 def format_markdown(rows: list[list[str]]) -> str:
     """A GitHub-markdown table with TABLE_COLUMNS."""
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(TABLE_COLUMNS, rows)

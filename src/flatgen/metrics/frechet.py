@@ -20,13 +20,16 @@ def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+    gaussian1: tuple[np.ndarray, np.ndarray], gaussian2: tuple[np.ndarray, np.ndarray], *,
+    eps: float = 1e-6
 ) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), each given as (mean, cov)
+    (what feature_statistics returns).
 
     d^2 = |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), computed as in
     pytorch-fid (the squared distance is returned, as FID reports it).
     """
+    (mu1, sigma1), (mu2, sigma2) = gaussian1, gaussian2
     mu1, mu2 = (
         np.atleast_1d(np.asarray(mu1, np.float64)),
         np.atleast_1d(np.asarray(mu2, np.float64)),
@@ -58,7 +61,7 @@ def frechet_distance(
 def frechet_distance_from_features(f1: ArrayLike, f2: ArrayLike) -> float:
     """Frechet distance between Gaussian fits of two feature sets (N x D, M x D)."""
     f1m, f2m = as_pair(f1, f2)
-    return frechet_distance(*feature_statistics(f1m), *feature_statistics(f2m))
+    return frechet_distance(feature_statistics(f1m), feature_statistics(f2m))
 
 
 def _poly_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,7 +78,7 @@ def _mmd2_poly_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def kid(
-    f1: ArrayLike, f2: ArrayLike, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+    f1: ArrayLike, f2: ArrayLike, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """Kernel inception distance between feature sets: (mean, std) of unbiased MMD^2 over subsets.
 

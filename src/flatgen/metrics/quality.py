@@ -39,6 +39,7 @@ def digits_fid(
 def digits_kid(
     samples: ArrayLike,
     reference: ArrayLike,
+    *,
     subsets: int = 100,
     subset_size: int = 1000,
     seed: int = 0,
@@ -74,6 +75,7 @@ def quality_report(
     samples: ArrayLike,
     reference: ArrayLike,
     floor_reference: ArrayLike | None,
+    *,
     digits: bool | None = None,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
@@ -115,7 +117,8 @@ def quality_report(
         named = [("", samples)] + ([("_floor", floor_reference)] if has_floor else [])
         for suffix, x in named:
             f = digits_features(x, model)
-            kid_mean, kid_std = kid(f, f_ref, kid_subsets, kid_subset_size, seed)
+            kid_mean, kid_std = kid(f, f_ref, subsets=kid_subsets, subset_size=kid_subset_size,
+                                     seed=seed)
             report[f"digits_fid{suffix}"] = frechet_distance_from_features(f, f_ref)
             report[f"kid{suffix}"] = kid_mean
             report[f"kid{suffix}_std"] = kid_std

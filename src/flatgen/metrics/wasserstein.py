@@ -32,7 +32,7 @@ def wasserstein2(x: ArrayLike, y: ArrayLike) -> float:
 
 
 def sliced_wasserstein2(
-    x: ArrayLike, y: ArrayLike, n_projections: int = 256, seed: int = 0
+    x: ArrayLike, y: ArrayLike, *, n_projections: int = 256, seed: int = 0
 ) -> float:
     """Sliced W2 (root mean squared 1-D W2 over random directions) between x and y."""
     if n_projections < 1:

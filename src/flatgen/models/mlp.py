@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from flatgen.models.registry import ModelPreset, register_model_preset
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, as in ADM."""
@@ -19,7 +21,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 class TimeMLP(nn.Module):
     """eps = MLP([x, emb(t)]) with SiLU activations (smooth, so WRM's inner problem stays concave)."""
 
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, emb_dim: int = 32, dropout: float = 0.0):
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, *, emb_dim: int = 32,
+                 dropout: float = 0.0):
         super().__init__()
         self.emb_dim = emb_dim
         layers: list[nn.Module] = []
@@ -36,3 +39,11 @@ class TimeMLP(nn.Module):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         return self.net(torch.cat([x, timestep_embedding(t, self.emb_dim)], dim=-1))
+
+
+register_model_preset(ModelPreset(
+    name="mlp2d",
+    build=lambda shape, dropout: TimeMLP(dim=shape[0], dropout=dropout or 0.0),
+    sample_ndim=1,
+    help="time-conditioned MLP (3 x 128, SiLU) for vector data such as toy2d",
+))

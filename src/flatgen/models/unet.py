@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import UNet2DModel
 from torch import nn
+
+from flatgen.models.registry import ModelPreset, register_model_preset
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DModel
 
 # name -> UNet2DModel keyword arguments (sample_size / channels are filled in from the data)
 UNET_PRESETS: dict[str, dict] = {
@@ -60,9 +66,28 @@ class UNetDenoiser(nn.Module):
         return self.unet(x, t).sample
 
 
-def build_unet(preset: str, sample_size: int, channels: int, dropout: float | None = None) -> UNetDenoiser:
+def build_unet(preset: str, sample_size: int, channels: int, *,
+               dropout: float | None = None) -> UNetDenoiser:
+    """The diffusers UNet2DModel of a preset for square images of `channels` channels."""
+    from diffusers import UNet2DModel  # imported when a U-Net is built: configs validate fast
+
     kwargs = dict(UNET_PRESETS[preset])
     if dropout is not None:
         kwargs["dropout"] = dropout
     unet = UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels, **kwargs)
     return UNetDenoiser(unet)
+
+
+def _register(name: str, help_text: str) -> None:
+    def build(shape: tuple[int, ...], dropout: float | None) -> UNetDenoiser:
+        channels, size, width = shape
+        if size != width:
+            raise ValueError(f"model.preset {name!r} needs square images, got {shape}")
+        return build_unet(name, sample_size=size, channels=channels, dropout=dropout)
+
+    register_model_preset(ModelPreset(name=name, build=build, sample_ndim=3, help=help_text))
+
+
+_register("unet-digits", "diffusers U-Net, ~0.7M weights, for the 8x8 digits")
+_register("unet-adm32", "ADM-like U-Net for 32x32 images (128 channels, attention 16/8)")
+_register("unet-adm-cifar10", "ADM-ES's published CIFAR-10 U-Net (3 res blocks, dropout 0.3)")

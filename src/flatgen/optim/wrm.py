@@ -263,4 +263,4 @@ def diffusion_per_sample_loss(
     """Diffusion loss per clean sample at fixed (t, noise): WRM perturbs x0 before noising."""
     from flatgen.diffusion.loss import diffusion_loss
 
-    return lambda x0: diffusion_loss(model, x0, schedule, t, noise, reduction="none")
+    return lambda x0: diffusion_loss(model, x0, schedule, t=t, noise=noise, reduction="none")

@@ -11,7 +11,6 @@ from typing import Any
 from flatgen.io import atomic_write, write_json_atomic, write_text_atomic
 from flatgen.report.claims import evaluate_claims, verdict_settings
 from flatgen.report.tables import (
-    markdown_table,
     quality_metric,
     scalar_metrics,
     summary_table,
@@ -19,6 +18,7 @@ from flatgen.report.tables import (
 )
 from flatgen.study.config import StudyConfig
 from flatgen.study.run import load_results
+from flatgen.tabulate import markdown_table
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:
@@ -56,7 +56,7 @@ def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[s
     if claims:
         table_md += "\n" + markdown_table(*verdict_rows(claims))
     write_text_atomic(out / "table.md", table_md)
-    plots = study_plots(rows, methods, study, out, samples=samples)
+    plots = study_plots(rows, methods, study, out=out, samples=samples)
     ladders = claim_plots(claims, rows, out / "plots")
     report = write_report(out / "report.html", study=study, table=(header, body), claims=claims,
                           plots=plots, ladder_plots=ladders, missing=missing, rows=rows)

@@ -10,10 +10,12 @@ from typing import Any
 
 import matplotlib.ticker
 
-from flatgen.report.figures import plt, save_figure
+from flatgen.plotting import image_grid, pyplot, save_figure
 from flatgen.report.stats import mean_std
 from flatgen.report.tables import QUALITY_TITLES, quality_metric, robustness_metric
 from flatgen.study.config import StudyConfig
+
+plt = pyplot()
 
 
 def _curves(
@@ -69,8 +71,8 @@ def study_plots(
     rows: Sequence[dict],
     methods: Sequence[str],
     study: StudyConfig,
-    out: Path,
     *,
+    out: Path,
     samples: bool = True,
 ) -> dict[str, Path]:
     """Write every figure the measurements allow into out/plots; name -> path."""
@@ -239,7 +241,6 @@ def _loss_curves(rows: Sequence[dict], out: Path, pdir: Path) -> Path | None:
 def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> dict[str, Path]:
     """A 6x6 grid per method (first seed, T'=min steps) in one figure."""
     from flatgen.diffusion import generate
-    from flatgen.report.images import image_grid
     from flatgen.train import load_run
 
     steps = min(study.evaluations.quality_steps)
@@ -256,10 +257,10 @@ def _sample_grids(rows, methods, study: StudyConfig, out: Path, pdir: Path) -> d
         x = generate(
             run.model(r["weights"]),
             run.schedule,
-            36,
-            tuple(test.shape[1:]),
-            steps,
-            study.evaluations.sampler,
+            n=36,
+            shape=tuple(test.shape[1:]),
+            steps=steps,
+            sampler=study.evaluations.sampler,
             seed=0,
         )
         grids.append((m, image_grid(x, nrow=6, scale=4)))

@@ -23,19 +23,10 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from flatgen.tabulate import mean_std  # the one definition, shared with dro/ and classify/
+
 # up to this many relabellings the rank test enumerates them all (10 vs 10 seeds: 184756)
 EXACT_LIMIT = 200_000
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); std is 0.0 for one value, both NaN for none."""
-    v = [float(x) for x in values]
-    if not v:
-        return math.nan, math.nan
-    m = math.fsum(v) / len(v)
-    if len(v) == 1:
-        return m, 0.0
-    return m, math.sqrt(math.fsum((x - m) ** 2 for x in v) / (len(v) - 1))
 
 
 @dataclass(frozen=True)

@@ -88,13 +88,6 @@ def summary_table(rows: Sequence[dict], methods: Sequence[str],
     return header, body
 
 
-def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """The one markdown table writer of the report."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines) + "\n"
-
-
 def fmt_effect(c: Comparison) -> str:
     """'+0.12 [+0.05, +0.19]' (difference), '×1.8 [1.2, 2.7]' (ratio); censored: a bound."""
     t = c.test

@@ -23,4 +23,5 @@ def ddim_generate(
     clip: bool | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM samples from x_T with `steps` network calls, differentiable in x_T."""
-    return denoise_chain(model, schedule, schedule.respaced(steps), x_T, sampler="ddim", clip=clip)
+    return denoise_chain(model, schedule, x_T, ts=schedule.respaced(steps), sampler="ddim",
+                         clip=clip)

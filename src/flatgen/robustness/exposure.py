@@ -144,8 +144,8 @@ def epsilon_norm_gap(
                 model,
                 schedule,
                 (b, *x0.shape[1:]),
-                steps,
-                sampler,
+                steps=steps,
+                sampler=sampler,
                 generator=g,
                 clip=clip,
                 eps_scale=eps_scale,
@@ -226,13 +226,13 @@ def variance_error(
                 x = denoise_chain(
                     model,
                     schedule,
-                    ts,
                     noised(xb, ts[-1]),
-                    sampler,
-                    g,
-                    clip,
-                    eps_scale,
-                    on_step,
+                    ts=ts,
+                    sampler=sampler,
+                    generator=g,
+                    clip=clip,
+                    eps_scale=eps_scale,
+                    on_step=on_step,
                     final=False,
                 )
                 record(ts[0], x, xb)
@@ -242,12 +242,12 @@ def variance_error(
                 x = denoise_chain(
                     model,
                     schedule,
-                    sub,
                     noised(xb, sub[-1]),
-                    sampler,
-                    g,
-                    clip,
-                    eps_scale,
+                    ts=sub,
+                    sampler=sampler,
+                    generator=g,
+                    clip=clip,
+                    eps_scale=eps_scale,
                     final=False,
                 )
                 record(sub[0], x, xb)

@@ -186,7 +186,8 @@ def calibration_inputs(
     was_training = model.training
     model.eval()
     try:
-        sample(model, schedule, (n, *shape), steps, sampler, generator=generator, on_step=record)
+        sample(model, schedule, (n, *shape), steps=steps, sampler=sampler, generator=generator,
+               on_step=record)
     finally:
         model.train(was_training)
     return inputs

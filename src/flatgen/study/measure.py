@@ -94,8 +94,8 @@ def _quality(
                 if k in evals.quality_steps]
         floor = {k: v for k, v in rows[0].items() if "_floor" in k}
     else:
-        quality = evaluate_quality(run, (weights,), evals.quality_steps, (evals.sampler,),
-                                   n=evals.n_samples, progress=progress,
+        quality = evaluate_quality(run, weights=(weights,), steps=evals.quality_steps,
+                                   samplers=(evals.sampler,), n=evals.n_samples, progress=progress,
                                    inception_weights=evals.inception_weights)
         rows, floor = quality["results"], {k: v for k, v in quality["floor"].items() if k != "n"}
     for row in rows:

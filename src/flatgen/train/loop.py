@@ -90,7 +90,7 @@ def make_accelerator(cfg: Config, project_dir: Path | None = None) -> Accelerato
         project_dir=str(project_dir / "logs") if project_dir else None)
 
 
-def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, step: int,
+def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, *, step: int,
                    rank: int, world: int) -> list[tuple[torch.Tensor, ...]]:
     """This process's micro-batches of step `step`: (x0, t, noise, ip_noise) each."""
     g = torch.Generator().manual_seed(step_seed(cfg.train.seed, step))
@@ -270,7 +270,8 @@ def train(
             unwrapped = accelerator.unwrap_model(net)
             inner = diffusion_per_sample_loss(unwrapped, schedule, t=t, noise=noise)
             x0 = wrm_perturb(inner, x0, wrm.gamma, steps=wrm.steps, step_size=wrm.step_size)
-        return diffusion_loss(net, x0, schedule, t, noise, method.ip_gamma, ip_noise)
+        return diffusion_loss(net, x0, schedule, t=t, noise=noise, ip_gamma=method.ip_gamma,
+                              ip_noise=ip_noise)
 
     def checkpoint(step: int) -> None:
         nonlocal saved
@@ -309,9 +310,9 @@ def train(
             model.train()
             while step < total:
                 torch.manual_seed(step_seed(cfg.train.seed, step, stream=1 + rank))  # dropout
-                batches = micro_batches(cfg, train_x, schedule, step, rank, world)
+                batches = micro_batches(cfg, train_x, schedule, step=step, rank=rank, world=world)
                 result = train_step(
-                    model, optimizer, batches, loss_fn, accelerator,
+                    model, optimizer, batches, loss_fn=loss_fn, accelerator=accelerator,
                     grad_clip=cfg.train.grad_clip, sync_perturbation=method.sync_perturbation,
                 )
                 step += 1

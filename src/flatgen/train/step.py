@@ -52,6 +52,7 @@ def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     micro_batches: Sequence[Any],
+    *,
     loss_fn: Callable[[nn.Module, Any], Tensor],
     accelerator: accelerate.Accelerator,
     grad_clip: float | None = None,

@@ -68,12 +68,13 @@ class Tracking:
         if not every or step % every or not self.main:
             return
         from flatgen.diffusion import generate
-        from flatgen.report.images import save_samples_png
+        from flatgen.plotting import save_samples_png
 
         was_training = model.training
         model.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            x = generate(model, schedule, SAMPLE_GRID, sample_shape, SAMPLE_STEPS, "adm",
+            x = generate(model, schedule, n=SAMPLE_GRID, shape=sample_shape, steps=SAMPLE_STEPS,
+                         sampler="adm",
                          seed=SAMPLE_SEED)
         model.train(was_training)
         save_samples_png(x, self.run_dir / "samples" / f"step-{step}.png")
@@ -97,21 +98,14 @@ def plot_loss_curve(run_dir: str | Path) -> Path | None:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     if not rows:
         return None
-    import matplotlib
+    from flatgen.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flatgen.io import atomic_write
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = new_figure((5, 3.2))
+    ax = fig.subplots()
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows],
             marker="." if len(rows) < 30 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.set_title(f"{run_dir.name}: training loss")
-    fig.tight_layout()
-    path = atomic_write(run_dir / LOSS_CURVE, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir / LOSS_CURVE, dpi=100)
