@@ -40,7 +40,7 @@ class StudyEvaluations(Section):
     perturbation_sigmas: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1])
     perturbation_draws: int = Field(4, ge=1)
     # the second-order expansion checked on the quantization, weight-noise and worst-case
-    # perturbations: measured vs predicted loss rise (study/expansion.py)
+    # perturbations: measured vs predicted loss rise (study/expansion.py); with sharpness only
     expansion: bool = True
     # robustness suites (names from flatgen.robustness.suites.SUITES) and their settings
     suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))

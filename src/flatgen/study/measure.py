@@ -58,7 +58,7 @@ def measure_method(
     out |= _quality(run, weights, evals, result, progress=progress)
     if evals.sharpness:
         out |= _sharpness(run, model, evals)
-    if evals.expansion:
+    if evals.sharpness and evals.expansion:  # part of the flatness analysis
         out |= _expansion(run, model, evals)
     if result is not None:
         out |= _robustness_metrics(result, weights)
