@@ -112,3 +112,12 @@ def test_perturbation_has_norm_rho_and_restore_is_exact(data, rho, adaptive):
     for p, w in zip(params, ws, strict=True):
         assert torch.equal(p.detach(), w)  # bit for bit
     assert not opt.perturbed
+
+
+def test_asam_eta_reaches_the_optimizer_from_the_config():
+    from flatgen.config import build_config
+    from flatgen.train.method import Method
+
+    cfg = build_config({"method": {"preset": "sam", "sam": {"adaptive": True, "eta": 0.2}}})
+    opt = Method(cfg.method, cfg.train).build_optimizer(nn.Linear(2, 2).parameters())
+    assert all(g["eta"] == 0.2 and g["adaptive"] for g in opt.param_groups)

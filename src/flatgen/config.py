@@ -97,6 +97,7 @@ class SAMConfig(Section):
     variant: Annotated[str, AfterValidator(_registered_sam_variant)] = "sam"  # flatgen.optim
     rho: float = Field(0.05, gt=0)
     adaptive: bool = False  # ASAM
+    eta: float = Field(0.01, ge=0)  # ASAM's offset in T = |w| + eta (Kwon et al. 2021)
     k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
     alpha: float = Field(0.7, ge=0)  # LookSAM gradient-reuse weight
     sync_perturbation: bool = False  # DDP: all-reduce the ascent gradient too

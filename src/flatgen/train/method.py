@@ -39,7 +39,7 @@ class Method:
         from flatgen.optim import sam_adamw
 
         return sam_adamw(
-            params, sam.variant, rho=sam.rho, adaptive=sam.adaptive,
+            params, sam.variant, rho=sam.rho, adaptive=sam.adaptive, eta=sam.eta,
             options={"k": sam.k, "alpha": sam.alpha}, **base_kwargs,
         )  # fmt: skip
 
