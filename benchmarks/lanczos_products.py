@@ -35,10 +35,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", help="a trained run directory")
     ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=40, help="products; the last Ritz values are the reference")
+    ap.add_argument("--steps", type=int, default=40,
+                    help="products; the last Ritz values are the reference")
     ap.add_argument("--batch", type=int, default=128, help="fixed (x0, t, noise) triples")
     ap.add_argument("--weights", default="raw")
-    ap.add_argument("--fd-eps", type=float, default=1e-2, help="finite-difference step along a unit vector")
+    ap.add_argument("--fd-eps", type=float, default=1e-2,
+                    help="finite-difference step along a unit vector")
     ap.add_argument("--repeats", type=int, default=3, help="timed products of each kind")
     args = ap.parse_args()
 
@@ -51,9 +53,11 @@ def main() -> None:
         if lz.m >= args.k:
             theta, _, resid = lz.ritz()
             idx = select_ritz(theta, args.k, "LA")
-            history.append((lz.m, theta[idx].copy(), ritz_error_bounds(theta, resid, idx) / np.abs(theta[idx])))
+            history.append((lz.m, theta[idx].copy(),
+                            ritz_error_bounds(theta, resid, idx) / np.abs(theta[idx])))
     ref = history[-1][1]
-    print(f"top-{args.k} reference after {args.steps} products: {np.array2string(ref, precision=4)}")
+    print(f"top-{args.k} reference after {args.steps} products: "
+          f"{np.array2string(ref, precision=4)}")
     print("products | max rel. error | max rel. change | flatgen bound")
     prev = None
     for m, vals, bound in history:
@@ -67,14 +71,16 @@ def main() -> None:
 
 
 def finite_difference_cost(op: HessianOperator, v: torch.Tensor, eps: float, repeats: int) -> None:
-    """Time per product and error of a central-difference product vs the kept-graph double backward."""
+    """Time per product and error of a central-difference product
+    vs the kept-graph double backward."""
     space, model, loss_fn = op.space, op.model, op.loss_fn
     w = space.flat().detach()
 
     def grad_at(x: torch.Tensor) -> torch.Tensor:
         params = {k: t.requires_grad_(True) for k, t in space.to_dict(x).items()}
         with analysis_mode(model):
-            grads = torch.autograd.grad(functional_loss(model, loss_fn, params), list(params.values()))
+            grads = torch.autograd.grad(functional_loss(model, loss_fn, params),
+                                        list(params.values()))
         return torch.cat([g.reshape(-1) for g in grads])
 
     def central() -> torch.Tensor:
@@ -82,7 +88,8 @@ def finite_difference_cost(op: HessianOperator, v: torch.Tensor, eps: float, rep
 
     times: dict[str, list[float]] = {"double backward": [], "central difference": []}
     for _ in range(repeats):  # interleaved, so load changes hit both alike
-        for name, fn in (("double backward", lambda: op.matvec(v)), ("central difference", central)):
+        for name, fn in (("double backward", lambda: op.matvec(v)),
+                         ("central difference", central)):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -91,7 +98,8 @@ def finite_difference_cost(op: HessianOperator, v: torch.Tensor, eps: float, rep
     best = {k: min(t) for k, t in times.items()}
     print(f"\nper product (min of {repeats}, {torch.get_num_threads()} threads): double backward "
           f"{best['double backward']:.3f} s, central difference (eps {eps:g}) "
-          f"{best['central difference']:.3f} s = {best['central difference'] / best['double backward']:.2f}x, "
+          f"{best['central difference']:.3f} s = "
+          f"{best['central difference'] / best['double backward']:.2f}x, "
           f"relative error {err:.1e}")
 
 

@@ -167,8 +167,8 @@ def recommend(rows: list[dict], noise: dict) -> dict:
     else:
         quality_rule = "W2 <= 1.01 x AdamW's (AdamW is below the real-data floor)"
     return {
-        "rule": (f"lowest lambda_max among rho with lambda_max <= (1 - {lam_tol:.2f}) x AdamW's and "
-                 f"{quality_rule} (tolerances: max(10%, 2 x AdamW seed spread))"),
+        "rule": (f"lowest lambda_max among rho with lambda_max <= (1 - {lam_tol:.2f}) x AdamW's "
+                 f"and {quality_rule} (tolerances: max(10%, 2 x AdamW seed spread))"),
         "clear_reduction": clear,
         "quality_kept": ok_quality,
         "smallest_clear_rho": min(clear) if clear else None,

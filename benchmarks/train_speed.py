@@ -46,7 +46,8 @@ def main() -> None:
           f"torch {torch.__version__}, {args.threads} threads; digits U-Net preset, batch 128")
     adam = measure("adm", args.steps, args.warmup)
     sam = measure("sam", args.steps, args.warmup)
-    print(f"AdamW: {adam:.2f} it/s   SAM: {sam:.2f} it/s   SAM step time / AdamW step time: {adam / sam:.2f}x")
+    print(f"AdamW: {adam:.2f} it/s   SAM: {sam:.2f} it/s   "
+          f"SAM step time / AdamW step time: {adam / sam:.2f}x")
 
 
 if __name__ == "__main__":

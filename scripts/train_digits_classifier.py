@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         weights.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=2) + "\n")
     )
     print(
-        f"wrote {weights} ({weights.stat().st_size / 1024:.0f} KiB) and {weights.with_suffix('.json').name}"
+        f"wrote {weights} ({weights.stat().st_size / 1024:.0f} KiB) and "
+        f"{weights.with_suffix('.json').name}"
     )
     return 0
 

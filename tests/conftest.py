@@ -25,6 +25,7 @@ def tiny_toy_config():
     return build_config({
         "data": {"name": "toy2d", "n_train": 512, "n_test": 128},
         "model": {"preset": "mlp2d"},
-        "train": {"steps": 12, "batch_size": 32, "warmup_steps": 2, "log_every": 2, "ckpt_every": 5},
+        "train": {"steps": 12, "batch_size": 32, "warmup_steps": 2, "log_every": 2,
+                  "ckpt_every": 5},
         "eval": {"steps": [5], "samplers": ["ddim"], "n_samples": 64},
     })

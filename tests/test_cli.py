@@ -31,7 +31,8 @@ def trained_toy_run(tmp_path, toy_config_file):
 
 
 @pytest.mark.parametrize("override,key", [
-    ("train.lr=-1", "train.lr"), ("train.nope=3", "train.nope"), ("data.name=imagenet", "data.name"),
+    ("train.lr=-1", "train.lr"), ("train.nope=3", "train.nope"),
+    ("data.name=imagenet", "data.name"),
 ])
 def test_bad_config_exits_2_with_one_line(toy_config_file, tmp_path, override, key):
     result = _invoke("train", toy_config_file, "--out", tmp_path / "r", "--set", override)

@@ -12,7 +12,8 @@ def test_defaults_and_roundtrip(tmp_path):
 
 
 def test_overrides_are_typed():
-    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "eval.steps=[5, 50]", "train.cpu=true"])
+    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "eval.steps=[5, 50]",
+                            "train.cpu=true"])
     assert cfg.train.lr == 0.01 and isinstance(cfg.train.lr, float)
     assert cfg.train.steps == 7 and cfg.eval.steps == [5, 50] and cfg.train.cpu is True
 
@@ -57,7 +58,8 @@ def test_model_must_fit_data():
 
 
 def test_dataset_and_preset_names_come_from_the_registries():
-    with pytest.raises(ConfigError, match=r"data.name: unknown dataset 'mnist'; choose from .*toy2d"):
+    with pytest.raises(ConfigError,
+                       match=r"data.name: unknown dataset 'mnist'; choose from .*toy2d"):
         build_config({"data": {"name": "mnist"}})
     with pytest.raises(ConfigError, match=r"model.preset: unknown model preset 'vit'; .*mlp2d"):
         build_config({"model": {"preset": "vit"}})

@@ -69,7 +69,8 @@ def test_image_folder_missing(tmp_path):
 
 def _write_cifar_batch(path, labels, rng):
     records = np.concatenate(
-        [np.array(labels, np.uint8)[:, None], rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)], 1
+        [np.array(labels, np.uint8)[:, None],
+         rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)], 1
     )
     records.tofile(path)
     return records
@@ -79,7 +80,8 @@ def test_cifar10_binary(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "cifar-10-batches-bin"
     root.mkdir()
-    batches = [_write_cifar_batch(root / f"data_batch_{i}.bin", [i, 9 - i], rng) for i in range(1, 6)]
+    batches = [_write_cifar_batch(root / f"data_batch_{i}.bin", [i, 9 - i], rng)
+               for i in range(1, 6)]
     _write_cifar_batch(root / "test_batch.bin", [3, 4, 5], rng)
     x, y = load_cifar10(tmp_path, "train")  # the parent folder works too
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [1, 8, 2, 7, 3, 6, 4, 5, 5, 4]

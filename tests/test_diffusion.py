@@ -99,7 +99,8 @@ def test_more_steps_not_worse_with_exact_denoiser():
     means = 0.7 * torch.stack([angles.cos(), angles.sin()], 1)
     model = ExactGMMDenoiser(means, 0.05, sched)
     g = torch.Generator().manual_seed(1)
-    data = (means[torch.randint(8, (1000,), generator=g)] + 0.05 * torch.randn(1000, 2, generator=g)).double()
+    data = (means[torch.randint(8, (1000,), generator=g)]
+            + 0.05 * torch.randn(1000, 2, generator=g)).double()
 
     def w2(x):
         return math.sqrt(ot.emd2([], [], ot.dist(x.double(), data)))
@@ -142,7 +143,8 @@ def test_fixed_loss_is_deterministic():
     x0 = torch.randn(16, 2)
     f = fixed_diffusion_loss_fn(x0, NoiseSchedule(), draws=2, seed=0)
     assert f(model).item() == f(model).item()
-    assert f(model).item() != fixed_diffusion_loss_fn(x0, NoiseSchedule(), draws=2, seed=1)(model).item()
+    assert (f(model).item()
+            != fixed_diffusion_loss_fn(x0, NoiseSchedule(), draws=2, seed=1)(model).item())
 
 
 def test_unet_preset_shapes():

@@ -95,8 +95,9 @@ def test_wide_public_signatures_are_keyword_only():
         if isinstance(owner, ast.ClassDef) and positional and positional[0].arg in ("self", "cls"):
             positional = positional[1:]
         decorators = {ast.unparse(d) for d in fn.decorator_list}
+        # typer commands and pydantic validators have signatures set by their framework
         if any("command" in d or "validator" in d for d in decorators):
-            continue  # typer commands and pydantic validators have signatures set by their framework
+            continue
         if len(positional) + len(args.kwonlyargs) > 3 and len(positional) > 3:
             bad.append(f"{path.relative_to(SRC.parent)}:{fn.lineno} {fn.name}")
     assert not bad, f"{len(bad)} wide public functions take more than 3 positional arguments:\n" + \

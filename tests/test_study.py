@@ -25,10 +25,12 @@ def test_split_method():
 
 
 def test_nine_methods_need_three_trainings_per_seed():
-    study = StudyConfig(methods=["adm", "ema", "swa", "ip", "ip+ema", "ip+swa", "sam", "sam+ema", "sam+swa"],
+    study = StudyConfig(methods=["adm", "ema", "swa", "ip", "ip+ema", "ip+swa", "sam", "sam+ema",
+                                 "sam+swa"],
                         seeds=[0, 1])
     units = plan_units(study)
-    assert sorted(u.name for u in units) == ["adm-s0", "adm-s1", "ip-s0", "ip-s1", "sam-s0", "sam-s1"]
+    assert sorted(u.name for u in units) == ["adm-s0", "adm-s1", "ip-s0", "ip-s1", "sam-s0",
+                                             "sam-s1"]
     cfg = unit_config(study, "sam", 1)
     assert cfg.method.sam is not None and cfg.method.ema is not None and cfg.method.swa is not None
     assert cfg.train.seed == 1 and unit_config(study, "adm", 0).method.sam is None
@@ -48,15 +50,16 @@ def test_bad_study_config(tmp_path):
 def toy_study():
     return StudyConfig.model_validate({
         "name": "toy",
-        "base": {"data": {"name": "toy2d", "n_train": 256, "n_test": 64}, "model": {"preset": "mlp2d"},
+        "base": {"data": {"name": "toy2d", "n_train": 256, "n_test": 64},
+                 "model": {"preset": "mlp2d"},
                  "train": {"steps": 6, "batch_size": 32, "warmup_steps": 1}},
         "methods": ["adm", "sam", "sam+ema"],
         "seeds": [0, 1],
         "evaluations": {
             "quality_steps": [3, 6], "n_samples": 32, "sharpness_batch": 32, "trace_matvecs": 6,
             "suites": ["quant", "noise"],
-            "robustness": {"n_samples": 32, "bits": [8, 4], "noise_sigmas": [0.05], "noise_draws": 1,
-                           "eval_steps": 3},
+            "robustness": {"n_samples": 32, "bits": [8, 4], "noise_sigmas": [0.05],
+                           "noise_draws": 1, "eval_steps": 3},
         },
     })
 
@@ -127,7 +130,8 @@ def test_failed_run_does_not_stop_the_study(tmp_path, toy_study, monkeypatch):
 
 
 def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
-    """The shipped CIFAR-10 protocol validates and runs end to end on generated CIFAR-format files."""
+    """The shipped CIFAR-10 protocol validates and runs end to end
+    on generated CIFAR-format files."""
     import numpy as np
 
     from tests.test_data import _write_cifar_batch
@@ -139,7 +143,8 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
         _write_cifar_batch(root / f"data_batch_{i}.bin", [i, i], rng)
     _write_cifar_batch(root / "test_batch.bin", [0, 1, 2, 3], rng)
     study = load_study_config("configs/cifar10-study.yaml")
-    assert study.base["model"]["preset"] == "unet-adm-cifar10" and study.evaluations.quality_steps == [20, 100]
+    assert (study.base["model"]["preset"] == "unet-adm-cifar10"
+            and study.evaluations.quality_steps == [20, 100])
     base = json.loads(json.dumps(study.base))
     base["data"]["path"] = str(root)
     base["train"] |= {"steps": 1, "batch_size": 2, "warmup_steps": 0, "mixed_precision": "no"}
@@ -151,7 +156,8 @@ def test_cifar10_study_config_on_a_tiny_stand_in(tmp_path):
     })
     status = run_study(tiny, tmp_path / "out", QUIET, progress=False)
     assert status == {"adm-s0": "done"}
-    rows = json.loads((tmp_path / "out" / "runs" / "adm-s0" / "eval" / "study_ema.json").read_text())
+    rows = json.loads(
+        (tmp_path / "out" / "runs" / "adm-s0" / "eval" / "study_ema.json").read_text())
     assert rows["weights"] == "ema" and rows["metrics"]["w2@T2"] > 0
 
 
@@ -161,16 +167,19 @@ def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch)
     import flatgen.study.diffusion as study_module
 
     study = toy_study.model_copy(update={"methods": ["adm"], "seeds": [0], "evaluations":
-                                         toy_study.evaluations.model_copy(update={"suites": [], "sharpness": False})})
+                                         toy_study.evaluations.model_copy(
+                                             update={"suites": [], "sharpness": False})})
     assert run_study(study, tmp_path, QUIET, progress=False) == {"adm-s0": "done"}
 
-    longer = study.model_copy(update={"base": study.base | {"train": study.base["train"] | {"steps": 8}}})
+    longer = study.model_copy(
+        update={"base": study.base | {"train": study.base["train"] | {"steps": 8}}})
     before = (tmp_path / "status.json").read_bytes()
     # refused before any unit runs (exit 2 in the CLI); status.json keeps the good run as done
     with pytest.raises(RunDirError, match="train.steps: 6 -> 8"):
         run_study(longer, tmp_path, QUIET, progress=False)
     assert (tmp_path / "status.json").read_bytes() == before
-    with pytest.raises(ValueError, match="no finished runs"):  # the 6-step numbers are not reported as 8-step ones
+    # the 6-step numbers are not reported as 8-step ones
+    with pytest.raises(ValueError, match="no finished runs"):
         collect_study(longer, tmp_path, samples=False)
 
     def no_training(*a, **k):

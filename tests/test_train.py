@@ -53,7 +53,8 @@ def test_resume_is_bitwise_equal(tmp_path, tiny_toy_config, method):
     for name in ["model"] + [n for n in ("ema", "swa") if n in method]:
         _assert_bitwise_equal(_weights(whole, name), _weights(parts, name))
     # the log is not duplicated by the replayed steps
-    steps = [json.loads(line)["step"] for line in (parts / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"]
+             for line in (parts / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == cfg.train.steps
 
 
@@ -112,7 +113,8 @@ def test_training_reduces_loss(tmp_path, tiny_toy_config):
     cfg = tiny_toy_config.model_copy(deep=True)
     cfg.train.steps, cfg.train.log_every = 150, 25
     train(cfg, tmp_path / "run", progress=False)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [json.loads(line)["loss"]
+              for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.8 * losses[0]
 
 
@@ -131,8 +133,9 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_toy_config):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     train(cfg, tmp_path / "one", progress=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "flatgen.cli", "train", str(path), "--out", str(tmp_path / "two"), "--no-progress"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "flatgen.cli", "train", str(path),
+           "--out", str(tmp_path / "two"), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "two" / "train_summary.json").read_text())["processes"] == 2
@@ -148,11 +151,13 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_toy_config):
         assert (one[k] - two[k]).abs().max() < 0.01 * moved, k
     # the logged loss is the mean over both processes (each sees half the batch), not rank 0's
     def logged(run):
-        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [json.loads(line)["loss"]
+                for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
 
     assert logged("two")[0] == pytest.approx(logged("one")[0], rel=1e-6)
     assert logged("two") == pytest.approx(logged("one"), rel=1e-3)
-    summary = {run: json.loads((tmp_path / run / "train_summary.json").read_text()) for run in ("one", "two")}
+    summary = {run: json.loads((tmp_path / run / "train_summary.json").read_text())
+               for run in ("one", "two")}
     assert summary["two"]["final_loss"] == pytest.approx(summary["one"]["final_loss"], rel=1e-3)
 
 
@@ -166,7 +171,8 @@ def test_wrm_training(tmp_path, tiny_toy_config):
         train(cfg, tmp_path / name, progress=False)
         return _weights(tmp_path / name)
 
-    plain, huge, strong = run("plain", None), run("huge", {"gamma": 1e7, "steps": 3}), run("strong", {"gamma": 0.5, "steps": 3})
+    plain, huge, strong = (run("plain", None), run("huge", {"gamma": 1e7, "steps": 3}),
+                           run("strong", {"gamma": 0.5, "steps": 3}))
     gap_huge = max((plain[k] - huge[k]).abs().max() for k in plain)
     gap_strong = max((plain[k] - strong[k]).abs().max() for k in plain)
     assert gap_huge < 1e-5 < gap_strong
@@ -180,7 +186,8 @@ def _crashed_run(run_dir, cfg):
 
 
 def _resume_config(run_dir, *overrides):
-    """What `flatgen train ... --out RUN --resume --set ...` trains with: the run's config plus overrides."""
+    """What `flatgen train ... --out RUN --resume --set ...` trains with: the run's config
+    plus overrides."""
     from flatgen.config import load_config
 
     return load_config(run_dir / "config.yaml", list(overrides))
@@ -192,7 +199,8 @@ def test_resume_refuses_another_method(tmp_path, tiny_toy_config):
                                "method": {"preset": "adm"}}).method
     run = _crashed_run(tmp_path / "run", cfg)
     before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.jsonl")}
-    with pytest.raises(RunDirError, match=r"cannot change method\.preset \('adm' -> 'sam\+ema'\).* when resuming"):
+    with pytest.raises(RunDirError, match=r"cannot change method\.preset "
+                                          r"\('adm' -> 'sam\+ema'\).* when resuming"):
         train(_resume_config(run, "method.preset=sam+ema"), run, resume=True, progress=False)
     assert {name: (run / name).read_bytes() for name in before} == before
     assert not (run / "train_summary.json").exists()
@@ -207,7 +215,8 @@ def test_resume_refuses_another_lr(tmp_path, tiny_toy_config):
     before = (run / "config.yaml").read_bytes()
     with pytest.raises(RunDirError) as err:
         train(_resume_config(run, "train.lr=0.5"), run, resume=True, progress=False)
-    assert str(err.value) == "cannot change train.lr (0.002 -> 0.5) when resuming: start a new run with --out"
+    assert str(err.value) == ("cannot change train.lr (0.002 -> 0.5) when resuming: "
+                              "start a new run with --out")
     assert (run / "config.yaml").read_bytes() == before
     assert load_trainer_state(find_checkpoint(run / "checkpoints" / "last"))["step"] == 5
 
@@ -218,11 +227,13 @@ def test_resume_with_more_steps_continues(tmp_path, tiny_toy_config):
     before = (run / "config.yaml").read_bytes()
     # a change resuming cannot apply is refused, named alone (train.steps could change)
     with pytest.raises(RunDirError, match="cannot change train.batch_size") as err:
-        train(_resume_config(run, "train.steps=20", "train.batch_size=16"), run, resume=True, progress=False)
+        train(_resume_config(run, "train.steps=20", "train.batch_size=16"), run, resume=True,
+              progress=False)
     assert "train.steps" not in str(err.value)
     assert (run / "config.yaml").read_bytes() == before
     # what resuming applies goes through: more steps, another log/checkpoint period, eval settings
-    cfg = _resume_config(run, "train.steps=20", "train.log_every=4", "train.ckpt_every=3", "eval.steps=[7]")
+    cfg = _resume_config(run, "train.steps=20", "train.log_every=4", "train.ckpt_every=3",
+                         "eval.steps=[7]")
     result = train(cfg, run, resume=True, progress=False)
     assert result.steps == 20
     assert load_trainer_state(find_checkpoint(run / "checkpoints" / "last"))["step"] == 20

@@ -143,7 +143,8 @@ class MethodConfig(Section):
             return data
         preset = data["preset"]
         if preset not in METHOD_PRESETS:
-            raise ValueError(f"method.preset must be one of {', '.join(METHOD_PRESETS)}, got {preset!r}")
+            raise ValueError(f"method.preset must be one of {', '.join(METHOD_PRESETS)}, "
+                             f"got {preset!r}")
         merged = dict(METHOD_PRESETS[preset])
         merged.update({k: v for k, v in data.items() if v is not None})
         return merged

@@ -49,7 +49,8 @@ def export_pipeline(
     check_export_dir(out, force=force)
     model = run.model(weights)
     if not isinstance(model, UNetDenoiser):
-        raise ValueError(f"only U-Net presets export to diffusers; this run uses {run.cfg.model.preset!r}")
+        raise ValueError("only U-Net presets export to diffusers; "
+                         f"this run uses {run.cfg.model.preset!r}")
     # timestep_spacing "linspace": DDPMPipeline then walks the ADM sampler's respaced chain
     scheduler = DDPMScheduler.from_config(run.schedule.scheduler_config())
     out.parent.mkdir(parents=True, exist_ok=True)

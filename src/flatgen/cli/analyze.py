@@ -12,6 +12,7 @@ from flatgen.cli.common import (
     DATA_HELP,
     _float_list,
     _int_list,
+    _quality_table,
     _str_list,
     _weights_list,
     app,
@@ -23,6 +24,8 @@ RUN_HELP = "Run directory written by flatgen train, or a diffusers pipeline / UN
 DataOpt = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", help="Output folder (default RUN_DIR/eval; required for a diffusers directory).")]
+BatchOpt = Annotated[int, typer.Option(
+    help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)]
 
 
 def _open(run_dir: Path, data: str | None, out: Path | None):
@@ -39,38 +42,13 @@ def _label(run) -> str:
     return str(run.path) if isinstance(run, PretrainedRun) else run.cfg.method.name
 
 
-def _quality_table(result: dict, title: str) -> Table:
-    floor = result["floor"] or {}
-    has_fid = "digits_fid" in (result["results"][0] if result["results"] else {})
-    table = Table(title=title)
-    for col in ["weights", "sampler", "T'", "W2"] + (["digits-FID", "KID x1e3"] if has_fid else []):
-        table.add_column(col, justify="right")
-    has_inception = "inception_fid" in (result["results"][0] if result["results"] else {})
-    if has_inception:
-        table.add_column("Inception FID", justify="right")
-        table.add_column("Inception KID x1e3", justify="right")
-    for row in result["results"]:
-        cells = [row["weights"], row["sampler"], str(row["steps"]), f"{row['w2']:.3f}"]
-        if has_fid:
-            cells += [f"{row['digits_fid']:.2f}", f"{1e3 * row['kid']:.2f}"]
-        if has_inception:
-            cells += [f"{row['inception_fid']:.2f}", f"{1e3 * row['inception_kid']:.2f}"]
-        table.add_row(*cells)
-    cells = ["real data", "floor", "", f"{floor.get('w2_floor', float('nan')):.3f}"]
-    if has_fid:
-        cells += [f"{floor['digits_fid_floor']:.2f}", f"{1e3 * floor['kid_floor']:.2f}"]
-    if has_inception:
-        cells += [f"{floor['inception_fid_floor']:.2f}", f"{1e3 * floor['inception_kid_floor']:.2f}"]
-    table.add_row(*cells, style="dim")
-    return table
-
-
 @app.command()
 @cli_command
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     steps: Annotated[str, typer.Option(help="Comma-separated sampling steps T'.")] = "10,100",
-    n: Annotated[int | None, typer.Option(help="Samples per setting (default: test-set size).", min=2)] = None,
+    n: Annotated[int | None, typer.Option(
+        help="Samples per setting (default: test-set size).", min=2)] = None,
     sampler: Annotated[str, typer.Option(help="Comma-separated samplers: adm, ddim.")] = "adm,ddim",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
@@ -80,7 +58,8 @@ def evaluate(
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Sample quality (W2, and digits-FID/KID on digits) per T' and sampler, with the real-data floor.
+    """Sample quality (W2, and digits-FID/KID on digits) per T' and sampler, \
+with the real-data floor.
 
     Writes RUN_DIR/eval/quality.json (or OUT/quality.json).
     """
@@ -107,14 +86,20 @@ def evaluate(
 @cli_command
 def sharpness(
     run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
-    top_k: Annotated[int, typer.Option("--top-k", help="Top Hessian eigenvalues (Lanczos).", min=0)] = 5,
-    trace: Annotated[bool, typer.Option("--trace/--no-trace", help="Hessian trace (Hutch++).")] = True,
+    top_k: Annotated[int, typer.Option(
+        "--top-k", help="Top Hessian eigenvalues (Lanczos).", min=0)] = 5,
+    trace: Annotated[bool, typer.Option(
+        "--trace/--no-trace", help="Hessian trace (Hutch++).")] = True,
     density: Annotated[bool, typer.Option("--density", help="Spectral density (SLQ).")] = False,
-    per_layer: Annotated[bool, typer.Option("--per-layer", help="Top eigenvalue of each layer's block.")] = False,
-    rhos: Annotated[str, typer.Option(help="Worst case: per-filter relative radii (PGD in a filter-normalized ball).")] = "0.01,0.05,0.1",
-    sigmas: Annotated[str, typer.Option(help="Per-filter Gaussian weight-noise scales.")] = "0.01,0.05,0.1",
+    per_layer: Annotated[bool, typer.Option(
+        "--per-layer", help="Top eigenvalue of each layer's block.")] = False,
+    rhos: Annotated[str, typer.Option(
+        help="Worst case: per-filter relative radii (PGD in a "
+        "filter-normalized ball).")] = "0.01,0.05,0.1",
+    sigmas: Annotated[str, typer.Option(
+        help="Per-filter Gaussian weight-noise scales.")] = "0.01,0.05,0.1",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
-    batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+    batch: BatchOpt = 256,
     all_checkpoints: Annotated[bool, typer.Option(
         "--all-checkpoints", help="lambda_max and trace of every checkpoints/step-<n>, plotted "
         "over training (sharpness_history.json / .png).")] = False,
@@ -143,10 +128,12 @@ def sharpness(
     table = Table(title=f"sharpness of {_label(run)} ({weights} weights)", show_header=False)
     table.add_row("loss on the fixed batch", f"{summary['loss']:.5f}")
     if summary["top_k"]:
-        table.add_row(f"top-{len(summary['top_k'])} eigenvalues", ", ".join(f"{v:.4g}" for v in summary["top_k"]))
+        table.add_row(f"top-{len(summary['top_k'])} eigenvalues",
+                      ", ".join(f"{v:.4g}" for v in summary["top_k"]))
     if summary.get("trace"):
         tr = summary["trace"]
-        table.add_row("trace", f"{tr['estimate']:.4g} ± {tr['stderr']:.2g}" if isinstance(tr, dict) else f"{tr:.4g}")
+        table.add_row("trace", f"{tr['estimate']:.4g} ± {tr['stderr']:.2g}"
+                      if isinstance(tr, dict) else f"{tr:.4g}")
     console.print(table)
     console.print(f"wrote {path}")
 
@@ -157,16 +144,18 @@ def landscape(
     run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     dim: Annotated[int, typer.Option(help="1 (a line) or 2 (a plane).", min=1, max=2)] = 2,
     grid: Annotated[int, typer.Option(help="Points per axis.", min=3)] = 21,
-    span: Annotated[float, typer.Option(help="Half-width of the grid, in filter-normalized units.")] = 1.0,
+    span: Annotated[float, typer.Option(
+        help="Half-width of the grid, in filter-normalized units.")] = 1.0,
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
-    batch: Annotated[int, typer.Option(help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)] = 256,
+    batch: BatchOpt = 256,
     seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
     """Loss along filter-normalized random directions through the trained weights (Li et al. 2018).
 
-    Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and landscape.png.
+    Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and \
+landscape.png.
     """
     from flatgen.flatness import landscape_report
 
@@ -185,11 +174,15 @@ def landscape(
 @cli_command
 def robustness(
     run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
-    suite: Annotated[str, typer.Option(help="Comma-separated suites (see flatgen.robustness.SUITES).")] = "all",
+    suite: Annotated[str, typer.Option(
+        help="Comma-separated suites (see flatgen.robustness.SUITES).")] = "all",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
-    n: Annotated[int | None, typer.Option(help="Samples per evaluation (default 128).", min=2)] = None,
-    selection: Annotated[bool, typer.Option("--selection", help="Also measure the ladders on the separate selection noise.")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting: robustness.KEY=VALUE, e.g. robustness.bits=[8,4].")] = None,
+    n: Annotated[int | None, typer.Option(
+        help="Samples per evaluation (default 128).", min=2)] = None,
+    selection: Annotated[bool, typer.Option(
+        "--selection", help="Also measure the ladders on the separate selection noise.")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Setting: robustness.KEY=VALUE, e.g. robustness.bits=[8,4].")] = None,
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:

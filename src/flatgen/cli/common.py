@@ -18,6 +18,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from typer.core import TyperGroup
 
 try:  # Typer >= 0.26 vendors click; older versions use click itself
@@ -174,3 +175,30 @@ def _float_list(text: str, what: str) -> list[float]:
     if any(v < 0 for v in values):
         raise ValueError(f"{what} must be >= 0, got {text!r}")
     return values
+
+
+def _quality_table(result: dict, title: str) -> Table:
+    floor = result["floor"] or {}
+    has_fid = "digits_fid" in (result["results"][0] if result["results"] else {})
+    table = Table(title=title)
+    for col in ["weights", "sampler", "T'", "W2"] + (["digits-FID", "KID x1e3"] if has_fid else []):
+        table.add_column(col, justify="right")
+    has_inception = "inception_fid" in (result["results"][0] if result["results"] else {})
+    if has_inception:
+        table.add_column("Inception FID", justify="right")
+        table.add_column("Inception KID x1e3", justify="right")
+    for row in result["results"]:
+        cells = [row["weights"], row["sampler"], str(row["steps"]), f"{row['w2']:.3f}"]
+        if has_fid:
+            cells += [f"{row['digits_fid']:.2f}", f"{1e3 * row['kid']:.2f}"]
+        if has_inception:
+            cells += [f"{row['inception_fid']:.2f}", f"{1e3 * row['inception_kid']:.2f}"]
+        table.add_row(*cells)
+    cells = ["real data", "floor", "", f"{floor.get('w2_floor', float('nan')):.3f}"]
+    if has_fid:
+        cells += [f"{floor['digits_fid_floor']:.2f}", f"{1e3 * floor['kid_floor']:.2f}"]
+    if has_inception:
+        cells += [f"{floor['inception_fid_floor']:.2f}",
+                  f"{1e3 * floor['inception_kid_floor']:.2f}"]
+    table.add_row(*cells, style="dim")
+    return table

@@ -18,8 +18,10 @@ from flatgen.cli.common import (
 @app.command()
 @cli_command
 def dro(
-    config: Annotated[Path, typer.Argument(help="DRO experiment YAML (configs/toy2d-dro.yaml, configs/digits-dro-game.yaml).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default runs/<config name>).")] = None,
+    config: Annotated[Path, typer.Argument(
+        help="DRO experiment YAML (configs/toy2d-dro.yaml, configs/digits-dro-game.yaml).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output directory (default runs/<config name>).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """The Wasserstein DRO game for generators against minimum-W2 training and WGAN-GP.
@@ -132,15 +134,20 @@ def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | No
 @cli_command
 def study(
     config: Annotated[Path, typer.Argument(help="Study YAML (see configs/digits-study.yaml).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Study directory (default studies/<name>).")] = None,
-    plan: Annotated[bool, typer.Option("--plan", help="Print one command per run, run nothing.")] = False,
-    collect: Annotated[bool, typer.Option("--collect", help="Only build the report from finished runs.")] = False,
-    only: Annotated[str | None, typer.Option("--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Study directory (default studies/<name>).")] = None,
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Print one command per run, run nothing.")] = False,
+    collect: Annotated[bool, typer.Option(
+        "--collect", help="Only build the report from finished runs.")] = False,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     executor: Annotated[str, typer.Option(
         "--executor", help="inline (one process), local (parallel processes, 1 thread each) or "
         "slurm (one job per unit; then --collect).")] = "inline",
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Parallel processes (--executor local).")] = 2,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", min=1, help="Parallel processes (--executor local).")] = 2,
 ) -> None:
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
@@ -190,9 +197,13 @@ def study(
 @app.command()
 @cli_command
 def demo(
-    quick: Annotated[bool, typer.Option("--quick", help="A short version (about 3 minutes on 2 idle cores).")] = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
-    out: Annotated[Path | None, typer.Option("--out", help="Output directory (default demo, or demo-quick).")] = None,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="A short version (about 3 minutes on 2 idle cores).")] = False,
+    seeds: Annotated[int, typer.Option(
+        "--seeds", min=1,
+        help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Output directory (default demo, or demo-quick).")] = None,
 ) -> None:
     """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report.
 

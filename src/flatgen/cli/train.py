@@ -22,8 +22,10 @@ from flatgen.cli.common import (
 @cli_command
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config (see configs/).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override: key.sub=value (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Run directory (default runs/<config name>).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override: key.sub=value (repeatable).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out from its last checkpoint "
         "(from step 0 if it has none).")] = False,
@@ -56,7 +58,8 @@ def train(
                           notify=lambda text: console.print(text, soft_wrap=True, highlight=False))
     import torch.distributed as dist
 
-    if dist.is_initialized():  # under torchrun: exiting with a live gloo group can abort at teardown
+    # under torchrun: exiting with a live gloo group can abort at teardown
+    if dist.is_initialized():
         dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch: rank 0 reports
         return
@@ -81,7 +84,8 @@ def sample(
         help="Run directory written by flatgen train, or a diffusers pipeline / UNet directory.")],
     steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1)] = 20,
     n: Annotated[int, typer.Option(help="Number of samples.", min=1)] = 64,
-    sampler: Annotated[str, typer.Option(help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
+    sampler: Annotated[str, typer.Option(
+        help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
@@ -118,7 +122,8 @@ def sample(
 @cli_command
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by flatgen train.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (diffusers save_pretrained format).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output directory (diffusers save_pretrained format).")],
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an earlier export in --out.")] = False,

@@ -38,7 +38,8 @@ def sample_toy2d(name: str, n: int, seed: int = 0) -> torch.Tensor:
         x2 = x2 + (np.floor(x1) % 2)
         x = np.stack([x1, x2], 1)
     else:
-        raise ValueError(f"unknown toy2d distribution {name!r}; choose from {', '.join(TOY2D_NAMES)}")
+        raise ValueError(f"unknown toy2d distribution {name!r}; "
+                         f"choose from {', '.join(TOY2D_NAMES)}")
     import torch  # here, not at the top: the registry loads without torch (fast CLI help)
 
     return torch.from_numpy(x.astype(np.float32))

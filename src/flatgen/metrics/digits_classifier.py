@@ -34,7 +34,8 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class DigitsClassifier(nn.Module):
-    """2 conv layers, a linear embedding (the features), ReLU, a linear head; input 1x8x8 in [-1, 1].
+    """2 conv layers, a linear embedding (the features), ReLU, a linear head;
+    input 1x8x8 in [-1, 1].
 
     features() returns the embedding before its ReLU (after it, many units are zero on every
     digit and the feature covariance would be singular), times a fixed feature_scale set after

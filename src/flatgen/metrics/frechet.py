@@ -38,7 +38,8 @@ def frechet_distance(
     sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1),) * 2:
         raise ValueError(
-            f"inconsistent shapes: mu {mu1.shape}, {mu2.shape}; sigma {sigma1.shape}, {sigma2.shape}"
+            f"inconsistent shapes: mu {mu1.shape}, {mu2.shape}; "
+            f"sigma {sigma1.shape}, {sigma2.shape}"
         )
     diff = mu1 - mu2
     with warnings.catch_warnings():

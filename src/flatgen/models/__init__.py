@@ -30,11 +30,11 @@ def model_from_config(cfg: Any, sample_shape: tuple[int, ...]) -> nn.Module:
 
     expected = pretrained_shape(cfg.pretrained)
     if tuple(sample_shape) != expected:
-        raise ValueError(f"model.pretrained {cfg.pretrained!r} denoises images of shape {expected}; "
-                         f"the data has shape {tuple(sample_shape)}")
+        raise ValueError(f"model.pretrained {cfg.pretrained!r} denoises images of shape "
+                         f"{expected}; the data has shape {tuple(sample_shape)}")
     return load_pretrained_unet(cfg.pretrained, cfg.dropout)
 
 
-__all__ = ["MODEL_PRESETS", "ModelPreset", "TimeMLP", "UNetDenoiser", "UNET_PRESETS", "build_model",
-           "build_unet", "check_fits", "get_model_preset", "model_from_config", "model_preset_names",
-           "register_model_preset", "timestep_embedding"]
+__all__ = ["MODEL_PRESETS", "ModelPreset", "TimeMLP", "UNetDenoiser", "UNET_PRESETS",
+           "build_model", "build_unet", "check_fits", "get_model_preset", "model_from_config",
+           "model_preset_names", "register_model_preset", "timestep_embedding"]

@@ -19,7 +19,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class TimeMLP(nn.Module):
-    """eps = MLP([x, emb(t)]) with SiLU activations (smooth, so WRM's inner problem stays concave)."""
+    """eps = MLP([x, emb(t)]) with SiLU activations
+    (smooth, so WRM's inner problem stays concave)."""
 
     def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, *, emb_dim: int = 32,
                  dropout: float = 0.0):

@@ -74,7 +74,8 @@ def build_unet(preset: str, sample_size: int, channels: int, *,
     kwargs = dict(UNET_PRESETS[preset])
     if dropout is not None:
         kwargs["dropout"] = dropout
-    unet = UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels, **kwargs)
+    unet = UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels,
+                       **kwargs)
     return UNetDenoiser(unet)
 
 

@@ -55,7 +55,8 @@ def _caption(name: str, rows: Sequence[dict]) -> str:
     if name == "expansion":
         from flatgen.analysis.expansion import expansion_title
 
-        text += " " + expansion_title([e for r in rows for e in r["metrics"].get("expansion") or []])
+        text += " " + expansion_title([e for r in rows
+                                       for e in r["metrics"].get("expansion") or []])
     return text
 
 

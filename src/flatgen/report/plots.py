@@ -205,7 +205,8 @@ def _expansion_plot(rows: Sequence[dict], methods: Sequence[str], pdir: Path) ->
     """Predicted vs measured loss rise of every weight perturbation, one colour per method."""
     from flatgen.analysis.plots import plot_expansion
 
-    by_method = {m: [e for r in rows if r["method"] == m for e in r["metrics"].get("expansion") or []]
+    by_method = {m: [e for r in rows if r["method"] == m
+                     for e in r["metrics"].get("expansion") or []]
                  for m in methods}
     by_method = {m: v for m, v in by_method.items() if v}
     return plot_expansion(by_method, pdir / "expansion.png") if by_method else None

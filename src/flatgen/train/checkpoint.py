@@ -116,7 +116,8 @@ def load_weights(ckpt_dir: str | Path, name: str = "model") -> dict[str, torch.T
         available = sorted(p.stem for p in Path(ckpt_dir).glob("*.safetensors")
                            if p.stem in WEIGHT_NAMES)
         raise FileNotFoundError(
-            f"no {name!r} weights in {str(ckpt_dir)!r} (available: {', '.join(available) or 'none'})"
+            f"no {name!r} weights in {str(ckpt_dir)!r} "
+            f"(available: {', '.join(available) or 'none'})"
         )
     try:
         return load_file(path)

@@ -45,11 +45,13 @@ class Run:
     def check_weights(self, weights: str) -> None:
         """Raise ValueError unless this run has `weights` (raw, ema or swa)."""
         if weights not in WEIGHTS_CHOICES:
-            raise ValueError(f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, got {weights!r}")
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS_CHOICES)}, "
+                             f"got {weights!r}")
         if weights not in self.available_weights():
             raise ValueError(
                 f"run {str(self.path)!r} has no {weights!r} weights "
-                f"(trained with method {self.cfg.method.name!r}; available: {', '.join(self.available_weights())})"
+                f"(trained with method {self.cfg.method.name!r}; "
+                f"available: {', '.join(self.available_weights())})"
             )
 
     def model(self, weights: str = "raw", device: str | torch.device = "cpu") -> nn.Module:
