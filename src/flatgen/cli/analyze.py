@@ -58,8 +58,7 @@ def evaluate(
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Sample quality (W2, and digits-FID/KID on digits) per T' and sampler, \
-with the real-data floor.
+    """Sample quality (W2; digits-FID/KID on digits) per T' and sampler, with the data floor.
 
     Writes RUN_DIR/eval/quality.json (or OUT/quality.json).
     """
@@ -154,8 +153,8 @@ def landscape(
 ) -> None:
     """Loss along filter-normalized random directions through the trained weights (Li et al. 2018).
 
-    Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and \
-landscape.png.
+    Writes RUN_DIR/eval/landscape.npz (redraw with flatgen.analysis.load_landscape) and
+    landscape.png.
     """
     from flatgen.flatness import landscape_report
 
