@@ -91,9 +91,11 @@ def scalar_sample(spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: st
     return Sample(a, b, key, values, censored, regime=spec.extra.get("regime", key))
 
 
-def degradation_sample(
-    spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str
-) -> Sample | None:
+def _ladder_start(
+    ctx: ClaimContext, *, key: str, a: str, b: str
+) -> Sample | None | tuple[dict, Sample, tuple]:
+    """Both models' ladder records and the baseline's selection means, or what to return early:
+    None where a side was not measured, an untestable Sample where the selection is missing."""
     recs = {m: _ladders(ctx, m, key) for m in (a, b)}
     if not recs[a] or not recs[b]:
         return None
@@ -102,7 +104,16 @@ def degradation_sample(
     if isinstance(sel, str):
         sample.untestable = sel
         return sample
-    levels, mean_sel, clean = sel
+    return recs, sample, sel
+
+
+def degradation_sample(
+    spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str
+) -> Sample | None:
+    start = _ladder_start(ctx, key=key, a=a, b=b)
+    if not isinstance(start, tuple):
+        return start
+    recs, sample, (levels, mean_sel, clean) = start
     sample.regime = f"{key}, levels {levels[0]:g} to {levels[-1]:g}"
     idx = degraded_level(levels, mean_sel, clean, margin=ctx.margin)
     if idx is None:
@@ -141,15 +152,10 @@ def degradation_sample(
 def threshold_sample(
     spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str
 ) -> Sample | None:
-    recs = {m: _ladders(ctx, m, key) for m in (a, b)}
-    if not recs[a] or not recs[b]:
-        return None
-    sample = Sample(a, b, key, {a: {}, b: {}}, {a: {}, b: {}})
-    sel = _selection(recs[b], b)
-    if isinstance(sel, str):
-        sample.untestable = sel
-        return sample
-    levels, mean_sel, clean = sel
+    start = _ladder_start(ctx, key=key, a=a, b=b)
+    if not isinstance(start, tuple):
+        return start
+    recs, sample, (levels, mean_sel, clean) = start
     tau = (1 + ctx.threshold_margin) * clean  # ONE threshold for every model of the comparison
     sample.tau = tau
     sample.regime = f"threshold {1 + ctx.threshold_margin:g}x baseline clean (τ={tau:.3g})"
