@@ -105,7 +105,7 @@ def test_a_baseline_that_never_degrades_is_untestable_here():
     rows = ladder_rows(STEPS_ADM, {"adm": flat, "sam": flat})
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "few_step_sampling")
     assert c.verdict == ("untestable here: the baseline never degraded by 25% "
-                         "(worst: +20% at level 3)")
+                         "(worst: +20% at T'=3)")
     assert c.primary.p_holm is None and "not reproduced" not in c.verdict
     # a threshold claim whose baseline never crosses tau is untestable too
     never = [ladder(EPS, 0.2, [0.21, 0.22, 0.23, 0.24, 0.25]) for _ in range(3)]

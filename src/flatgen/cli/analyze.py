@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -158,6 +159,8 @@ def landscape(
     """
     from flatgen.flatness import landscape_report
 
+    if not (math.isfinite(span) and span > 0):
+        raise ValueError(f"--span must be a positive finite number, got {span}")
     run, eval_dir = _open(run_dir, data, out)
     result, npz, png = landscape_report(run, eval_dir, weights=weights, batch=batch, dim=dim,
                                         grid=grid, span=span, seed=seed)

@@ -12,6 +12,7 @@ never a traceback (FLATGEN_DEBUG=1 shows it):
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from typing import Any
@@ -172,6 +173,8 @@ def _float_list(text: str, what: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must be finite numbers, got {text!r}")
     if any(v < 0 for v in values):
         raise ValueError(f"{what} must be >= 0, got {text!r}")
     return values

@@ -46,8 +46,7 @@ def dro(
 # ---------------------------------------------------------------- study / demo
 
 
-TERMINAL_COLUMNS = ("method", "seeds", "dFID T'=", "W2 T'=", "λmax", "4-bit", "robust ε (x_t, L∞)",
-                    "robust σ (weights)")
+TERMINAL_COLUMNS = ("method", "seeds", "dFID T'=", "W2 T'=", "λmax", "trace", "4-bit tensor")
 
 
 def _print_study_summary(summary: dict, out: Path) -> None:
@@ -63,8 +62,15 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     for row in summary["body"]:
         table.add_row(*[row[i] for i in keep])
     console.print(table)
-    for claim in summary["claims"]:
-        console.print(f"• {claim.text}\n    [bold]{claim.verdict}[/bold]")
+    from flatgen.report.tables import verdict_rows
+
+    head, rows = verdict_rows(summary["claims"])  # the report's verdict table
+    verdicts = Table(title="verdicts (Holm-adjusted across the claims' primary comparisons)")
+    for h in head:
+        verdicts.add_column(h)
+    for row in rows:
+        verdicts.add_row(*row)
+    console.print(verdicts)
     if summary["missing"]:
         console.print(f"[yellow]missing runs:[/yellow] {', '.join(summary['missing'])}")
     console.print(f"report: {summary['report']}")

@@ -38,6 +38,11 @@ def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[s
 
     rows, missing = load_results(out, study)
     if not rows:
+        other = [m for m in missing if "another config" in m]
+        if other:  # say why, not just that nothing is there
+            raise ValueError(f"the runs in {str(out)!r} were trained with another config "
+                             f"({other[0]}, ...): collect with that config, or choose "
+                             "another --out")
         raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
     methods = [m for m in study.methods if any(r["method"] == m for r in rows)]
     steps = study.evaluations.quality_steps

@@ -38,6 +38,11 @@ def collect_classifier(study: Any, out: Path, *, samples: bool = True) -> dict[s
 
     rows, missing = load_results(out, study)
     if not rows:  # as the diffusion report: nothing to collect is an input error
+        other = [m for m in missing if "another config" in m]
+        if other:  # say why, not just that nothing is there
+            raise ValueError(f"the runs in {str(out)!r} were trained with another config "
+                             f"({other[0]}, ...): collect with that config, or choose "
+                             "another --out")
         raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
     failed = failed_units(out)
     return write_outputs(study, rows, failed=failed, out_dir=out, missing=missing)

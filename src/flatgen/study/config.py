@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,7 +125,7 @@ def split_method(method: str) -> tuple[str, str]:
 def unit_config(study: StudyConfig, base: str, seed: int) -> Config:
     """The training config of one base trajectory and seed, with the averages it needs."""
     weights = {split_method(m)[1] for m in study.methods if split_method(m)[0] == base}
-    data = dict(study.base)
+    data = copy.deepcopy(study.base)  # build_config fills nested sections: never the study's own
     method = dict(data.get("method") or {})
     method["preset"] = base
     if "ema" in weights:

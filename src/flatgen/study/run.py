@@ -94,6 +94,9 @@ def run_study(
 ) -> dict[str, str]:
     """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
     units = _select(study, only)
+    if (out / "config.yaml").is_file() or (out / "checkpoints").is_dir():
+        raise RunDirError(f"{str(out)!r} is a training run directory: give the study its own "
+                          "--out (a new or study folder)")
     out.mkdir(parents=True, exist_ok=True)
     # a run trained for another config is a malformed study (exit 2), refused before any unit
     # runs and before status.json changes: it must not mark the good runs failed

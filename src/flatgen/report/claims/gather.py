@@ -114,7 +114,8 @@ def degradation_sample(
     if not isinstance(start, tuple):
         return start
     recs, sample, (levels, mean_sel, clean) = start
-    sample.regime = f"{key}, levels {levels[0]:g} to {levels[-1]:g}"
+    name = spec.level_name
+    sample.regime = f"{name}={levels[0]:g} to {name}={levels[-1]:g} ({key})"
     idx = degraded_level(levels, mean_sel, clean, margin=ctx.margin)
     if idx is None:
         rises = [
@@ -123,7 +124,7 @@ def degradation_sample(
         worst = max(rises, default=(math.nan, math.nan))
         sample.untestable = (
             f"the baseline never degraded by {ctx.margin:.0%} (worst: "
-            f"{worst[0]:+.0%} at level {worst[1]:g})"
+            f"{worst[0]:+.0%} at {name}={worst[1]:g})"
         )
         return sample
     level = float(levels[idx])

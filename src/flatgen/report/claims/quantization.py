@@ -14,6 +14,6 @@ QUANTIZATION = register(ClaimSpec(
     text="Quality survives weight quantization better with SAM: it degrades less from float.",
     source="Lee et al. 2025 (8 bits: ADM +13.65 FID, SAM -0.07)",
     supporting_keys=(QUANT_W_CHANNEL, QUANT_WA_TENSOR, QUANT_WA_CHANNEL),
-    level_format="float→{level:g} bits per-tensor",
+    level_name="bits", level_format="float→{level:g} bits per-tensor",
     decides="the rise from float at the judged bits, weights per-tensor; other schemes beside",
 ))

@@ -57,6 +57,7 @@ class ClaimSpec:
     supporting_keys: tuple[str, ...] = ()
     decides: str = ""
     level_format: str = "{level:g}"  # how the judged level reads in the verdict table
+    level_name: str = "level"  # what a ladder's levels are ("T'", "bits"), for the ranges shown
     label: Callable[[ClaimContext], str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
