@@ -2,6 +2,7 @@
 submitit would submit, rendered without a cluster."""
 
 import json
+import sys
 
 import pytest
 import submitit
@@ -43,9 +44,9 @@ def test_local_executor_runs_every_unit_in_its_own_process(study_file, tmp_path)
         saved = json.loads((out / "runs" / unit / "eval" / f"study_{unit[:-3]}.json").read_text())
         assert saved["metrics"]["w2@T2"] > 0
         assert (out / "runs" / unit / "train_summary.json").is_file()
-    # each job ran as its own process, with one torch thread (OMP_NUM_THREADS=1 in its env)
-    logs = list((out / "submitit").rglob("*_log.out"))
-    assert len(logs) == 2
+    # each job ran as its own process and logged into OUT/logs; no pickle was written
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["adm-s0.log", "sam-s0.log"]
+    assert not list(out.rglob("*.pkl"))
     assert (out / "report.html").is_file()
     # a second call finds every unit done and submits nothing
     again = runner.invoke(app, ["study", str(study_file), "--out", str(out), "--executor", "local",
@@ -53,18 +54,14 @@ def test_local_executor_runs_every_unit_in_its_own_process(study_file, tmp_path)
     assert again.exit_code == 0 and "running 0 unit(s)" in again.output
 
 
-def test_local_job_gets_one_torch_thread(tmp_path):
-    from submitit.helpers import CommandFunction
+def test_local_job_gets_one_torch_thread(tmp_path, monkeypatch):
+    from flatgen.study import executors
 
-    from flatgen.study.executors import ONE_THREAD, make_executor
-
-    executor = make_executor("local", tmp_path / "jobs")
-    job = executor.submit(CommandFunction(
-        ["python3", "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"], verbose=False,
-        env={**__import__("os").environ, **ONE_THREAD}))
-    assert job.result().strip() == "1"
-
-
+    monkeypatch.setattr(executors, "unit_command", lambda config, out, unit: [
+        sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"])
+    status = executors.run_local(tmp_path / "c.yaml", tmp_path, ["u0", "u1", "u2"], parallel=2)
+    assert status == {"u0": "done", "u1": "done", "u2": "done"}
+    assert (tmp_path / "logs" / "u2.log").read_text().strip() == "1"
 def test_slurm_job_script_without_a_cluster(study_file, tmp_path, monkeypatch):
     """The sbatch file submitit writes for one unit, built by its own SlurmExecutor."""
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))

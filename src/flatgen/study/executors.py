@@ -1,4 +1,4 @@
-"""Running a study's units as jobs through submitit: parallel local processes, or Slurm.
+"""Running a study's units as jobs: parallel local processes, or Slurm through submitit.
 
 Each job is the command `flatgen study CONFIG --out OUT --only UNIT` (what --plan prints), so a
 job does exactly what a unit run by hand does: it skips a finished unit, resumes an interrupted
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from pydantic import Field
 from flatgen.config import Section
 
 EXECUTORS = ("inline", "local", "slurm")
-LOCAL_TIMEOUT_MIN = 24 * 60
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -68,10 +68,6 @@ def make_executor(kind: str, folder: Path, slurm: SlurmSettings | None = None):
     """A submitit executor writing its logs under folder (OUT/submitit)."""
     import submitit
 
-    if kind == "local":
-        executor = submitit.LocalExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=0)
-        return executor
     if kind == "slurm":
         try:
             executor = submitit.SlurmExecutor(folder=str(folder))
@@ -106,19 +102,34 @@ def submit_units(
 
 def run_local(config: Path, out: Path, units: Sequence[str], *, parallel: int) -> dict[str, str]:
     """Run the units as parallel local processes (one torch thread each), `parallel` at a time;
-    returns unit name -> 'done' or 'failed: ...'."""
-    executor = make_executor("local", Path(out) / "submitit")
+    returns unit name -> 'done' or 'failed: ...'. Plain subprocesses, not submitit's local
+    executor: that one hands results back as pickles, and flatgen unpickles nothing. Each job's
+    output goes to OUT/logs/<unit>.log."""
+    import subprocess
+
+    logs = Path(out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ) | ONE_THREAD
     status: dict[str, str] = {}
-    for start in range(0, len(units), parallel):
-        wave = list(units[start:start + parallel])
-        jobs = submit_units(executor, config=config, out=out, units=wave, env=ONE_THREAD)
-        for unit, job in jobs.items():
-            try:
-                job.result()
-                status[unit] = "done"
-            except Exception as err:  # noqa: BLE001 - one failed job must not sink the others
-                lines = [ln for ln in str(err).splitlines() if ln.strip()]
-                status[unit] = f"failed: {lines[-1] if lines else type(err).__name__}"
+    waiting = list(units)
+    running: dict[str, tuple[subprocess.Popen, Any]] = {}
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            unit = waiting.pop(0)
+            log = open(logs / f"{unit}.log", "w")  # noqa: SIM115 - closed when the job ends
+            running[unit] = (subprocess.Popen(unit_command(config, out, unit), env=env,
+                                              stdout=log, stderr=subprocess.STDOUT), log)
+        for unit, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[unit]
+            lines = (logs / f"{unit}.log").read_text().strip().splitlines()
+            status[unit] = "done" if proc.returncode == 0 else (
+                f"failed: {lines[-1] if lines else f'exit {proc.returncode}'} "
+                f"(log: {logs / f'{unit}.log'})")
+        if running:
+            time.sleep(0.5)
     return status
 
 
