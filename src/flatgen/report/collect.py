@@ -17,7 +17,7 @@ from flatgen.report.tables import (
     verdict_rows,
 )
 from flatgen.study.config import StudyConfig
-from flatgen.study.run import load_results
+from flatgen.study.run import load_finished
 from flatgen.tabulate import markdown_table
 
 
@@ -36,14 +36,7 @@ def collect_study(study: StudyConfig, out: Path, samples: bool = True) -> dict[s
     from flatgen.report.html import write_report
     from flatgen.report.plots import claim_plots, study_plots
 
-    rows, missing = load_results(out, study)
-    if not rows:
-        other = [m for m in missing if "another config" in m]
-        if other:  # say why, not just that nothing is there
-            raise ValueError(f"the runs in {str(out)!r} were trained with another config "
-                             f"({other[0]}, ...): collect with that config, or choose "
-                             "another --out")
-        raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
+    rows, missing = load_finished(out, study)
     methods = [m for m in study.methods if any(r["method"] == m for r in rows)]
     steps = study.evaluations.quality_steps
     header, body = summary_table(rows, methods, steps)

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from flatgen.study.kinds import kind_of
-from flatgen.study.run import load_results, run_study
+from flatgen.study.run import load_finished, run_study
 
 
 def failed_units(out: Path) -> dict[str, str]:
@@ -36,14 +36,7 @@ def collect_classifier(study: Any, out: Path, *, samples: bool = True) -> dict[s
     """table.md, results.csv, results.json and scatter.png of a classifier study."""
     from flatgen.classify.report import write_outputs
 
-    rows, missing = load_results(out, study)
-    if not rows:  # as the diffusion report: nothing to collect is an input error
-        other = [m for m in missing if "another config" in m]
-        if other:  # say why, not just that nothing is there
-            raise ValueError(f"the runs in {str(out)!r} were trained with another config "
-                             f"({other[0]}, ...): collect with that config, or choose "
-                             "another --out")
-        raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
+    rows, missing = load_finished(out, study)
     failed = failed_units(out)
     return write_outputs(study, rows, failed=failed, out_dir=out, missing=missing)
 

@@ -158,4 +158,20 @@ def torch_threads_note() -> str:
     return f"{torch.get_num_threads()} torch threads"
 
 
-__all__ = ["check_run_config", "load_results", "run_study", "run_unit", "unit_done"]
+def load_finished(out: Path, study: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """load_results, refusing (ValueError, one line) a study with nothing to collect, and saying
+    why when its runs were trained with another config."""
+    rows, missing = load_results(out, study)
+    if not rows:
+        other = [m for m in missing if "another config" in m]
+        if other:  # say why, not just that nothing is there
+            raise ValueError(f"the runs in {str(out)!r} were trained with another config "
+                             f"({other[0]}, ...): collect with that config, or choose "
+                             "another --out")
+        raise ValueError(f"no finished runs in {str(out)!r}: run `flatgen study` first")
+    return rows, missing
+
+
+__all__ = [
+    "check_run_config", "load_finished", "load_results", "run_study", "run_unit", "unit_done",
+]
