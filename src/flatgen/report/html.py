@@ -20,13 +20,14 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222}
 h1{margin:.2em 0;font-size:1.5em} .sub{color:#666;margin-top:0;font-size:.9em}
-table.verdicts{font-size:.8em;width:100%} table.verdicts td{text-align:left}
+table.verdicts{font-size:.8em;width:100%} table.verdicts td,table.verdicts th{text-align:left}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right} th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 .verdict{font-weight:600} .reproduced{color:#17702f} .not{color:#b00020} .weak{color:#8a6d00}
 figure{display:inline-block;margin:.5em;vertical-align:top} figcaption{font-size:.85em;color:#555}
 img{max-width:520px} .samples img{max-width:100%} code{background:#f5f5f5;padding:0 .2em}
+pre{white-space:pre-wrap;font-size:.8em}
 """
 
 PLOT_CAPTIONS = {
@@ -58,6 +59,12 @@ def _caption(name: str, rows: Sequence[dict]) -> str:
         text += " " + expansion_title([e for r in rows
                                        for e in r["metrics"].get("expansion") or []])
     return text
+
+
+def _p_clause(p: float | None) -> str:
+    """'= 0.03' or '< 0.001': the comparison written once."""
+    text = fmt_p(p)
+    return text.replace("<", "< ") if text.startswith("<") else f"= {text}"
 
 
 def _img(path: Path) -> str:
@@ -94,8 +101,8 @@ def _verdict_table(claims: Sequence[ClaimResult]) -> str:
 
 def _comparison(c: Comparison) -> str:
     s = c.sample
-    test = (f"{c.test.test}, p = {fmt_p(c.test.p)}"
-            + (f", Holm p = {fmt_p(c.p_holm)}" if c.p_holm is not None else "")
+    test = (f"{c.test.test}, p {_p_clause(c.test.p)}"
+            + (f", Holm p {_p_clause(c.p_holm)}" if c.p_holm is not None else "")
             if c.test else "no test")
     ratios = "; ".join(f"{m} {v:.3g}x clean" for m, v in s.ratios.items())
     parts = [f"<b>{html.escape(s.a)} vs {html.escape(s.b)}</b> on <code>{html.escape(s.key)}"
