@@ -79,3 +79,24 @@ def test_wandb_without_the_package_is_one_line_before_any_write(tmp_path, tiny_t
     with pytest.raises(ValueError, match="needs the wandb package") as err:
         train(cfg, tmp_path / "run", progress=False)
     assert "\n" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
+def test_wandb_offline_logs_what_metrics_jsonl_logs(tmp_path, tiny_toy_config, fresh_accelerate,
+                                                    one_thread, monkeypatch):
+    """train.log_with wandb through Accelerate, offline (nothing leaves the machine): one run,
+    whose log holds every loss that metrics.jsonl holds, exactly as JSON writes it."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb").mkdir()
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.train.steps, cfg.train.log_every, cfg.train.ckpt_every = 4, 2, 4
+    cfg.train.log_with = "wandb"
+    train(cfg, tmp_path / "run", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+              .splitlines()]
+    runs = list((tmp_path / "wandb").rglob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and len(logged) == 2
+    log = runs[0].read_bytes()  # history values are stored as their JSON text
+    assert all(json.dumps(r["loss"]).encode() in log for r in logged)
