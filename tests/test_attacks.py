@@ -26,6 +26,7 @@ from flatgen.robustness import (
     robust_level,
     weight_noise_sweep,
 )
+from tests.test_robustness import small_convnet
 
 SCHEDULE = NoiseSchedule("linear", 1000)
 RECORD_KEYS = {"levels", "clean", "values", "select_clean", "select_values", "metric",
@@ -35,18 +36,6 @@ RECORD_KEYS = {"levels", "clean", "values", "select_clean", "select_values", "me
 @pytest.fixture(autouse=True)
 def _threads(one_thread):
     yield
-
-
-def small_convnet() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1),
-        nn.GroupNorm(2, 4),
-        nn.SiLU(),
-        nn.ConvTranspose2d(4, 3, 2, stride=2),
-        nn.Flatten(),
-        nn.Linear(3 * 8 * 8, 5),
-    )
 
 
 class GaussianDenoiser(nn.Module):
