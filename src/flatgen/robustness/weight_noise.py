@@ -29,15 +29,17 @@ from flatgen.robustness.util import make_generator
 def filter_normalized_direction(
     model: nn.Module, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """name -> a Gaussian direction whose every filter has the norm of the weight's filter."""
+    """name -> a Gaussian direction whose every filter has the norm of the weight's filter
+    (analysis.directions.filter_normalize, the one definition of a filter; 1-D parameters are
+    left out)."""
+    from flatgen.analysis.directions import filter_normalize
+
     out = {}
     for name, p in model.named_parameters():
         if p.ndim < 2:
             continue
         d = torch.randn(tuple(p.shape), generator=generator, dtype=torch.float32).to(p.device)
-        w = p.detach().float().flatten(1).norm(dim=1)
-        dn = d.flatten(1).norm(dim=1).clamp_min(1e-30)
-        out[name] = (d * (w / dn).view(-1, *([1] * (p.ndim - 1)))).to(p.dtype)
+        out[name] = filter_normalize(d, p.float()).to(p.dtype)
     return out
 
 
