@@ -27,7 +27,7 @@ import torch
 from flatgen.analysis.hvp import HessianOperator
 from flatgen.analysis.lanczos import Lanczos, ritz_error_bounds, select_ritz
 from flatgen.analysis.params import analysis_mode, functional_loss
-from flatgen.study.measure import sharpness_loss_fn
+from flatgen.flatness import sharpness_loss_fn
 from flatgen.train import load_run
 
 

@@ -12,7 +12,7 @@ difference between two rhos can be read against it.
 
 Measured on each trained model (raw weights, no EMA):
   lambda_max   top Hessian eigenvalue of the fixed-data diffusion loss
-               (flatgen.study.measure.sharpness_loss_fn: the same x0, t, noise for every model)
+               (flatgen.flatness.sharpness_loss_fn: the same x0, t, noise for every model)
   worst@r      worst-case loss increase within an L2 ball of radius r in weight space
                (flatgen.analysis.worst_case_sharpness, 5 ascent steps)
   trace        Hutch++ Hessian trace (only with --trace-matvecs > 0; it costs a minute a model)
@@ -40,7 +40,7 @@ from _common import add_threads_option, finished_run, load, machine  # benchmark
 from flatgen.analysis import hessian_eigenvalues, hessian_trace, worst_case_sharpness
 from flatgen.config import build_config
 from flatgen.evaluate import evaluate_quality
-from flatgen.study.measure import sharpness_loss_fn
+from flatgen.flatness import sharpness_loss_fn
 from flatgen.train import load_run, train
 
 FULL = dict(

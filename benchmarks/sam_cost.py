@@ -17,7 +17,7 @@
 2. Flatness (--sharpness). Each method trains for a few hundred steps through the real
    training path (flatgen.train.train with a config from flatgen.config.build_config), from
    the same init and seed; then lambda_max of the fixed-data diffusion loss
-   (flatgen.study.measure.sharpness_loss_fn) and the worst-case loss increase within an L2
+   (flatgen.flatness.sharpness_loss_fn) and the worst-case loss increase within an L2
    ball (flatgen.analysis.worst_case_sharpness) are measured, relative to AdamW's, and each
    cheap variant's share of SAM's reduction is reported, next to the sample quality (W2 above
    the real-data floor and digits-FID at T'=20, adm sampler; flatgen.evaluate.evaluate_quality)
@@ -171,7 +171,7 @@ def train_and_measure(args: argparse.Namespace, name: str, overrides: list[str],
                       root: Path) -> dict:
     from flatgen.analysis import hessian_eigenvalues, worst_case_sharpness
     from flatgen.evaluate import evaluate_quality
-    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.flatness import sharpness_loss_fn
 
     cfg = build_config({}, [*base_overrides(args, args.sharpness_steps, seed), *overrides])
     run_dir = root / f"{name.replace(' ', '_').replace('=', '')}_seed{seed}"

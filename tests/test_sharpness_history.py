@@ -12,7 +12,7 @@ runner = CliRunner()
 
 def test_all_checkpoints(tmp_path, tiny_toy_config, one_thread):
     from flatgen.analysis import hessian_eigenvalues
-    from flatgen.study.measure import sharpness_loss_fn
+    from flatgen.flatness import sharpness_loss_fn
 
     run_dir = tmp_path / "run"
     cfg = tiny_toy_config.model_copy(deep=True)

@@ -81,7 +81,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     assert all(v > 0 for v in lam)
     # the loss-under-perturbation curves are the analysis functions' own, on the same fixed batch
     from flatgen.analysis import filter_worst_case_sharpness
-    from flatgen.study.measure import SHARPNESS_SEED, sharpness_loss_fn
+    from flatgen.flatness import SHARPNESS_SEED, sharpness_loss_fn
     from flatgen.train import load_run
 
     row = next(r for r in results["results"] if r["method"] == "sam" and r["seed"] == 1)

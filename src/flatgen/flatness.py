@@ -1,8 +1,9 @@
 """Flatness of a trained run as `flatgen sharpness` and `flatgen landscape` report it: the
 Hessian summary and the loss landscape on the study's fixed batch, written next to the run.
 
-The loss is study.measure.sharpness_loss_fn, the one a study measures every method on, so a
-command-line number and a study's number for the same run agree.
+The loss is sharpness_loss_fn (defined here, below the study engine that also uses it), the one
+a study measures every method on, so a command-line number and a study's number for the same run
+agree.
 """
 
 from __future__ import annotations
@@ -11,9 +12,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flatgen.diffusion import fixed_diffusion_loss_fn
 from flatgen.io import write_json_atomic
+from flatgen.metrics import train_floor_sample
 from flatgen.progress import make_progress
 from flatgen.train.run import Run
+
+SHARPNESS_SEED = 0
+
+
+def sharpness_loss_fn(run: Run, batch: int):
+    """The fixed-data diffusion loss every method's flatness is measured on (same data, t and
+    noise)."""
+    train, _ = run.data()
+    x0 = train_floor_sample(train, min(batch, len(train)), seed=SHARPNESS_SEED)
+    return fixed_diffusion_loss_fn(x0, run.schedule, draws=1, seed=SHARPNESS_SEED)
 
 
 def sharpness_report(
@@ -33,7 +46,6 @@ def sharpness_report(
     """flatgen.analysis.sharpness_summary of the run's `weights` on `batch` fixed (x0, t, noise)
     triples, written to out_dir/sharpness.json and sharpness.png; (summary, json path)."""
     from flatgen.analysis import plot_sharpness, sharpness_summary
-    from flatgen.study.measure import sharpness_loss_fn
 
     model = run.model(weights)
     loss_fn = sharpness_loss_fn(run, batch)
@@ -69,7 +81,6 @@ def landscape_report(
     """The loss along `dim` filter-normalized random directions (Li et al. 2018), written to
     out_dir/landscape.npz and landscape.png; (Landscape, npz path, png path)."""
     from flatgen.analysis import loss_landscape, plot_landscape, save_landscape
-    from flatgen.study.measure import sharpness_loss_fn
 
     if span <= 0:
         raise ValueError(f"--span must be > 0, got {span}")

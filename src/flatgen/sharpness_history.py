@@ -41,9 +41,9 @@ def sharpness_history(
 ) -> tuple[Path, Path]:
     """Write sharpness_history.json and .png into out_dir; returns their paths."""
     from flatgen.analysis import hessian_eigenvalues, hessian_trace
+    from flatgen.flatness import sharpness_loss_fn
     from flatgen.io import write_json_atomic
     from flatgen.models import model_from_config
-    from flatgen.study.measure import sharpness_loss_fn
     from flatgen.train.checkpoint import load_weights
 
     history = checkpoint_history(run.path, weights)

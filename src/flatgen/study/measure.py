@@ -5,24 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flatgen.diffusion import fixed_diffusion_loss_fn
 from flatgen.evaluate import FLOOR_SEED, evaluate_quality
+from flatgen.flatness import SHARPNESS_SEED, sharpness_loss_fn
 from flatgen.metrics import train_floor_sample
 from flatgen.robustness import keys
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.study.config import StudyEvaluations
 from flatgen.train.run import Run
 
-SHARPNESS_SEED = 0
 QUALITY_KEYS = ("w2", "digits_fid", "kid", "inception_fid", "inception_kid")
-
-
-def sharpness_loss_fn(run: Run, batch: int):
-    """The fixed-data diffusion loss every method's flatness is measured on (same data, t and
-    noise)."""
-    train, _ = run.data()
-    x0 = train_floor_sample(train, min(batch, len(train)), seed=SHARPNESS_SEED)
-    return fixed_diffusion_loss_fn(x0, run.schedule, draws=1, seed=SHARPNESS_SEED)
 
 
 def robustness_settings(run: Run, evals: StudyEvaluations) -> RobustnessSettings:
