@@ -8,8 +8,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from flatgen.diffusion import NoiseSchedule, SamplerStep, sample
-from flatgen.robustness.util import evaluating, make_generator
+from flatgen.diffusion import NoiseSchedule, SamplerStep
+from flatgen.diffusion import generate as diffusion_generate
+from flatgen.robustness.util import make_generator
 
 # "verdict": the noise every reported value is measured on; "select": separate sampling noise
 # on which a claim's level is chosen, so that the choice does not select on the outcome
@@ -41,25 +42,10 @@ def generate(
     eps_scale: Callable[[int], float] | None = None,
     on_step: Callable[[SamplerStep], None] | None = None,
 ) -> torch.Tensor:
-    """n samples in batches, in eval mode. The same (seed, stream, sampler, steps) gives the same
-    x_T and sampler noise for every model, so models and their variants differ only by the
-    weights."""
+    """n samples in batches, in eval mode, on the CPU (diffusion.generate). The same (seed,
+    stream, sampler, steps) gives the same x_T and sampler noise for every model, so models and
+    their variants differ only by the weights."""
     g = stream_generator(seed, stream, "generate", sampler, steps)
-    out = []
-    with evaluating(model):
-        for i in range(0, n, batch_size):
-            b = min(batch_size, n - i)
-            out.append(
-                sample(
-                    model,
-                    schedule,
-                    (b, *shape),
-                    steps=steps,
-                    sampler=sampler,
-                    generator=g,
-                    clip=clip,
-                    eps_scale=eps_scale,
-                    on_step=on_step,
-                )
-            )
-    return torch.cat(out)
+    return diffusion_generate(model, schedule, n=n, shape=shape, steps=steps, sampler=sampler,
+                              generator=g, batch_size=batch_size, clip=clip, eps_scale=eps_scale,
+                              on_step=on_step)
