@@ -7,8 +7,8 @@ import pytest
 from scipy import stats as sps
 
 from flatgen.ladder import first_crossing
+from flatgen.records import ATTACK_XT_LINF_T100, QUANT_W_TENSOR, STEPS_ADM, STEPS_DDIM
 from flatgen.report.claims import CLAIMS, ClaimSpec, evaluate_claims, register, verdict_settings
-from flatgen.report.ladder_ids import ATTACK_XT_LINF_T100, QUANT_W_TENSOR, STEPS_ADM, STEPS_DDIM
 from flatgen.report.tables import fmt_effect, per_seed_rows, verdict_rows
 
 EPS = [0.01, 0.02, 0.05, 0.1, 0.2]

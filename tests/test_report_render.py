@@ -12,10 +12,7 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from flatgen.report import collect_study
-from flatgen.report.claims import evaluate_claims
-from flatgen.report.html import write_report
-from flatgen.report.ladder_ids import (
+from flatgen.records import (
     ATTACK_INIT_L2,
     ATTACK_INIT_LINF,
     ATTACK_XT_L2_T100,
@@ -30,6 +27,9 @@ from flatgen.report.ladder_ids import (
     STEPS_ADM,
     STEPS_DDIM,
 )
+from flatgen.report import collect_study
+from flatgen.report.claims import evaluate_claims
+from flatgen.report.html import write_report
 from flatgen.study import run_study
 from flatgen.study.config import StudyConfig
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from flatgen import records as keys
 from flatgen.diffusion import NoiseSchedule
 from flatgen.models import build_model
 from flatgen.robustness import (
@@ -17,7 +18,6 @@ from flatgen.robustness import (
     GaussianDenoiser,
     RobustnessSettings,
     SuiteSummary,
-    keys,
     ladder_record,
     plot_robustness,
     register_suite,

@@ -2,7 +2,7 @@
 adversarial attacks (and a PGD/FGSM core shared with classifiers), weight noise.
 
 The names below load on first use (PEP 562), so that importing one light module such as
-flatgen.robustness.settings or flatgen.robustness.keys does not pull in the rest.
+flatgen.robustness.settings does not pull in the rest.
 """
 
 from __future__ import annotations

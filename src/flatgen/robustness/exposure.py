@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule, SamplerStep, sample
+from flatgen.records import EXPOSURE_FORMS
 from flatgen.robustness.chain import denoise_chain
-from flatgen.robustness.keys import EXPOSURE_FORMS
 from flatgen.robustness.util import evaluating, make_generator, model_device
 
 

@@ -1,14 +1,14 @@
 """Every measurement the study takes of one trained method, as a flat dict of numbers, plus
-metrics["ladders"] (flatgen.robustness.keys names every key)."""
+metrics["ladders"] (flatgen.records names every key)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from flatgen import records as keys
 from flatgen.evaluate import FLOOR_SEED, evaluate_quality
 from flatgen.flatness import SHARPNESS_SEED, sharpness_loss_fn
 from flatgen.metrics import train_floor_sample
-from flatgen.robustness import keys
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.study.config import StudyEvaluations
 from flatgen.train.run import Run

@@ -1,7 +1,6 @@
 """Robustness to adversarial inputs: x_t of the denoiser, and the initial noise x_T."""
 
-from flatgen.report.claims.registry import ClaimSpec, register
-from flatgen.report.ladder_ids import (
+from flatgen.records import (
     ATTACK_INIT_L2,
     ATTACK_INIT_LINF,
     ATTACK_XT_L2_T100,
@@ -9,6 +8,7 @@ from flatgen.report.ladder_ids import (
     ATTACK_XT_LINF_T100,
     ATTACK_XT_LINF_T500,
 )
+from flatgen.report.claims.registry import ClaimSpec, register
 
 ATTACK_XT = register(ClaimSpec(
     id="adversarial_xt", kind="threshold", key=ATTACK_XT_LINF_T100, direction="higher",

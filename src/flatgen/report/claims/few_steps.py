@@ -1,7 +1,7 @@
 """A flatter minimum samples better with few steps: the ADM sampler's steps ladder decides."""
 
+from flatgen.records import STEPS_ADM, STEPS_DDIM
 from flatgen.report.claims.registry import ClaimSpec, register
-from flatgen.report.ladder_ids import STEPS_ADM, STEPS_DDIM
 
 FEW_STEPS = register(ClaimSpec(
     id="few_step_sampling", kind="degradation", key=STEPS_ADM, direction="lower",

@@ -1,12 +1,12 @@
 """Quality survives weight quantization better with SAM: the rise from float at the judged bits."""
 
-from flatgen.report.claims.registry import ClaimSpec, register
-from flatgen.report.ladder_ids import (
+from flatgen.records import (
     QUANT_W_CHANNEL,
     QUANT_W_TENSOR,
     QUANT_WA_CHANNEL,
     QUANT_WA_TENSOR,
 )
+from flatgen.report.claims.registry import ClaimSpec, register
 
 QUANTIZATION = register(ClaimSpec(
     id="quantization", kind="degradation", key=QUANT_W_TENSOR, direction="lower",

@@ -1,7 +1,7 @@
 """SAM is more robust to Gaussian weight noise: the robust σ at one shared threshold."""
 
+from flatgen.records import NOISE_WEIGHTS
 from flatgen.report.claims.registry import ClaimSpec, register
-from flatgen.report.ladder_ids import NOISE_WEIGHTS
 
 WEIGHT_NOISE = register(ClaimSpec(
     id="weight_noise", kind="threshold", key=NOISE_WEIGHTS, direction="higher",

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from flatgen.robustness import keys
+from flatgen import records as keys
 from flatgen.robustness.attacks import attack_denoiser_input, attack_initial_noise
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, legacy_robust, metric_of

@@ -23,7 +23,7 @@ from flatgen.robustness.steps import generate
 class SuiteSummary:
     """One model's headline numbers from one suite.
 
-    scalars: flat metric keys -> number (flatgen.robustness.keys names them);
+    scalars: flat metric keys -> number (flatgen.records names them);
     ladders: ladder id -> ladder record (flatgen.ladder documents the record);
     robust / largest: robust strength per sweep and the strongest perturbation tried (None in
     robust: never degraded within the sweep).

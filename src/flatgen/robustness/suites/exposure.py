@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flatgen.robustness import keys
+from flatgen import records as keys
 from flatgen.robustness.exposure import gap_forms, training_eps_norms, variance_error
 from flatgen.robustness.gaussian import data_moments, sampler_only_gap
 from flatgen.robustness.settings import RobustnessSettings

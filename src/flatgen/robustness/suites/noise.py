@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flatgen.robustness import keys
+from flatgen import records as keys
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, legacy_robust
 from flatgen.robustness.weight_noise import weight_noise_sweep

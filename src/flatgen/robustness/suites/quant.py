@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flatgen.robustness import keys
+from flatgen import records as keys
 from flatgen.robustness.attacks import ladder_record
 from flatgen.robustness.quantize import (
     calibration_inputs,

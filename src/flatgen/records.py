@@ -1,17 +1,70 @@
-"""The names the robustness suites write and the claims read, defined once.
+"""The records that cross flatgen's seams, and the one place their keys are spelled.
 
-Ladder ids (metrics["ladders"][LADDER_ID] holds one ladder record, see flatgen.ladder):
+A study measures each (method, seed) into a `MethodResult`; its `metrics` hold flat scalar keys
+(built by the functions below) and `metrics[LADDERS]`, one `LadderRecord` per ladder id. The
+report reads these records and nothing else. Nothing outside this module spells a metric or
+ladder key: import the constants or call the builders.
+
+Ladder ids (metrics[LADDERS][id] holds one ladder record):
 
 - "steps_adm", "steps_ddim": levels T' from many to few steps, clean = quality at the largest T'
 - "quant_<w|wa>_<tensor|channel>": levels bits, clean = float quality (same sampler and noise)
 - "attack_xt_<linf|l2>_t<t>", "attack_xT_<linf|l2>": levels eps
+- "attack_xT_<linf|l2>_dist", "attack_xT_<linf|l2>_flip": the x_T attack scored per sample (the
+  mean distance of each attacked sample from its unattacked one; the share whose digit label
+  changes)
 - "noise_weights": levels sigma
-
-Scalar metric keys are flat entries of metrics (one number per method and seed). Nothing else
-should spell these strings: import the constants or call the builders.
 """
 
 from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+
+class LadderRecord(TypedDict, total=False):
+    """One model's ladder on one seed (flatgen.ladder decides on it). Scores are lower-is-better.
+
+    levels: strengths, weakest first (T' from many to few steps, bits from many to few, eps or
+    sigma from small to large); clean: the score without the perturbation; values: the score at
+    each level (None where not measured); select_clean / select_values: the same on the separate
+    selection noise (None where not measured); per_sample: for per-sample scores, the score of
+    each sample at each level (levels x samples), which rank tests may use.
+    """
+
+    levels: list[float]
+    clean: float
+    values: list[float | None]
+    select_clean: float | None
+    select_values: list[float | None] | None
+    metric: str
+    level_name: str
+    extra: dict[str, Any]
+    per_sample: list[list[float]] | None
+
+
+class MethodResult(TypedDict):
+    """One method's measurements on one training seed: study/measure.py writes it (as
+    runs/<unit>/eval/study_<method>.json), the report reads it."""
+
+    method: str
+    seed: int
+    base: str
+    weights: Literal["raw", "ema", "swa"] | str
+    seconds: float
+    metrics: dict[str, Any]  # flat scalar keys, LADDERS, and the *_detail entries below
+
+
+class StudyResults(TypedDict):
+    """What the report is a function of: every finished result and what is missing."""
+
+    rows: list[MethodResult]
+    missing: list[str]
+
+
+def ladders_of(result: MethodResult) -> dict[str, LadderRecord]:
+    """metrics[LADDERS] of one result ({} where it has none)."""
+    return result["metrics"].get(LADDERS) or {}
+
 
 # ---------------------------------------------------------------- ladders
 
@@ -22,6 +75,7 @@ NOISE_WEIGHTS = "noise_weights"
 QUANT_SCHEMES = ("w", "wa")  # weights only / weights and activations
 GRANULARITIES = ("tensor", "channel")
 ATTACK_NORMS = ("linf", "l2")
+XT_SCORES = ("dist", "flip")  # per-sample scores of the x_T attack
 
 
 def steps_ladder_id(sampler: str) -> str:
@@ -49,6 +103,14 @@ def attack_xT_ladder_id(norm: str) -> str:  # noqa: N802 - x_T, as in the contra
     """'attack_xT_l2': PGD on the sampler's initial noise."""
     _check_norm(norm)
     return f"attack_xT_{norm}"
+
+
+def attack_xT_sample_ladder_id(norm: str, score: str) -> str:  # noqa: N802
+    """'attack_xT_linf_dist' / 'attack_xT_linf_flip': the x_T attack scored per sample."""
+    _check_norm(norm)
+    if score not in XT_SCORES:
+        raise ValueError(f"x_T score must be one of {', '.join(XT_SCORES)}, got {score!r}")
+    return f"attack_xT_{norm}_{score}"
 
 
 def _check_norm(norm: str) -> None:
@@ -116,3 +178,21 @@ def delta_mean_key(hop: int | None) -> str:
 def robust_eps_key(name: str) -> str:
     """'robust_eps_denoiser_linf_t100' etc.: a robust strength from the attack and noise sweeps."""
     return f"robust_eps_{name}"
+
+
+# ---------------------------------------------------------------- the ladders the claims read
+
+QUANT_W_TENSOR = quant_ladder_id("w", "tensor")  # decides the quantization claim
+QUANT_W_CHANNEL = quant_ladder_id("w", "channel")
+QUANT_WA_TENSOR = quant_ladder_id("wa", "tensor")
+QUANT_WA_CHANNEL = quant_ladder_id("wa", "channel")
+ATTACK_XT_LINF_T100 = attack_xt_ladder_id("linf", 100)  # decides the x_t attack claim
+ATTACK_XT_LINF_T500 = attack_xt_ladder_id("linf", 500)
+ATTACK_XT_L2_T100 = attack_xt_ladder_id("l2", 100)
+ATTACK_XT_L2_T500 = attack_xt_ladder_id("l2", 500)
+ATTACK_INIT_LINF = attack_xT_ladder_id("linf")  # the initial noise x_T, by set-level quality
+ATTACK_INIT_L2 = attack_xT_ladder_id("l2")
+ATTACK_INIT_LINF_DIST = attack_xT_sample_ladder_id("linf", "dist")  # per sample
+ATTACK_INIT_LINF_FLIP = attack_xT_sample_ladder_id("linf", "flip")
+ATTACK_INIT_L2_DIST = attack_xT_sample_ladder_id("l2", "dist")
+ATTACK_INIT_L2_FLIP = attack_xT_sample_ladder_id("l2", "flip")
