@@ -1,6 +1,7 @@
-"""The claims registry on synthetic rows: planted effects are found, absent ones are not, one
-threshold for every model, untestable claims say so, censored values are bounds, one seed gives
-a direction."""
+"""The claims registry on synthetic rows: planted effects are found, absent ones are not, the
+source's effect is excluded where the interval excludes it, levels are fixed before the run,
+thresholds sit on each model's rise over its own clean score, untestable claims say so, censored
+values are bounds, one seed gives a direction."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,14 @@ from scipy import stats as sps
 
 from flatgen.ladder import first_crossing
 from flatgen.records import ATTACK_XT_LINF_T100, QUANT_W_TENSOR, STEPS_ADM, STEPS_DDIM
-from flatgen.report.claims import CLAIMS, ClaimSpec, evaluate_claims, register, verdict_settings
+from flatgen.report.claims import (
+    CLAIMS,
+    ClaimSpec,
+    SourceEffect,
+    Verdicts,
+    evaluate_claims,
+    register,
+)
 from flatgen.report.tables import fmt_effect, per_seed_rows, verdict_rows
 
 EPS = [0.01, 0.02, 0.05, 0.1, 0.2]
@@ -40,7 +48,7 @@ def test_planted_effect_of_three_sd_with_five_seeds_is_reproduced():
     rng = np.random.default_rng(0)
     rows = scalar_rows({"adm": rng.normal(1.3, 0.1, 5), "sam": rng.normal(1.0, 0.1, 5)})
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "flatter_lambda_max")
-    assert c.verdict == "reproduced"
+    assert c.verdict.startswith("reproduced")
     assert c.primary.test.test == "paired t" and c.primary.p_holm < 0.05
     lo, hi = c.primary.test.ci
     assert lo < -0.3 + 0.25 and hi < 0  # the interval excludes 0 and holds the planted -0.3
@@ -50,19 +58,56 @@ def test_planted_effect_of_three_sd_with_five_seeds_is_reproduced():
                 "flatter_lambda_max").verdict == "contradicted"
 
 
+SOURCE = ClaimSpec(id="toy_source", text="toy", source="here", kind="scalar", key="x",
+                   direction="lower", pairs=(("sam", "adm"),),
+                   source_effect=SourceEffect(-0.5, "relative", "-50%"))
+
+
+def judge_toy(adm, sam, spec=SOURCE):
+    rows = scalar_rows({"adm": adm, "sam": sam}, key="x")
+    (c,) = evaluate_claims(rows, methods=["adm", "sam"], claims={spec.id: spec})
+    return c
+
+
+def test_three_way_verdict_against_the_source_effect():
+    """The source reports a 50% cut. An effect of that size is reproduced; no effect measured
+    tightly excludes it; a middling effect measured loosely is inconclusive and says how many
+    seeds would decide."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(10.0, 0.2, 6)
+    full = judge_toy(list(base), list(base * 0.5 + rng.normal(0, 0.2, 6)))
+    assert full.verdict == "reproduced"
+    assert full.primary.source == pytest.approx(-0.5 * np.mean(base))
+    zero = judge_toy(list(base), list(base + rng.normal(0, 0.2, 6)))
+    assert zero.verdict == "excluded at the source's size"
+    assert zero.primary.p_excl_holm < 0.05 < zero.primary.p_holm
+    lo, hi = zero.primary.test.ci
+    assert lo > zero.primary.source  # the interval lies above the source's -5
+    wide = judge_toy([10.0, 10.0, 10.0], [6.0, 13.0, 8.5])
+    assert wide.verdict.startswith("inconclusive at n=3 (about ")
+    assert wide.primary.seeds_needed > 3
+    lo, hi = wide.primary.test.ci
+    assert lo < wide.primary.source < 0 < hi
+    # a real effect far smaller than the source's: both readings, said as such
+    small = judge_toy(list(base), list(base - 1.0 + rng.normal(0, 0.05, 6)))
+    assert small.verdict == "reproduced, smaller than the source's"
+
+
 def test_no_effect_is_called_significant_at_no_more_than_the_nominal_rate():
     rng = np.random.default_rng(1)
     hits = 0
     for _ in range(200):
         rows = scalar_rows({"adm": rng.normal(1.0, 0.1, 5), "sam": rng.normal(1.0, 0.1, 5)})
         verdict = only(evaluate_claims(rows, methods=["adm", "sam"]), "flatter_lambda_max").verdict
-        hits += verdict in ("reproduced", "contradicted")
-        assert verdict in ("reproduced", "contradicted") or verdict.startswith(
-            "inconclusive: no effect shown at n=5 seeds")
+        hits += verdict.startswith(("reproduced", "contradicted"))
+        assert verdict.startswith(("reproduced", "contradicted", "excluded at the source's size",
+                                   "inconclusive at n=5"))
     assert 1 <= hits <= sps.binom.ppf(0.999, 200, 0.05)
 
 
-def test_holm_adjusts_across_the_claims_primary_pairs_only():
+def test_the_family_is_adjusted_with_two_hypotheses_per_claim():
+    """Holm with Shaffer's constraint: the first step divides by the number of claims (at most
+    one of a claim's two nulls can be true), supporting pairs stay out."""
     rng = np.random.default_rng(2)
     rows = [{"method": m, "seed": s, "metrics": {"lambda_max": float(rng.normal(mu, 0.1)),
                                                    "hessian_trace": float(rng.normal(mu, 0.1))}}
@@ -70,65 +115,78 @@ def test_holm_adjusts_across_the_claims_primary_pairs_only():
             for s in range(5)]
     claims = evaluate_claims(rows, methods=METHODS)
     family = [c.primary for c in claims if c.primary.p_holm is not None]
-    ps = sorted(c.test.p for c in family)
-    assert min(c.p_holm for c in family) == pytest.approx(min(len(ps) * ps[0], 1))
+    ps = sorted([c.test.p for c in family] + [c.p_excl for c in family])
+    assert min(c.p_holm for c in family) == pytest.approx(min(len(family) * ps[0], 1))
     lam = only(claims, "flatter_lambda_max")
     (support,) = [s for s in lam.supporting if s.sample.a == "sam+ema"]
     assert support.p_holm is None and support.role == "supporting"
 
 
-def test_all_models_share_one_threshold_and_a_worse_clean_score_buys_nothing():
-    """adm's clean loss 0.2 (select_clean mean 0.2) -> tau = 0.3 for every model. sam starts 50%
-    worse (0.3 clean) with the SAME absolute rise: with its own threshold (0.45) it would look
-    more robust; with the shared one it crosses earlier."""
-    rise = [0.02, 0.05, 0.1, 0.2, 0.4]
+def test_thresholds_sit_on_the_rise_over_each_models_own_clean_score():
+    """sam starts 50% worse (clean 0.3 vs 0.2) and rises exactly as adm does: on the rise it is
+    exactly as robust at every margin (the ratio does not hinge on m), and the clean-score ratio
+    is reported beside it. A shared absolute threshold would have charged sam for its start."""
+    rise = [0.03, 0.07, 0.12, 0.23, 0.41]
     adm = [ladder(EPS, c, [c + r for r in rise]) for c in (0.19, 0.2, 0.21)]
     sam = [ladder(EPS, c, [c + r for r in rise], select=False) for c in (0.29, 0.3, 0.31)]
     rows = ladder_rows(ATTACK_XT_LINF_T100, {"adm": adm, "sam": sam})
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "adversarial_xt")
     s = c.primary.sample
-    assert s.tau == pytest.approx(1.5 * np.mean([0.19, 0.2, 0.21]))
+    assert s.tau == pytest.approx(0.5 * np.mean([0.19, 0.2, 0.21]))  # m x baseline clean
     for m, recs in (("adm", adm), ("sam", sam)):
         for seed, rec in enumerate(recs):
-            assert s.values[m][seed] == first_crossing(EPS, rec["values"], s.tau,
+            assert s.values[m][seed] == first_crossing(EPS, rec["values"], rec["clean"] + s.tau,
                                                        clean=rec["clean"])[0]
-    assert all(s.values["sam"][k] < s.values["adm"][k] for k in range(3))
-    assert c.verdict != "reproduced"
-    # the own-threshold rule would have favoured sam
-    own = first_crossing(EPS, sam[1]["values"], 1.5 * 0.3, clean=0.3)[0]
-    assert own > s.values["adm"][1]
+    assert s.values["sam"] == pytest.approx(s.values["adm"])
+    assert s.clean_ratio == pytest.approx(1.5)
+    assert set(s.ratio_by_margin) == {"0.25", "0.5", "1"}
+    assert all(v == pytest.approx(1.0) for v in s.ratio_by_margin.values())
+    # the old shared threshold 1.5 x adm's clean would have put sam's robust eps below adm's
+    shared = 1.5 * 0.2
+    assert first_crossing(EPS, sam[1]["values"], shared, clean=0.3)[0] < \
+        first_crossing(EPS, adm[1]["values"], shared, clean=0.2)[0]
 
 
-def test_a_baseline_that_never_degrades_is_untestable_here():
+def test_a_level_where_the_baseline_is_not_hurt_is_untestable_here():
     steps = [50, 20, 10, 5, 3]
     flat = [ladder(steps, 1.0, [1.0, 1.05, 1.1, 1.15, 1.2]) for _ in range(3)]
     rows = ladder_rows(STEPS_ADM, {"adm": flat, "sam": flat})
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "few_step_sampling")
-    assert c.verdict == ("untestable here: the baseline never degraded by 25% "
-                         "(worst: +20% at T'=3)")
-    assert c.primary.p_holm is None and "not reproduced" not in c.verdict
-    # a threshold claim whose baseline never crosses tau is untestable too
+    assert c.verdict.startswith("untestable here: the baseline degrades +20% at T'=3")
+    assert c.primary.p_holm is None
+    # a threshold claim where neither model's score rises enough is untestable too
     never = [ladder(EPS, 0.2, [0.21, 0.22, 0.23, 0.24, 0.25]) for _ in range(3)]
     rows = ladder_rows(ATTACK_XT_LINF_T100, {"adm": never, "sam": never})
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "adversarial_xt")
-    assert c.verdict.startswith("untestable here: the baseline never crossed 1.5x")
+    assert c.verdict.startswith("untestable here: neither model's score rose")
 
 
-def test_degradation_is_judged_where_the_baselines_selection_noise_degrades():
-    """The level comes from select_values (separate noise), not the values the test uses."""
+def test_the_judged_level_is_the_one_fixed_in_the_config():
+    """verdicts.levels fixes the level before the run; the first-degraded level is a secondary
+    reading, and every level is shown with its own effect."""
     steps = [50, 20, 10, 5, 3]
-    adm = [{**ladder(steps, 1.0, [1.0, 1.4, 2.0, 4.0, 8.0]),
-            "select_values": [1.0, 1.1, 1.2, 1.31, 3.0]} for _ in range(3)]
+    adm = [{**ladder(steps, 1.0, [1.0, 1.4, 2.0, 4.0 + 0.1 * k, 8.0]),
+            "select_values": [1.0, 1.1, 1.3, 3.8, 9.0]} for k in range(3)]
     sam = [ladder(steps, 1.0, [1.0, 1.0, 1.5, 2.0 + 0.1 * k, 3.0], select=False)
            for k in range(3)]
     rows = ladder_rows(STEPS_ADM, {"adm": adm, "sam": sam})
-    c = only(evaluate_claims(rows, methods=["adm", "sam"]), "few_step_sampling")
+    fixed = Verdicts(levels={"few_step_sampling": 5})
+    c = only(evaluate_claims(rows, methods=["adm", "sam"], verdicts=fixed), "few_step_sampling")
     s = c.primary.sample
-    assert s.level == 5 and s.regime == "T'=5 (baseline +31%)"
+    assert s.level == 5 and s.how_chosen == "pre-registered"
+    assert s.regime == "T'=5 (pre-registered; baseline +280%)"  # from the selection noise
     assert s.values["sam"] == pytest.approx({0: 2.0, 1: 2.1, 2: 2.2})
-    assert s.ratios == pytest.approx({"adm": 4.0, "sam": 2.1})
-    assert c.verdict == "reproduced"  # paired: sam 2.0-2.2 vs adm 4.0 at every seed
-    assert verdict_rows([c])[1][0][1] == "T'=5 (baseline +31%)"
+    assert c.verdict.startswith("reproduced")
+    assert verdict_rows([c])[1][0][1] == s.regime
+    (first,) = [x for x in c.supporting if x.sample.how_chosen.startswith("first degraded")]
+    assert first.sample.level == 10 and first.p_holm is None  # selection +30% > 25% at T'=10
+    assert [x.sample.level for x in c.levels] == [50, 20, 10, 5, 3]
+    assert c.levels[0].verdict.startswith("untestable here")  # T'=50: the baseline is not hurt
+    # without a fixed level: the level whose baseline degradation is closest to the source's
+    # 3.9x (T'=5 at 3.8x on the selection noise), never the outcome's
+    auto = only(evaluate_claims(rows, methods=["adm", "sam"]), "few_step_sampling")
+    assert auto.primary.sample.level == 5
+    assert auto.primary.sample.how_chosen == "closest to the source's degradation"
 
 
 def test_quantization_compares_the_rise_from_float():
@@ -136,15 +194,17 @@ def test_quantization_compares_the_rise_from_float():
     adm = [ladder(bits, 1.0, [1.01, 1.1, 1.5, 3.0])]
     sam = [ladder(bits, 3.0, [3.0, 3.05, 3.1, 3.5], select=False)]
     rows = ladder_rows(QUANT_W_TENSOR, {"adm": adm, "sam": sam})
-    c = only(evaluate_claims(rows, methods=["adm", "sam"]), "quantization")
+    fixed = Verdicts(levels={"quantization": 4})
+    c = only(evaluate_claims(rows, methods=["adm", "sam"], verdicts=fixed), "quantization")
     s = c.primary.sample
-    assert s.level == 4 and s.regime == "float→4 bits per-tensor (baseline +50%)"
+    assert s.level == 4 and s.regime == "float→4 bits per-tensor (pre-registered; baseline +50%)"
     assert s.values["adm"] == pytest.approx({0: 0.5}) and s.values["sam"] == pytest.approx({0: 0.1})
     assert c.verdict == "direction only (1 seed): claimed way"
 
 
 def test_censored_levels_are_bounds_and_tested_by_ranks():
-    """sam never crosses tau within the sweep in any of 5 seeds; adm always does."""
+    """sam never rises enough within the sweep in any of 5 seeds; adm always does. A threshold
+    crossed by either side is tested by ranks."""
     adm = [ladder(EPS, 0.2, [0.21, 0.25, 0.35, 0.5, 0.8]) for _ in range(5)]
     sam = [ladder(EPS, 0.2, [0.2, 0.21, 0.22, 0.23, 0.24 + 0.01 * k], select=False)
            for k in range(5)]
@@ -176,21 +236,22 @@ def test_supporting_ladders_and_missing_data():
         r["metrics"]["ladders"][STEPS_DDIM] = r["metrics"]["ladders"][STEPS_ADM]
     claims = evaluate_claims(rows, methods=["adm", "sam"])
     assert [c.spec.id for c in claims] == ["few_step_sampling"]  # only claims with data
-    (ddim,) = only(claims, "few_step_sampling").supporting
-    assert ddim.sample.key == STEPS_DDIM and ddim.role == "supporting"
+    ddim = [s for s in only(claims, "few_step_sampling").supporting if s.sample.key == STEPS_DDIM]
+    assert len(ddim) == 1 and ddim[0].role == "supporting"
 
 
-def test_worst_case_is_labelled_by_its_ascent():
-    rows = scalar_rows({"adm": [2.0], "sam": [1.0]}, key="loss_increase_worst@0.5")
+def test_worst_case_is_labelled_by_its_ascent_and_never_in_the_family():
+    rows = scalar_rows({"adm": [2.0, 2.1], "sam": [1.0, 1.1]}, key="loss_increase_worst@0.5")
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "worst_case_loss")
     assert "SAM's own objective" in c.label
+    assert c.primary.p_holm is None and c.verdict.endswith("(supporting, unadjusted p)")
     for r in rows:
         r["metrics"]["perturbation_detail"] = {"worst_case": {"ascent": "pgd-filter"}}
     c = only(evaluate_claims(rows, methods=["adm", "sam"]), "worst_case_loss")
     assert "SAM does not run" in c.label
 
 
-def test_a_new_claim_is_one_spec_and_verdict_settings_have_defaults():
+def test_a_new_claim_is_one_spec_and_verdicts_are_typed():
     spec = ClaimSpec(id="toy", text="toy", source="here", kind="scalar", key="x",
                      direction="higher", pairs=(("sam", "adm"),))
     rows = scalar_rows({"adm": [1.0, 1.1, 0.9], "sam": [3.0, 3.2, 2.9]}, key="x")
@@ -200,10 +261,8 @@ def test_a_new_claim_is_one_spec_and_verdict_settings_have_defaults():
         register(ClaimSpec(id="flatter_lambda_max", text="", source="", kind="scalar", key="x",
                            direction="lower"))
     assert "flatter_lambda_max" in CLAIMS
-    assert verdict_settings(object()) == {"margin": 0.25, "threshold_margin": 0.5, "alpha": 0.05}
-
-    class Study:
-        class verdicts:  # noqa: N801
-            margin = 0.1
-
-    assert verdict_settings(Study())["margin"] == 0.1
+    v = Verdicts()
+    assert (v.margin, v.threshold_margin, v.alpha) == (0.25, 0.5, 0.05)
+    # a smallest effect of interest from the config replaces the claim's own
+    eoi = CLAIMS["weight_noise"].effect_of_interest(Verdicts(smallest_effects={"weight_noise": 2}))
+    assert eoi.value == 2 and eoi.scale == "ratio" and not eoi.stated

@@ -12,7 +12,7 @@ from scipy import stats
 from flatgen.classify.analysis import analyze, spearman
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.report import method_means, write_outputs
-from flatgen.report.stats import holm
+from flatgen.stats import holm
 
 ATTACKS = {"attacks": ["pgd"], "eps_linf": [0.1], "eps_l2": [1.0]}
 

@@ -11,11 +11,11 @@ import torch
 from rich.console import Console
 
 from flatgen.optim import SAM, SAM_VARIANTS, register_sam_variant
-from flatgen.report import collect_study
 from flatgen.report.claims import CLAIMS, ClaimSpec, register
 from flatgen.robustness import SuiteSummary, register_suite
 from flatgen.robustness.suites import unregister_suite
 from flatgen.study import StudyConfig, run_study
+from flatgen.study.collect import collect_study
 
 QUIET = Console(quiet=True)
 
@@ -63,7 +63,7 @@ def toy_extensions():
     yield claim
     del SAM_VARIANTS[HalfSAM.name]
     unregister_suite(OutputNorm.name)
-    del CLAIMS[claim.id]
+    CLAIMS.unregister(claim.id)
 
 
 def test_a_toy_variant_suite_and_claim_run_in_a_study(tmp_path, toy_extensions, one_thread):
@@ -81,7 +81,7 @@ def test_a_toy_variant_suite_and_claim_run_in_a_study(tmp_path, toy_extensions, 
     assert set(run_study(study, out, QUIET, progress=False).values()) == {"done"}
     saved = (out / "runs" / "sam-s0" / "config.yaml").read_text()
     assert "toy-half" in saved  # the variant trained the sam runs
-    collect_study(study, out, samples=False)
+    collect_study(study, out)
     results = json.loads((out / "results.json").read_text())
     rows = [r for r in results["results"] if r["method"] == "sam"]
     assert all(r["metrics"]["toy_output_norm"] > 0 for r in rows)

@@ -14,7 +14,9 @@ from rich.console import Console
 
 from flatgen.records import (
     ATTACK_INIT_L2,
+    ATTACK_INIT_L2_FLIP,
     ATTACK_INIT_LINF,
+    ATTACK_INIT_LINF_FLIP,
     ATTACK_XT_L2_T100,
     ATTACK_XT_L2_T500,
     ATTACK_XT_LINF_T100,
@@ -26,11 +28,12 @@ from flatgen.records import (
     QUANT_WA_TENSOR,
     STEPS_ADM,
     STEPS_DDIM,
+    ReportMeta,
 )
-from flatgen.report import collect_study
 from flatgen.report.claims import evaluate_claims
 from flatgen.report.html import write_report
 from flatgen.study import run_study
+from flatgen.study.collect import collect_study
 from flatgen.study.config import StudyConfig
 
 BROWSER = (shutil.which("chromium") or shutil.which("chromium-browser")
@@ -87,6 +90,9 @@ def every_claim_rows() -> list[dict]:
                         for k in (ATTACK_XT_LINF_T100, ATTACK_XT_LINF_T500, ATTACK_XT_L2_T100,
                                   ATTACK_XT_L2_T500, ATTACK_INIT_LINF, ATTACK_INIT_L2,
                                   NOISE_WEIGHTS)}
+            ladders |= {k: {**lad(eps, [0.0, 0.1 * x, 0.2 * x, 0.4 * x, 0.6]), "clean": 0.0,
+                            "select_clean": 0.0}
+                        for k in (ATTACK_INIT_LINF_FLIP, ATTACK_INIT_L2_FLIP)}
             metrics = {k: x for k in ("lambda_max", "hessian_trace", "loss_increase_worst@0.1",
                                       "exposure_gap_l2@T20", "exposure_gap_sq@T20", "w2@T20")}
             rows.append({"method": m, "seed": seed, "metrics": metrics | {"ladders": ladders}})
@@ -96,12 +102,13 @@ def every_claim_rows() -> list[dict]:
 @NEEDS_BROWSER
 def test_verdict_table_fits_a_1280x800_window(tmp_path):
     assert BROWSER, "FLATGEN_REQUIRE_BROWSER is set but no chromium is installed"
-    study = StudyConfig(methods=["adm", "ema", "sam", "sam+ema"], seeds=[0, 1])
+    methods = ("adm", "ema", "sam", "sam+ema")
+    meta = ReportMeta(name="fit", data="digits", methods=methods, seeds=(0, 1))
     rows = every_claim_rows()
-    claims = evaluate_claims(rows, methods=study.methods, steps=[20, 100])
+    claims = evaluate_claims(rows, methods=methods, steps=[20, 100])
     assert len(claims) >= 11  # every registered claim has data here
     page = tmp_path / "report.html"
-    write_report(page, study=study, table=(["method"], [["adm"]]), claims=claims, plots={},
+    write_report(page, meta=meta, table=(["method"], [["adm"]]), claims=claims, plots={},
                  missing=[], rows=rows)
     # measure the verdict table where it lands in the window, and write it into the title
     probe = ("<script>addEventListener('load', () => {const r = document.getElementById("

@@ -1,4 +1,4 @@
-"""report.stats: the t tests match scipy's, the rank test is exact with ties and censoring, Holm
+"""flatgen.stats: the t tests match scipy's, the rank test is exact with ties and censoring, Holm
 is Holm, and a study without an effect is called significant at no more than the nominal rate."""
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from flatgen.report.stats import direction, holm, mean_std, paired, rank_test, welch
+from flatgen.stats import direction, holm, mean_std, paired, rank_test, shaffer, welch
 
 A = [1.2, 0.7, 1.9, 1.4, 1.1]
 B = [0.4, 0.9, 0.2, 0.8, 0.5, 0.1]
@@ -112,3 +112,26 @@ def test_planted_effect_of_three_sd_is_found():
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.0, 1.0, 5), rng.normal(3.0, 1.0, 5)
     assert welch(a, b).p < 0.05 and welch(a, b).ci[1] < 0
+
+
+def test_one_sided_p_matches_scipys_one_sample_t():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(1.0, 0.3, 6), rng.normal(1.4, 0.3, 6)
+    t = paired(list(a), list(b))
+    for null, alt in ((-0.8, "greater"), (0.1, "less")):
+        ref = sps.ttest_1samp(a - b, null, alternative=alt).pvalue
+        assert t.one_sided_p(null, alternative=alt) == pytest.approx(ref)
+    r = paired(list(np.exp(a)), list(np.exp(b)), log=True)  # a ratio's null on the log scale
+    ref = sps.ttest_1samp(a - b, np.log(0.5), alternative="greater").pvalue
+    assert r.one_sided_p(0.5, alternative="greater") == pytest.approx(ref)
+    assert rank_test([1.0, 2.0], [3.0, 4.0]).one_sided_p(0.0, alternative="less") is None
+
+
+def test_shaffer_hand_values_and_holm_as_its_special_case():
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert shaffer(p, [0, 1, 2, 3]) == pytest.approx(holm(p))
+    # two claims, two hypotheses each: at most two nulls can be true at first
+    adj = shaffer([0.01, 0.02, 0.03, 0.04], ["x", "x", "y", "y"])
+    # 0.01: 2 groups open -> 0.02; 0.02: x still open (one left) -> 2*0.02 = 0.04; then x closed:
+    # 0.03: 1 group open -> max(0.04, 0.03) = 0.04; 0.04: 1 -> 0.04
+    assert adj == pytest.approx([0.02, 0.04, 0.04, 0.04])

@@ -8,8 +8,8 @@ import yaml
 from rich.console import Console
 
 from flatgen.config import ConfigError
-from flatgen.report import collect_study
 from flatgen.study import load_study_config, plan_units, run_study, split_method
+from flatgen.study.collect import collect_study
 from flatgen.study.config import StudyConfig, unit_config
 from flatgen.train import RunDirError
 
@@ -68,7 +68,7 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     out = tmp_path / "study"
     status = run_study(toy_study, out, QUIET, progress=False)
     assert set(status.values()) == {"done"}
-    summary = collect_study(toy_study, out, samples=False)
+    summary = collect_study(toy_study, out)
     assert not summary["missing"]
     html = (out / "report.html").read_text()
     # self-contained: every image is inline, nothing is fetched
@@ -125,7 +125,7 @@ def test_failed_run_does_not_stop_the_study(tmp_path, toy_study, monkeypatch):
     assert status["sam-s1"].startswith("failed: RuntimeError: simulated divergence")
     assert status["adm-s0"] == status["adm-s1"] == status["sam-s0"] == "done"
     assert (tmp_path / "runs" / "sam-s1" / "error.log").is_file()
-    summary = collect_study(study, tmp_path, samples=False)
+    summary = collect_study(study, tmp_path)
     assert sorted(summary["missing"]) == ["sam seed 1", "sam+ema seed 1"]
 
 
@@ -180,7 +180,7 @@ def test_changed_config_is_not_silently_reused(tmp_path, toy_study, monkeypatch)
     assert (tmp_path / "status.json").read_bytes() == before
     # the 6-step numbers are not reported as 8-step ones, and the refusal says why
     with pytest.raises(ValueError, match="trained with another config"):
-        collect_study(longer, tmp_path, samples=False)
+        collect_study(longer, tmp_path)
 
     def no_training(*a, **k):
         raise AssertionError("retrained")
@@ -199,7 +199,7 @@ def test_robust_eps_of_each_model_alone_is_no_table_column():
     table leaves it out, and only the claims (one shared threshold, tests/test_claims.py) judge
     robustness; a row without ladders shows no robustness claim."""
     from flatgen.report.claims import evaluate_claims
-    from flatgen.report.collect import summary_table
+    from flatgen.report.tables import summary_table
 
     key = "robust_eps_denoiser_linf_t100"
     rows = [{"method": "sam", "seed": 0, "metrics": {key: 0.1, f"{key}_censored": 1.0}},

@@ -18,6 +18,7 @@ Ladder ids (metrics[LADDERS][id] holds one ladder record):
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
 
@@ -134,6 +135,11 @@ def quality_key(metric: str, steps: int) -> str:
     return f"{metric}@T{int(steps)}"
 
 
+def is_quality_key(key: str, metric: str) -> bool:
+    """Whether `key` is a quality entry (any T', sampler, bits) of `metric`."""
+    return key.startswith(f"{metric}@")
+
+
 def steps_quality_key(metric: str, sampler: str, steps: int) -> str:
     """'digits_fid@adm20': one point of a steps ladder."""
     return f"{metric}@{sampler}{int(steps)}"
@@ -196,3 +202,62 @@ ATTACK_INIT_LINF_DIST = attack_xT_sample_ladder_id("linf", "dist")  # per sample
 ATTACK_INIT_LINF_FLIP = attack_xT_sample_ladder_id("linf", "flip")
 ATTACK_INIT_L2_DIST = attack_xT_sample_ladder_id("l2", "dist")
 ATTACK_INIT_L2_FLIP = attack_xT_sample_ladder_id("l2", "flip")
+
+# ---------------------------------------------------------------- flatness and quality scalars
+
+LAMBDA_MAX = "lambda_max"  # top Hessian eigenvalue of the training loss on the fixed batch
+HESSIAN_TRACE = "hessian_trace"  # its Hutchinson trace
+SHARPNESS_BATCH_LOSS = "sharpness_batch_loss"  # the training loss on that batch
+PERTURBATION_DETAIL = "perturbation_detail"  # the loss-under-perturbation curves
+WORST_CASE_ASCENT = "worst_case_ascent"  # which ascent found the worst case
+WORST = "worst"  # loss_increase_key kinds: the worst case in a per-filter ball of radius rho
+NOISE = "noise"  # and the mean under per-filter Gaussian noise of scale sigma
+SAMPLE_GRID = "sample_grid"  # the path of a grid of samples saved when the method was measured
+QUALITY_KEYS = ("w2", "digits_fid", "kid", "inception_fid", "inception_kid")
+CENSORED_SUFFIX = "_censored"  # <key>_censored = 1.0: the value is a bound at a sweep's end
+
+
+def loss_increase_key(kind: str, radius: float) -> str:
+    """'loss_increase_worst@0.1' / 'loss_increase_noise@0.05'."""
+    if kind not in (WORST, NOISE):
+        raise ValueError(f"kind must be {WORST!r} or {NOISE!r}, got {kind!r}")
+    return f"loss_increase_{kind}@{radius:g}"
+
+
+def loss_increase_radius(key: str, kind: str = WORST) -> float | None:
+    """The radius of a loss_increase_key of that kind, None for any other key."""
+    prefix = f"loss_increase_{kind}@"
+    return float(key[len(prefix):]) if key.startswith(prefix) else None
+
+
+def floor_key(metric: str) -> str:
+    """'floor_digits_fid': the metric between two samples of real data (the best reachable)."""
+    return f"floor_{metric}"
+
+
+def censored_key(key: str) -> str:
+    return key + CENSORED_SUFFIX
+
+
+EXPOSURE_GAP_L2_T20 = exposure_gap_key("l2", 20)  # decides the exposure claim
+EXPOSURE_GAP_SQ_T20 = exposure_gap_key("sq", 20)
+
+
+# ---------------------------------------------------------------- what the report is told
+
+@dataclass(frozen=True)
+class ReportMeta:
+    """What the report says about the study besides its results (the study layer fills it)."""
+
+    name: str
+    data: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    quality_steps: tuple[int, ...] = (20, 100)
+    config_json: str = "{}"  # the validated study config, shown at the end of the report
+    environment: str = ""  # machine, torch version, threads
+    # where the measurements that are not taken on every seed were taken
+    measured_where: dict[str, str] = field(default_factory=dict)
+    looks: tuple[str, ...] = ()  # sequential studies: one line per look
+    # '<base>-s<seed>' -> [(step, loss)]: the training loss of each run, for the loss plot
+    training_logs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)

@@ -23,7 +23,7 @@ from scipy import stats
 
 from flatgen.classify.config import ClassifierStudyConfig
 from flatgen.classify.evaluate import SHARPNESS_KEYS, robust_key
-from flatgen.report.stats import holm
+from flatgen.stats import holm
 
 EXACT_MAX_N = 8  # 8! = 40320 pairings
 

@@ -164,8 +164,8 @@ def study(
     report.html.
     """
     from flatgen.errors import RunFailed
-    from flatgen.report import collect_study
     from flatgen.study import load_study_config, plan_commands, run_study, task_of
+    from flatgen.study.collect import collect_study
 
     if task_of(config) == "classifier":
         _classifier_study(config, out, plan=plan, collect=collect, only=only, progress=progress)
@@ -217,8 +217,8 @@ def demo(
     """
     import time
 
-    from flatgen.report import collect_study
     from flatgen.study import run_study
+    from flatgen.study.collect import collect_study
     from flatgen.study.demo import demo_study
 
     t0 = time.perf_counter()

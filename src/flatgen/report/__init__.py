@@ -1,5 +1,6 @@
-"""The report: a study's measurements collected into statistics, claims, tables, plots, HTML."""
+"""The report: a study's typed records judged into claims, tables, plots and HTML (build_report)."""
 
-from flatgen.report.collect import collect_study, summary_table
+from flatgen.report.build import Report, build_report
+from flatgen.report.tables import summary_table
 
-__all__ = ["collect_study", "summary_table"]
+__all__ = ["Report", "build_report", "summary_table"]

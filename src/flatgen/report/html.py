@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import base64
 import html
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from flatgen.io import write_text_atomic
+from flatgen.records import EXPANSION, MethodResult, ReportMeta
 from flatgen.report.claims import ClaimResult, Comparison
-from flatgen.report.tables import fmt_effect, fmt_p, per_seed_rows, verdict_rows
-from flatgen.study.config import StudyConfig
+from flatgen.report.tables import fmt_effect, fmt_p, fmt_source, per_seed_rows, verdict_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222}
 h1{margin:.2em 0;font-size:1.5em} .sub{color:#666;margin-top:0;font-size:.9em}
-table.verdicts{font-size:.8em;width:100%} table.verdicts td,table.verdicts th{text-align:left}
+table.verdicts{font-size:.78em;width:100%} table.verdicts td,table.verdicts th{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right} th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 .verdict{font-weight:600} .reproduced{color:#17702f} .not{color:#b00020} .weak{color:#8a6d00}
 figure{display:inline-block;margin:.5em;vertical-align:top} figcaption{font-size:.85em;color:#555}
-img{max-width:520px} .samples img{max-width:100%} code{background:#f5f5f5;padding:0 .2em}
+img{max-width:600px} .samples img{max-width:100%} code{background:#f5f5f5;padding:0 .2em}
 pre{white-space:pre-wrap;font-size:.8em}
 """
 
@@ -38,7 +36,8 @@ PLOT_CAPTIONS = {
                                   "found within radius ρ (a flatter minimum rises less).",
     "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized "
                                    "Gaussian weight noise.",
-    "quality_vs_bits": "Quality after per-channel round-to-nearest weight quantization.",
+    "quality_vs_bits": "Quality after per-channel round-to-nearest weight quantization "
+                       "(32 = float).",
     "attack_vs_eps": "Denoising-loss increase under a PGD L∞ attack on the denoiser input x_t.",
     "quality_vs_weight_noise": "Quality under filter-normalized Gaussian weight noise.",
     "samples": "Samples from every method with the same initial noise.",
@@ -46,18 +45,19 @@ PLOT_CAPTIONS = {
     "expansion": "Does the second-order argument hold? Measured training-loss rise against the "
                  "rise predicted from one gradient and one Hessian-vector product (g·δ + ½δᵀHδ), "
                  "for every weight perturbation the study applied (quantization, weight noise, "
-                 "the worst case in a per-filter ball). On the diagonal, λmax and the trace speak "
-                 "for robustness to that perturbation; off it, they do not.",
+                 "the worst case in a per-filter ball). On the diagonal the full second-order "
+                 "expansion holds; it uses the whole Hessian along δ, so agreement says nothing "
+                 "about λmax alone.",
 }
 
 
-def _caption(name: str, rows: Sequence[dict]) -> str:
+def _caption(name: str, rows: Sequence[MethodResult]) -> str:
     text = PLOT_CAPTIONS.get(name, name)
     if name == "expansion":
         from flatgen.analysis.expansion import expansion_title
 
         text += " " + expansion_title([e for r in rows
-                                       for e in r["metrics"].get("expansion") or []])
+                                       for e in r["metrics"].get(EXPANSION) or []])
     return text
 
 
@@ -102,15 +102,23 @@ def _verdict_table(claims: Sequence[ClaimResult]) -> str:
 def _comparison(c: Comparison) -> str:
     s = c.sample
     test = (f"{c.test.test}, p {_p_clause(c.test.p)}"
-            + (f", Holm p {_p_clause(c.p_holm)}" if c.p_holm is not None else "")
+            + (f", adjusted p {_p_clause(c.p_holm)}" if c.p_holm is not None else "")
+            + (f"; short of the source's effect: p {_p_clause(c.p_excl)}"
+               if c.p_excl is not None else "")
             if c.test else "no test")
     ratios = "; ".join(f"{m} {v:.3g}x clean" for m, v in s.ratios.items())
+    if s.clean_ratio is not None:
+        ratios = f"clean score {s.a}/{s.b} = {s.clean_ratio:.3g}"
+    if s.ratio_by_margin:
+        ratios += "; robust-level ratio at margin m: " + ", ".join(
+            f"m={m}: {'—' if v is None else f'×{v:.3g}'}" for m, v in s.ratio_by_margin.items())
     parts = [f"<b>{html.escape(s.a)} vs {html.escape(s.b)}</b> on <code>{html.escape(s.key)}"
              f"</code> ({c.role}): {html.escape(s.regime or '')}",
              f"effect {html.escape(fmt_effect(c))}; {html.escape(test)}",
              f'<span class="verdict {_verdict_class(c.verdict)}">{html.escape(c.verdict)}</span>']
     if ratios:
-        parts.append(f"degradation ratio: {html.escape(ratios)}")
+        parts.append(html.escape(ratios if s.clean_ratio is not None
+                                 else f"degradation ratio: {ratios}"))
     table = _table(*per_seed_rows(c)) if any(s.values.values()) else ""
     return "<li>" + "<br>".join(parts) + table + "</li>"
 
@@ -123,18 +131,31 @@ def _claim_details(claims: Sequence[ClaimResult], ladder_plots: dict[str, Path])
                 if r.spec.id in ladder_plots else "")
         label = f"<br><small>{html.escape(r.label)}</small>" if r.label else ""
         comps = "".join(_comparison(c) for c in (r.primary, *r.supporting))
+        effect = (f"<br><small>Source's effect: {html.escape(fmt_source(r.primary, r))}"
+                  "</small>")
         items.append(
             f'<li id="claim-{html.escape(r.spec.id)}"><b>{html.escape(r.text)}</b> '
             f"<small>({html.escape(r.source)})</small><br>"
-            f"<small>Decides: {html.escape(r.spec.decides)}</small>{label}"
-            f"<ul>{comps}</ul>{plot}</li>")
+            f"<small>Decides: {html.escape(r.spec.decides)}</small>{effect}{label}"
+            f"<ul>{comps}</ul>{_levels_table(r)}{plot}</li>")
     return "<ol>" + "".join(items) + "</ol>"
 
 
+def _levels_table(r: ClaimResult) -> str:
+    """Every level of a ladder claim with its effect and interval (unadjusted; only the judged
+    level counts in the family), so a reader sees where the method is better or worse."""
+    if not r.levels:
+        return ""
+    body = [[f"{c.sample.level:g}" if c.sample.level is not None else "—", fmt_effect(c),
+             fmt_p(c.test.p) if c.test else "—", c.verdict] for c in r.levels]
+    return ("<p><small>Every level (unadjusted; only the judged level is in the family):"
+            "</small></p>" + _table([r.spec.level_name, "effect [95% CI]", "p", "reading"], body))
+
+
 def write_report(
-    path: Path, *, study: StudyConfig, table: tuple[list[str], list[list[str]]],
+    path: Path, *, meta: ReportMeta, table: tuple[list[str], list[list[str]]],
     claims: Sequence[ClaimResult], plots: dict[str, Path], missing: Sequence[str],
-    rows: Sequence[dict], ladder_plots: dict[str, Path] | None = None,
+    rows: Sequence[MethodResult], ladder_plots: dict[str, Path] | None = None,
 ) -> Path:
     """report.html: the verdict table first (it fits a 1280x800 window), then the details."""
     seconds = sum(r.get("seconds", 0) for r in rows)
@@ -144,37 +165,45 @@ def write_report(
         for name, p in plots.items())
     missing_html = ("<p><b>Missing runs</b> (failed or not yet run): "
                     f"{html.escape(', '.join(missing))}</p>" if missing else "")
-    data = html.escape(study.base.get("data", {}).get("name", "digits"))
+    where = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
+                    for k, v in meta.measured_where.items())
+    looks = "".join(f"<li>{html.escape(x)}</li>" for x in meta.looks)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>flatgen study: {html.escape(study.name)}</title><style>{CSS}</style></head><body>
-<h1>Does flatness buy robustness? — {html.escape(study.name)}</h1>
-<p class="sub">{data}; methods {html.escape(", ".join(study.methods))};
-seeds {html.escape(", ".join(map(str, study.seeds)))}. Verdicts: Holm-adjusted p across the claims'
-primary comparisons (method vs baseline); one seed gives a direction only.</p>
+<title>flatgen study: {html.escape(meta.name)}</title><style>{CSS}</style></head><body>
+<h1>Does flatness buy robustness? — {html.escape(meta.name)}</h1>
+<p class="sub">{html.escape(meta.data)}; methods {html.escape(", ".join(meta.methods))};
+seeds {html.escape(", ".join(map(str, meta.seeds)))}. Each primary claim is tested against no
+effect and against the source's effect; adjusted p: Holm with Shaffer's constraint across the
+primary claims. One seed gives a direction only.</p>
 {_verdict_table(claims)}
 <h2>Claims in detail</h2>
 <p>Each claim of Lee et al. (ICCV 2025) on this study's per-seed values. Welch's t, a paired t
-where both sides share their seeds, and an exact rank test where a value lies beyond the sweep
-(shown "≥", never averaged as exact). Supporting comparisons (other pairs, other ladders) use
-their own unadjusted p and are not counted as independent evidence. A claim is judged where the
-baseline degrades (chosen on separate noise); where it never does, the claim is untestable here.
-</p>
+where both sides share their seeds (the evaluation noise is drawn per training seed, common to
+the models of a seed), and an exact rank test where a value lies beyond the sweep (shown "≥",
+never averaged as exact). "Reproduced"/"contradicted": significant against no effect;
+"excluded at the source's size": the one-sided test that the effect falls short of the source's
+is significant; "inconclusive": the interval holds both. A ladder claim is judged at the level
+fixed in the config before the run; where the baseline does not degrade there, the claim is
+untestable here. Threshold claims judge each model on the rise over its own clean score.
+Supporting comparisons use their own unadjusted p and are not counted as evidence.</p>
+{f"<p>Sequential looks:</p><ul>{looks}</ul>" if looks else ""}
+{f"<p>Measured on a subset of seeds:</p><ul>{where}</ul>" if where else ""}
 {_claim_details(claims, ladder_plots or {})}
 <h2>Results</h2>
 <p>Mean ± standard deviation over seeds. W2: exact 2-Wasserstein distance to the test set;
 dFID: Fréchet distance in the features of flatgen's digits classifier (digits-FID, not Inception
 FID). Real-data floors are in <code>results.json</code>. Lower is better except for robust ε/σ.
 </p>
-{_table(*table)}
+<div class="scroll">{_table(*table)}</div>
 {missing_html}
 <h2>Figures</h2>
 {figures}
 <h2>How this was measured</h2>
-<p>Written {time.strftime("%Y-%m-%d %H:%M")} on {html.escape(platform.machine())}, torch
-{torch.__version__}. Measurement time (excluding training): {seconds:.0f} s. Per-run details are
-in <code>runs/&lt;method&gt;-s&lt;seed&gt;/eval/</code>; every number above is in
+<p>Written {time.strftime("%Y-%m-%d %H:%M")}; {html.escape(meta.environment)}. Measurement time
+(excluding training): {seconds:.0f} s. Per-run details are in
+<code>runs/&lt;method&gt;-s&lt;seed&gt;/eval/</code>; every number above is in
 <code>results.csv</code>.</p>
-<pre>{html.escape(study.model_dump_json(indent=2))}</pre>
+<pre>{html.escape(meta.config_json)}</pre>
 </body></html>
 """
     return write_text_atomic(path, page)

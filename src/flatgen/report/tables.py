@@ -5,11 +5,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from flatgen.records import (
+    EXPOSURE_GAP_L2_T20,
+    EXPOSURE_GAP_SQ_T20,
+    HESSIAN_TRACE,
+    LAMBDA_MAX,
+    ROBUSTNESS_DETAIL,
+    ROBUSTNESS_METRIC,
+    WORST,
+    censored_key,
+    float_quality_key,
+    is_quality_key,
+    loss_increase_key,
+    quality_key,
+    quant_quality_key,
+)
 from flatgen.report.claims import ClaimResult, Comparison
-from flatgen.report.stats import mean_std
+from flatgen.stats import mean_std
 
 QUALITY_TITLES = {"w2": "W2", "digits_fid": "dFID"}
-VERDICT_HEADER = ["claim", "regime judged", "effect [95% CI]", "Holm p", "verdict"]
+VERDICT_HEADER = ["claim (pair)", "judged at", "effect [95% CI]", "source's effect", "adj. p",
+                  "verdict"]
 
 
 def table_columns(metric: str, steps: Sequence[int] = (20, 100)) -> list[tuple[str, str, str]]:
@@ -19,32 +35,32 @@ def table_columns(metric: str, steps: Sequence[int] = (20, 100)) -> list[tuple[s
     """
     q = QUALITY_TITLES.get(metric, metric)
     return [
-        *[(f"w2@T{k}", f"W2 T'={k}", ".3f") for k in steps],
-        *[(f"digits_fid@T{k}", f"dFID T'={k}", ".2f") for k in steps],
-        ("lambda_max", "λmax", ".3g"),
-        ("hessian_trace", "trace", ".3g"),
-        ("loss_increase_worst@0.1", "Δloss worst ρ=0.1", ".3g"),
-        ("exposure_gap_l2@T20", "exposure gap L2 T'=20", ".3f"),
-        ("exposure_gap_sq@T20", "exposure gap sq. T'=20", ".3f"),
-        (f"{metric}@float", f"{q} float (n={{n}})", ".3f"),
+        *[(quality_key("w2", k), f"W2 T'={k}", ".3f") for k in steps],
+        *[(quality_key("digits_fid", k), f"dFID T'={k}", ".2f") for k in steps],
+        (LAMBDA_MAX, "λmax", ".3g"),
+        (HESSIAN_TRACE, "trace", ".3g"),
+        (loss_increase_key(WORST, 0.1), "Δloss worst ρ=0.1", ".3g"),
+        (EXPOSURE_GAP_L2_T20, "exposure gap L2 T'=20", ".3f"),
+        (EXPOSURE_GAP_SQ_T20, "exposure gap sq. T'=20", ".3f"),
+        (float_quality_key(metric), f"{q} float (n={{n}})", ".3f"),
         # weights-only quantization, per tensor (the quantization claim's primary ladder) and
         # per channel; robust eps / sigma are not columns: each is only meaningful against the
-        # one threshold a claim shares between two models (see the verdict table)
-        *[(f"{metric}@w{b}-{g}", f"{q} {b}-bit {g}", ".3f")
+        # threshold a claim sets for its pair of models (see the verdict table)
+        *[(quant_quality_key(metric, b, g), f"{q} {b}-bit {g}", ".3f")
           for g in ("tensor", "channel") for b in (8, 6, 4, 3)],
     ]
 
 
 def quality_metric(rows: Sequence[dict]) -> str:
     """digits_fid where it was measured (it separates digits models; W2 in pixels does not)."""
-    return "digits_fid" if any(k.startswith("digits_fid@") for r in rows for k in r["metrics"]) \
-        else "w2"
+    found = any(is_quality_key(k, "digits_fid") for r in rows for k in r["metrics"])
+    return "digits_fid" if found else "w2"
 
 
 def robustness_metric(rows: Sequence[dict]) -> str:
     """The quality metric the robustness suites were scored with."""
-    return next((r["metrics"]["robustness_metric"] for r in rows
-                 if "robustness_metric" in r["metrics"]), quality_metric(rows))
+    return next((r["metrics"][ROBUSTNESS_METRIC] for r in rows
+                 if ROBUSTNESS_METRIC in r["metrics"]), quality_metric(rows))
 
 
 def scalar_metrics(row: dict) -> dict[str, float]:
@@ -61,8 +77,8 @@ def summary_table(rows: Sequence[dict], methods: Sequence[str],
                   steps: Sequence[int] = (20, 100)) -> tuple[list[str], list[list[str]]]:
     """Paper-style table: mean ± std over seeds for each method and measured column."""
     metric = robustness_metric(rows)
-    n = next((r["metrics"]["robustness_detail"]["n_samples"] for r in rows
-              if r["metrics"].get("robustness_detail")), "?")
+    n = next((r["metrics"][ROBUSTNESS_DETAIL]["n_samples"] for r in rows
+              if r["metrics"].get(ROBUSTNESS_DETAIL)), "?")
     present = [(k, t.replace("{n}", str(n)), f) for k, t, f in table_columns(metric, steps)
                if any(k in scalar_metrics(r) for r in rows)]
     header = ["method", "seeds"] + [title for _, title, _ in present]
@@ -79,7 +95,7 @@ def summary_table(rows: Sequence[dict], methods: Sequence[str],
                 continue
             mean, std = mean_std(vals)
             # a robust ε beyond the sweep counts as the largest ε tried: the mean is a lower bound
-            cell = fmt_value(mean, censored=any(r.get(f"{key}_censored") for r in mrows), fmt=fmt)
+            cell = fmt_value(mean, censored=any(r.get(censored_key(key)) for r in mrows), fmt=fmt)
             cells.append(f"{cell} ± {std:{fmt}}" if len(vals) > 1 else cell)
         body.append(cells)
     return header, body
@@ -107,16 +123,36 @@ def fmt_p(p: float | None) -> str:
     return "—" if p is None else f"{p:.2g}" if p >= 0.001 else "<0.001"
 
 
+def fmt_source(c: Comparison, r: ClaimResult) -> str:
+    """The source's effect on this study's scale, and what it is: '-2.9 (−74% FID ...)'."""
+    e = r.effect_of_interest
+    if e is None:
+        return "none stated"
+    if c.source is None:
+        return e.text
+    value = f"×{c.source:.3g}" if c.test is not None and c.test.log else f"{c.source:+.3g}"
+    return f"{value} ({e.text})"
+
+
+def fmt_adjusted(c: Comparison) -> str:
+    """The adjusted p of the test against no effect and, where the source's effect was tested,
+    of the exclusion test: '0.002 / excl. 0.41'."""
+    if c.p_holm is None:
+        return f"{fmt_p(c.test.p)} (unadj.)" if c.test else "—"
+    excl = f" / excl. {fmt_p(c.p_excl_holm)}" if c.p_excl_holm is not None else ""
+    return fmt_p(c.p_holm) + excl
+
+
 def verdict_rows(claims: Sequence[ClaimResult]) -> tuple[list[str], list[list[str]]]:
-    """The verdict table: claim, regime judged, effect [95% CI], Holm p, verdict (primary pair)."""
+    """The verdict table: claim (pair), judged at, effect [95% CI], the source's effect on this
+    study's scale, adjusted p (no effect / exclusion of the source's), verdict (primary pair)."""
     body = []
     for r in claims:
         p = r.primary
         pair = f"{p.sample.a} vs {p.sample.b}"
-        holm = fmt_p(p.p_holm) if p.p_holm is not None else (
-            f"{fmt_p(p.test.p)} (unadj.)" if p.test else "—")
-        body.append([f"{r.spec.id} ({pair})", p.sample.regime or "—", fmt_effect(p), holm,
-                     p.verdict])
+        verdict = p.verdict + (f" ({r.decided_at})" if r.decided_at else "")
+        body.append([f"{r.spec.title or r.spec.id} ({pair})", p.sample.regime or "—",
+                     fmt_effect(p), fmt_source(p, r), fmt_adjusted(p), verdict])
     return list(VERDICT_HEADER), body
 
 

@@ -1,19 +1,25 @@
 """A study's report, whatever its kind: one collector per registered kind (study/kinds.py).
 
-The collectors sit above the engine: they read the results through study.run.load_results,
-which the diffusion report (flatgen.report.collect) uses too.
+The diffusion collector turns the study directory into typed records (flatgen.records) and hands
+them to report.build_report, the pure function that judges and writes; it is the one place that
+knows where a study keeps its results and logs.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
+from flatgen.records import ReportMeta, StudyResults
+from flatgen.registry import Registry
+from flatgen.study.config import StudyConfig
 from flatgen.study.kinds import kind_of
 from flatgen.study.run import load_finished, run_study
 
@@ -26,13 +32,66 @@ def failed_units(out: Path) -> dict[str, str]:
             if isinstance(v, str) and v.startswith("failed")}
 
 
-def collect_diffusion(study: Any, out: Path, *, samples: bool = True) -> dict[str, Any]:
-    from flatgen.report.collect import collect_study
+def training_logs(out: Path, rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """'<base>-s<seed>' -> [(step, loss)] from each trained run's metrics.jsonl."""
+    logs: dict[str, list[tuple[int, float]]] = {}
+    for base, seed in sorted({(r["base"], r["seed"]) for r in rows}):
+        name = f"{base}-s{seed}"
+        path = out / "runs" / name / "metrics.jsonl"
+        if path.is_file():
+            entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            logs[name] = [(int(e["step"]), float(e["loss"])) for e in entries
+                          if isinstance(e.get("loss"), int | float) and "step" in e]
+    return logs
 
-    return collect_study(study, out, samples=samples)
+
+def report_meta(study: StudyConfig, rows: list[dict], out: Path, *,
+                looks: tuple[str, ...] = ()) -> ReportMeta:
+    """What the report says about the study besides its results."""
+    ev = study.evaluations
+    where = {}
+    if ev.selection_seeds is not None:
+        where["selection ladders (the baselines' separate noise)"] = (
+            f"seeds {', '.join(map(str, ev.selection_seeds))}")
+    if ev.sharpness and ev.expansion and ev.expansion_seeds is not None:
+        where["second-order expansion check"] = f"seeds {', '.join(map(str, ev.expansion_seeds))}"
+    return ReportMeta(
+        name=study.name, data=str((study.base.get("data") or {}).get("name", "digits")),
+        methods=tuple(study.methods), seeds=tuple(study.seeds),
+        quality_steps=tuple(ev.quality_steps), config_json=study.model_dump_json(indent=2),
+        environment=f"{platform.machine()}, torch {torch.__version__}, "
+                    f"{torch.get_num_threads()} torch threads",
+        measured_where=where, looks=looks, training_logs=training_logs(out, rows))
 
 
-def collect_classifier(study: Any, out: Path, *, samples: bool = True) -> dict[str, Any]:
+def collect_study(study: StudyConfig, out: Path, *, alpha: float | None = None,
+                  decided: dict[str, tuple[str, str]] | None = None,
+                  looks: tuple[str, ...] = (), progress: bool = True) -> dict[str, Any]:
+    """The diffusion study's report from the results in `out`; returns its summary."""
+    from flatgen.report import build_report
+
+    out = Path(out)
+    rows, missing = load_finished(out, study)
+    results: StudyResults = {"rows": rows, "missing": missing}
+    report = build_report(results, study.verdicts, report_meta(study, rows, out, looks=looks),
+                          out, alpha=alpha, decided=decided,
+                          config=study.model_dump(mode="json"), progress=progress)
+    return {"header": report.header, "body": report.body, "claims": report.claims,
+            "missing": report.missing, "report": report.report, "plots": report.plots,
+            "table_md": report.table_md}
+
+
+def collect_sequential(outcome: Any, out: Path, *, progress: bool = True) -> dict[str, Any]:
+    """The report of a `--until-decided` study: the last look's nominal level, each decided
+    claim's verdict as decided at its look, and one line per look."""
+    last = len(outcome.looks) - 1
+    decided = {c: (d.verdict, d.text()) for c, d in outcome.decided.items()}
+    looks = (*outcome.looks, f"stopped: {outcome.stopped}")
+    return collect_study(outcome.study, out, alpha=outcome.design.nominal[last], decided=decided,
+                         looks=looks, progress=progress)
+
+
+def collect_classifier(study: Any, out: Path, **_: Any) -> dict[str, Any]:
     """table.md, results.csv, results.json and scatter.png of a classifier study."""
     from flatgen.classify.report import write_outputs
 
@@ -41,15 +100,14 @@ def collect_classifier(study: Any, out: Path, *, samples: bool = True) -> dict[s
     return write_outputs(study, rows, failed=failed, out_dir=out, missing=missing)
 
 
-COLLECTORS: dict[str, Callable[..., dict[str, Any]]] = {
-    "diffusion": collect_diffusion,
-    "classifier": collect_classifier,
-}
+COLLECTORS: Registry[Callable[..., dict[str, Any]]] = Registry("study collector")
+COLLECTORS.register("diffusion", collect_study)
+COLLECTORS.register("classifier", collect_classifier)
 
 
-def collect(study: Any, out: Path, *, samples: bool = True) -> dict[str, Any]:
-    """Build a study's report from the results in `out`; returns the kind's summary."""
-    return COLLECTORS[kind_of(study).name](study, Path(out), samples=samples)
+def collect(study: Any, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """Build a study's report from the results in `out`, whatever its kind."""
+    return COLLECTORS.get(kind_of(study).name)(study, Path(out), **kwargs)
 
 
 def run_classifier_study(

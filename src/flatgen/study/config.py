@@ -18,6 +18,7 @@ from flatgen.config import (
     build_config,
     format_validation_error,
 )
+from flatgen.report.claims import CLAIMS, Verdicts
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.study.executors import SlurmSettings
 
@@ -47,8 +48,13 @@ class StudyEvaluations(Section):
     suites: list[str] = Field(default_factory=lambda: list(DEFAULT_SUITES))
     robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
     # methods whose ladders are also measured on the separate selection noise (the baselines
-    # a claim's level is chosen from); the others get select_* = None
+    # a claim's threshold scale, and a level without a pre-registered one, come from); the
+    # others get select_* = None. The claims use the mean over seeds of those ladders, so they
+    # are measured on these seeds only (None: every seed)
     selection_methods: list[str] = Field(default_factory=lambda: list(BASELINES))
+    selection_seeds: list[int] | None = Field(default_factory=lambda: [0, 1])
+    # the second-order expansion check is descriptive (no claim tests it): these seeds only
+    expansion_seeds: list[int] | None = Field(default_factory=lambda: [0, 1])
 
     @field_validator("suites")
     @classmethod
@@ -81,14 +87,6 @@ class StudyEvaluations(Section):
         return data
 
 
-class Verdicts(Section):
-    """How the claims decide (report/claims reads these names)."""
-
-    margin: float = Field(0.25, gt=0)  # a baseline is degraded when 25% worse than clean
-    threshold_margin: float = Field(0.5, gt=0)  # threshold = (1 + this) x baseline's clean score
-    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise level of the Holm procedure
-
-
 class StudyConfig(Section):
     name: str = "study"
     base: dict[str, Any] = Field(default_factory=dict)  # a flatgen training config
@@ -107,6 +105,15 @@ class StudyConfig(Section):
         if bad or not v:
             raise ValueError(f"methods must be from {', '.join(METHOD_PRESETS)}; got {bad or v}")
         return list(dict.fromkeys(v))
+
+    @field_validator("verdicts")
+    @classmethod
+    def _known_claims(cls, v: Verdicts) -> Verdicts:
+        bad = sorted((set(v.levels) | set(v.smallest_effects)) - set(CLAIMS))
+        if bad:
+            raise ValueError(f"verdicts name unknown claim(s) {', '.join(bad)}; claims: "
+                             f"{', '.join(CLAIMS)}")
+        return v
 
 
 def split_method(method: str) -> tuple[str, str]:

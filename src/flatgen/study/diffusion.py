@@ -75,7 +75,9 @@ def measure(
     run = load_run(out / "runs" / unit.name)
     weights = split_method(method)[1]
     t0 = time.perf_counter()
-    metrics = measure_method(run, weights, study.evaluations, method=method, progress=progress)
+    grid = out / "runs" / unit.name / "eval" / f"samples_{method}.png"
+    metrics = measure_method(run, weights, study.evaluations, method=method, progress=progress,
+                             grid=grid)
     return {"method": method, "seed": unit.seed, "base": unit.base, "weights": weights,
             "seconds": round(time.perf_counter() - t0, 1), "metrics": metrics}
 

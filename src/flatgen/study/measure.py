@@ -1,28 +1,47 @@
 """Every measurement the study takes of one trained method, as a flat dict of numbers, plus
-metrics["ladders"] (flatgen.records names every key)."""
+metrics[LADDERS] (flatgen.records names every key and types the record).
+
+The evaluation noise (sampling noise of every ladder, its selection stream, the attacked images)
+is drawn per TRAINING seed: common to the models compared within a seed, so the pairing
+removes it, and new across seeds, so the test sees its variance. A draw frozen across seeds would
+add the same error to every pair, which no test can see.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flatgen import records as keys
 from flatgen.evaluate import FLOOR_SEED, evaluate_quality
 from flatgen.flatness import SHARPNESS_SEED, sharpness_loss_fn
+from flatgen.io import atomic_write
 from flatgen.metrics import train_floor_sample
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.study.config import StudyEvaluations
 from flatgen.train.run import Run
 
-QUALITY_KEYS = ("w2", "digits_fid", "kid", "inception_fid", "inception_kid")
+GRID_N = 36  # samples in the grid each method saves for the report
+
+
+def evaluation_seed(base: int, train_seed: int) -> int:
+    """The evaluation noise seed of one training seed: the config's base seed and the training
+    seed together, so every training seed gets its own draw and models of one seed share it."""
+    return int(base) * 1_000_003 + int(train_seed)
+
+
+def on_seeds(seeds: list[int] | None, seed: int) -> bool:
+    return seeds is None or seed in seeds
 
 
 def robustness_settings(run: Run, evals: StudyEvaluations) -> RobustnessSettings:
-    """The study's robustness settings for one run: n_samples defaults to the study's sample
-    size, metric to digits_fid on digits (it separates digits models; W2 in pixels does not),
-    else w2. Fields the study config sets explicitly win."""
+    """The study's robustness settings for one run: the evaluation seed of the run's training
+    seed; n_samples defaults to the study's sample size, metric to digits_fid on digits (it
+    separates digits models; W2 in pixels does not), else w2. Fields the study config sets
+    explicitly win (the seed is always combined with the training seed)."""
     _, test = run.data()
     given = evals.robustness.model_fields_set
-    update: dict[str, Any] = {}
+    update: dict[str, Any] = {"seed": evaluation_seed(evals.robustness.seed, run.cfg.train.seed)}
     if "n_samples" not in given:
         update["n_samples"] = evals.n_samples or len(test)
     if "metric" not in given:
@@ -32,28 +51,48 @@ def robustness_settings(run: Run, evals: StudyEvaluations) -> RobustnessSettings
 
 def measure_method(
     run: Run, weights: str, evals: StudyEvaluations, *, method: str | None = None,
-    progress: bool = True,
+    progress: bool = True, grid: Path | None = None,
 ) -> dict[str, Any]:
     """Quality at each T'; lambda_max, trace and the loss-under-perturbation curves; the
     robustness suites' scalars and ladder records (with the selection stream when `method` is
-    one of evals.selection_methods). Curves and per-suite details go under *_detail keys.
+    one of evals.selection_methods and the run's seed one of evals.selection_seeds). Curves and
+    per-suite details go under *_detail keys. grid: where to save a grid of samples for the
+    report (the report runs no model).
 
     The quality at evals.quality_steps comes from the steps ladder's own runs when it has those
     T' with the study's sampler and sample size (the same numbers, sampled once), unless
     Inception metrics are asked for (the suites do not compute them)."""
     out: dict[str, Any] = {}
     model = run.model(weights)
+    seed = run.cfg.train.seed
     result = None
     if evals.suites:
         result = _robustness(run, weights, evals, method=method, progress=progress)
     out |= _quality(run, weights, evals, result, progress=progress)
     if evals.sharpness:
         out |= _sharpness(run, model, evals)
-    if evals.sharpness and evals.expansion:  # part of the flatness analysis
-        out |= _expansion(run, model, evals)
+    if evals.sharpness and evals.expansion and on_seeds(evals.expansion_seeds, seed):
+        out |= _expansion(run, model, evals)  # descriptive: on the configured seeds only
     if result is not None:
         out |= _robustness_metrics(result, weights)
+    if grid is not None:
+        out[keys.SAMPLE_GRID] = str(_sample_grid(run, model, evals, grid))
     return out
+
+
+def _sample_grid(run: Run, model: Any, evals: StudyEvaluations, path: Path) -> Path | None:
+    """GRID_N samples at the fewest quality steps, from the seed's evaluation noise."""
+    from flatgen.diffusion import generate
+    from flatgen.plotting import image_grid
+
+    _, test = run.data()
+    if test.ndim != 4:
+        return None
+    x = generate(model, run.schedule, n=GRID_N, shape=tuple(test.shape[1:]),
+                 steps=min(evals.quality_steps), sampler=evals.sampler,
+                 seed=evaluation_seed(evals.robustness.seed, run.cfg.train.seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda p: image_grid(x, nrow=6, scale=4).save(p, format="png"))
 
 
 def _robustness(
@@ -64,10 +103,11 @@ def _robustness(
     train, test = run.data()
     settings = robustness_settings(run, evals)
     floor_ref = train_floor_sample(train, settings.n_samples or len(test), seed=FLOOR_SEED)
+    selection = (method is not None and method in evals.selection_methods
+                 and on_seeds(evals.selection_seeds, run.cfg.train.seed))
     return run_robustness_suite(
         {weights: run.model(weights)}, run.schedule, test, floor_reference=floor_ref,
-        suites=evals.suites, settings=settings, progress=progress,
-        selection=method is not None and method in evals.selection_methods,
+        suites=evals.suites, settings=settings, progress=progress, selection=selection,
     )
 
 
@@ -90,10 +130,10 @@ def _quality(
                                    inception_weights=evals.inception_weights)
         rows, floor = quality["results"], {k: v for k, v in quality["floor"].items() if k != "n"}
     for row in rows:
-        for key in QUALITY_KEYS:
+        for key in keys.QUALITY_KEYS:
             if key in row:
                 out[keys.quality_key(key, row["steps"])] = row[key]
-    return out | {f"floor_{k}": v for k, v in floor.items()}
+    return out | {keys.floor_key(k): v for k, v in floor.items()}
 
 
 def _sharpness(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
@@ -104,15 +144,16 @@ def _sharpness(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
     flat = sharpness_summary(model, loss_fn, top_k=1, trace_matvecs=evals.trace_matvecs,
                              rhos=evals.perturbation_rhos, sigmas=evals.perturbation_sigmas,
                              draws=evals.perturbation_draws, seed=SHARPNESS_SEED)
-    out["lambda_max"] = flat["lambda_max"]
-    out["hessian_trace"] = flat["trace"]["estimate"]
-    out["sharpness_batch_loss"] = flat["loss"]
+    out[keys.LAMBDA_MAX] = flat["lambda_max"]
+    out[keys.HESSIAN_TRACE] = flat["trace"]["estimate"]
+    out[keys.SHARPNESS_BATCH_LOSS] = flat["loss"]
     curves = {k: flat[k] for k in ("worst_case", "average_case") if flat[k] is not None}
-    for key, radius, name in (("worst_case", "rho", "worst"), ("average_case", "sigma", "noise")):
+    for key, radius, name in (("worst_case", "rho", keys.WORST),
+                              ("average_case", "sigma", keys.NOISE)):
         if key in curves:
             for r, inc in zip(curves[key][radius], curves[key]["increase"], strict=True):
-                out[f"loss_increase_{name}@{r:g}"] = inc
-    out["perturbation_detail"] = curves
+                out[keys.loss_increase_key(name, r)] = inc
+    out[keys.PERTURBATION_DETAIL] = curves
     return out
 
 
@@ -137,7 +178,7 @@ def _robustness_metrics(result: dict[str, Any], weights: str) -> dict[str, Any]:
         # lower bound) and flag it, rather than dropping the most robust models
         out[keys.robust_eps_key(k)] = v if v is not None or k not in largest else largest[k]
         if v is None and k in largest:
-            out[keys.robust_eps_key(k) + "_censored"] = 1.0
+            out[keys.censored_key(keys.robust_eps_key(k))] = 1.0
     out[keys.LADDERS] = result["ladders"][weights]
     out[keys.ROBUSTNESS_METRIC] = result["metric"]
     out[keys.ROBUSTNESS_DETAIL] = result

@@ -17,13 +17,19 @@ from flatgen.report.claims import (  # noqa: F401  (each module registers its cl
 )
 # isort: on
 from flatgen.report.claims.evaluate import (
-    VERDICT_DEFAULTS,
     ClaimResult,
     Comparison,
     evaluate_claims,
-    verdict_settings,
+    is_decided,
 )
-from flatgen.report.claims.registry import CLAIMS, ClaimContext, ClaimSpec, register
+from flatgen.report.claims.registry import (
+    CLAIMS,
+    ClaimContext,
+    ClaimSpec,
+    SourceEffect,
+    register,
+)
+from flatgen.report.claims.verdicts import Sequential, Verdicts
 
-__all__ = ["CLAIMS", "VERDICT_DEFAULTS", "ClaimContext", "ClaimResult", "ClaimSpec", "Comparison",
-           "evaluate_claims", "register", "verdict_settings"]
+__all__ = ["CLAIMS", "ClaimContext", "ClaimResult", "ClaimSpec", "Comparison", "Sequential",
+           "SourceEffect", "Verdicts", "evaluate_claims", "is_decided", "register"]

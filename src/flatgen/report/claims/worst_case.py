@@ -4,22 +4,22 @@ With SAM's own ascent (normalized gradient in an L2 ball) this is SAM's own obje
 built in; only a different ascent ("pgd-filter") makes it evidence SAM does not optimize.
 """
 
+from flatgen.records import PERTURBATION_DETAIL, WORST_CASE_ASCENT, loss_increase_radius
 from flatgen.report.claims.registry import ClaimContext, ClaimSpec, register
 
-PREFIX = "loss_increase_worst@"
 PGD_FILTER = "pgd-filter"
 
 
 def largest_radius(ctx: ClaimContext) -> str | None:
-    """The key loss_increase_worst@r with the largest r any row measured."""
-    keys = {k for r in ctx.rows for k in r["metrics"] if k.startswith(PREFIX)}
-    return max(keys, key=lambda k: float(k[len(PREFIX):]), default=None)
+    """The worst-case loss increase key with the largest radius any row measured."""
+    keys = {k for r in ctx.rows for k in r["metrics"] if loss_increase_radius(k) is not None}
+    return max(keys, key=loss_increase_radius, default=None)
 
 
 def ascent_of(row: dict) -> str:
     m = row["metrics"]
-    curve = (m.get("perturbation_detail") or {}).get("worst_case") or {}
-    return str(m.get("worst_case_ascent") or curve.get("ascent") or "sam-ascent")
+    curve = (m.get(PERTURBATION_DETAIL) or {}).get("worst_case") or {}
+    return str(m.get(WORST_CASE_ASCENT) or curve.get("ascent") or "sam-ascent")
 
 
 def ascent_label(ctx: ClaimContext) -> str:
@@ -30,8 +30,8 @@ def ascent_label(ctx: ClaimContext) -> str:
 
 WORST_CASE = register(ClaimSpec(
     id="worst_case_loss", kind="scalar", key=largest_radius, direction="lower",
+    title="Worst-case weight perturbation: smaller loss rise (supporting)",
     text="SAM's loss rises less under worst-case weight perturbations.",
     source="Lee et al. 2025, sec. 5 (loss under perturbation)",
-    decides="supporting evidence, not in the Holm family", label=ascent_label,
-    extra={"in_family": False},
+    decides="supporting evidence, not in the family", label=ascent_label, in_family=False,
 ))

@@ -43,9 +43,31 @@ class StatResult:
     n_a: int
     n_b: int
     log: bool = False
+    # the t tests' mean difference and its standard error on the test's scale (log values with
+    # log=True): what a one-sided test against another null (the source's effect) needs
+    center: float | None = None
+    se: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def one_sided_p(self, null: float, *, alternative: str) -> float | None:
+        """p of the one-sided t test of H0: effect beyond `null` against H1: effect on the
+        `alternative` side of it ("greater" or "less"), on the effect's scale (a ratio when
+        log=True). None where the test has no t interval (rank tests)."""
+        if self.center is None or self.se is None or self.df is None:
+            return None
+        if alternative not in ("greater", "less"):
+            raise ValueError(f"alternative must be 'greater' or 'less', got {alternative!r}")
+        if self.log:
+            if null <= 0:
+                raise ValueError("a ratio's null must be positive")
+            null = math.log(null)
+        if self.se == 0.0:
+            above = self.center > null
+            return 0.0 if above == (alternative == "greater") and self.center != null else 1.0
+        t = (self.center - null) / self.se
+        return float(sps.t.sf(t, self.df) if alternative == "greater" else sps.t.cdf(t, self.df))
 
 
 def _arrays(a: Sequence[float], b: Sequence[float], log: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +100,12 @@ def welch(
     if se == 0.0:  # no spread on either side: any difference is exact
         p = 1.0 if diff == 0 else 0.0
         return StatResult("Welch t", math.copysign(math.inf, diff) if diff else 0.0, None, p,
-                          *_effect(diff, 0.0, log), na, nb, log)
+                          *_effect(diff, 0.0, log), na, nb, log, diff, 0.0)
     df = (va + vb) ** 2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
     t = diff / se
     p = float(2 * sps.t.sf(abs(t), df))
     half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-    return StatResult("Welch t", t, df, p, *_effect(diff, half, log), na, nb, log)
+    return StatResult("Welch t", t, df, p, *_effect(diff, half, log), na, nb, log, diff, se)
 
 
 def paired(
@@ -99,11 +121,11 @@ def paired(
     if se == 0.0:
         p = 1.0 if diff == 0 else 0.0
         return StatResult("paired t", math.copysign(math.inf, diff) if diff else 0.0, n - 1, p,
-                          *_effect(diff, 0.0, log), n, n, log)
+                          *_effect(diff, 0.0, log), n, n, log, diff, 0.0)
     t = diff / se
     p = float(2 * sps.t.sf(abs(t), n - 1))
     half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * se
-    return StatResult("paired t", t, n - 1, p, *_effect(diff, half, log), n, n, log)
+    return StatResult("paired t", t, n - 1, p, *_effect(diff, half, log), n, n, log, diff, se)
 
 
 def _ranks(values: Sequence[float], censored: Sequence[bool]) -> np.ndarray:
@@ -169,6 +191,28 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def shaffer(pvalues: Sequence[float], groups: Sequence[object]) -> list[float]:
+    """Holm's step-down with Shaffer's logical constraint (Shaffer 1986, method 1): hypotheses
+    in one group are exclusive (at most one of them can be true), so at each step the divisor is
+    the most true nulls still possible: the number of groups with a hypothesis not yet rejected.
+    A claim's "no effect" (0) and "the source's effect" nulls are such a group: the effect
+    cannot both be zero and reach the source's size. With one hypothesis per group this is
+    Holm. Adjusted p-values, in the input's order (monotone, capped at 1)."""
+    p = list(pvalues)
+    if len(p) != len(groups):
+        raise ValueError(f"{len(p)} p-values but {len(groups)} groups")
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    open_in = {g: sum(1 for h in groups if h == g) for g in groups}  # unrejected per group
+    adjusted = [0.0] * len(p)
+    running = 0.0
+    for i in order:
+        possible = sum(1 for n in open_in.values() if n > 0)  # most true nulls still possible
+        running = max(running, min(1.0, possible * p[i]))
+        adjusted[i] = running
+        open_in[groups[i]] -= 1
+    return adjusted
+
+
 def direction(a: float, b: float, *, claimed: str) -> str:
     """One seed: 'claimed way' when a is lower (claimed='lower') or higher than b, else 'other
     way'; an exact tie is 'tie'."""
@@ -180,4 +224,4 @@ def direction(a: float, b: float, *, claimed: str) -> str:
 
 
 __all__ = ["EXACT_LIMIT", "StatResult", "direction", "holm", "mean_std", "paired", "rank_test",
-           "welch"]
+           "shaffer", "welch"]
