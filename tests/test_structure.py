@@ -112,3 +112,58 @@ def test_modules_are_small():
     fat = {str(p.relative_to(SRC.parent)): n for p, n in sizes.items()
            if p.parent.name == "cli" and n >= 250}
     assert not fat, f"cli modules of 250 lines or more: {fat}"
+
+
+# The layers of docs/ARCHITECTURE.md, lowest first: a module imports only from its own package
+# or from packages strictly below it. Top-level modules not listed are the low layer.
+LAYERS = {
+    "diffusion": 2.0, "data": 2.0, "models": 2.1, "optim": 2.1, "config": 2.2,
+    "train": 3.0, "metrics": 3.0,
+    "analysis": 3.5, "robustness": 4.0, "dro": 4.0, "evaluate": 4.0, "flatness": 4.0,
+    "export": 4.0, "open_model": 4.0, "sharpness_history": 4.1, "classify": 4.5, "api": 4.5,
+    "report": 5.0, "study": 6.0, "cli": 7.0,
+}
+
+
+def _layer(module: str) -> tuple[str, float]:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    return top, LAYERS.get(top, 1.0)
+
+
+def test_each_layer_imports_only_from_the_layers_below_it():
+    modules = _modules()
+    bad = []
+    for name, path in sorted(modules.items()):
+        pkg, here = _layer(name)
+        for imp in sorted(_imports(path, name, modules)):
+            other, there = _layer(imp)
+            if imp != "flatgen" and other != pkg and there >= here and not here == there == 1.0:
+                bad.append(f"{name} (layer {here:g}) imports {imp} (layer {there:g})")
+    assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def test_report_reads_records_only():
+    """The report is a pure function of typed records: nothing from the study engine, training
+    or the models."""
+    modules = _modules()
+    for name, path in modules.items():
+        if name.startswith("flatgen.report"):
+            ups = {m for m in _imports(path, name, modules)
+                   if m.split(".")[1] in ("study", "train", "models", "cli")}
+            assert not ups, f"{name} imports {sorted(ups)}"
+
+
+KEY_LITERALS = ('"ladders"', '"lambda_max"', '"hessian_trace"', '"steps_adm"', '"steps_ddim"',
+                '"quant_w', '"attack_x', '"noise_weights"', '"loss_increase_', '"exposure_gap_',
+                '"robust_eps_', '"robustness_detail"', '"perturbation_detail"', "@T{", "@float")
+
+
+def test_no_module_but_records_spells_a_metric_or_ladder_key():
+    """The modules that write (study, the suites) and read (report) a study's records."""
+    found = []
+    paths = [p for d in ("study", "report", "robustness/suites") for p in (SRC / d).rglob("*.py")]
+    for path in paths:
+        text = path.read_text()
+        found += [f"{path.relative_to(SRC)}: {lit}" for lit in KEY_LITERALS if lit in text]
+    assert not found, "keys spelled outside flatgen/records.py:\n" + "\n".join(found)

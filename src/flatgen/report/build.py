@@ -46,7 +46,7 @@ def write_csv(rows: Sequence[MethodResult], path: Path) -> Path:
 
 
 def build_report(
-    results: StudyResults, verdicts: Verdicts, meta: ReportMeta, out: Path, *,
+    results: StudyResults, verdicts: Verdicts, meta: ReportMeta, *, out: Path,
     alpha: float | None = None, decided: Mapping[str, tuple[str, str]] | None = None,
     config: dict[str, Any] | None = None, progress: bool = True,
 ) -> Report:

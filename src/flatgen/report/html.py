@@ -31,7 +31,7 @@ pre{white-space:pre-wrap;font-size:.8em}
 PLOT_CAPTIONS = {
     "quality_vs_steps": "Quality versus the number of sampling steps T' "
                         "(exposure bias shows at small T').",
-    "lambda_max": "Top Hessian eigenvalue of the training loss on a fixed batch (lower = flatter).",
+    "sharpness": "Top Hessian eigenvalue of the training loss on a fixed batch (lower = flatter).",
     "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation "
                                   "found within radius ρ (a flatter minimum rises less).",
     "loss_vs_random_perturbation": "Mean training-loss increase under filter-normalized "

@@ -151,7 +151,7 @@ def study_plots(
                            p.ylabel, p.title, logx=p.logx)
         for p in _curve_plots(rows, steps)
     }
-    plots["lambda_max"] = _lambda_bars(rows, methods, pdir)
+    plots["sharpness"] = _lambda_bars(rows, methods, pdir)
     plots["expansion"] = _expansion_plot(rows, methods, pdir)
     plots["loss_curve"] = _loss_curves(training_logs or {}, pdir)
     plots["samples"] = _sample_grids(rows, methods, pdir)
@@ -170,7 +170,7 @@ def _lambda_bars(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> Pa
            color="tab:blue")
     ax.set(ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)")
     ax.grid(alpha=0.3, axis="y")
-    return save_figure(fig, pdir / "lambda_max.png")
+    return save_figure(fig, pdir / "sharpness.png")
 
 
 def _expansion_plot(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> Path | None:

@@ -74,7 +74,7 @@ def collect_study(study: StudyConfig, out: Path, *, alpha: float | None = None,
     rows, missing = load_finished(out, study)
     results: StudyResults = {"rows": rows, "missing": missing}
     report = build_report(results, study.verdicts, report_meta(study, rows, out, looks=looks),
-                          out, alpha=alpha, decided=decided,
+                          out=out, alpha=alpha, decided=decided,
                           config=study.model_dump(mode="json"), progress=progress)
     return {"header": report.header, "body": report.body, "claims": report.claims,
             "missing": report.missing, "report": report.report, "plots": report.plots,

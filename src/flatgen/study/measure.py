@@ -144,7 +144,7 @@ def _sharpness(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
     flat = sharpness_summary(model, loss_fn, top_k=1, trace_matvecs=evals.trace_matvecs,
                              rhos=evals.perturbation_rhos, sigmas=evals.perturbation_sigmas,
                              draws=evals.perturbation_draws, seed=SHARPNESS_SEED)
-    out[keys.LAMBDA_MAX] = flat["lambda_max"]
+    out[keys.LAMBDA_MAX] = flat[keys.LAMBDA_MAX]  # the summary's field is the record's key
     out[keys.HESSIAN_TRACE] = flat["trace"]["estimate"]
     out[keys.SHARPNESS_BATCH_LOSS] = flat["loss"]
     curves = {k: flat[k] for k in ("worst_case", "average_case") if flat[k] is not None}
@@ -179,7 +179,7 @@ def _robustness_metrics(result: dict[str, Any], weights: str) -> dict[str, Any]:
         out[keys.robust_eps_key(k)] = v if v is not None or k not in largest else largest[k]
         if v is None and k in largest:
             out[keys.censored_key(keys.robust_eps_key(k))] = 1.0
-    out[keys.LADDERS] = result["ladders"][weights]
+    out[keys.LADDERS] = result[keys.LADDERS][weights]
     out[keys.ROBUSTNESS_METRIC] = result["metric"]
     out[keys.ROBUSTNESS_DETAIL] = result
     return out
