@@ -22,12 +22,14 @@ KINDS = {1: "vectors (D,)", 3: "images (C, H, W)"}
 @dataclass(frozen=True)
 class ModelPreset:
     """build(sample_shape, dropout) -> a module called net(x, t) that predicts the target;
-    dropout None keeps the preset's own."""
+    dropout None keeps the preset's own. sample_shape: the sample it is made for, e.g. (1, 8, 8)
+    (optional; the registry conformance test builds and runs the preset on it)."""
 
     name: str
     build: Callable[[tuple[int, ...], float | None], Any]
     sample_ndim: int
     help: str
+    sample_shape: tuple[int, ...] | None = None
 
 
 # name -> ModelPreset, in registration order; filled when flatgen.models loads
