@@ -16,6 +16,7 @@ from flatgen.report.sequential import (
     nominal_alphas,
     obf_boundaries,
     obf_spending,
+    repeated_interval,
     seeds_for_power,
     t_power,
 )
@@ -135,6 +136,28 @@ def test_holm_family_keeps_familywise_rate_and_finds_a_planted_effect():
     assert false.sum() <= sps.binom.isf(0.001, studies, 0.05), false.mean()
     assert decided["a"].mean() > 0.95  # the planted effect is found ...
     assert np.median(first_look[decided["a"]]) <= 3  # ... mostly before all 20 seeds ran
+
+
+def test_repeated_intervals_cover_over_all_looks_and_naive_ones_do_not():
+    design = SequentialDesign.planned(batch=5, max_seeds=20)
+    rng = np.random.default_rng(5)
+    true = 0.3
+    diffs = true + rng.standard_normal((20_000, 20))
+    missed_rci = np.zeros(len(diffs), bool)
+    missed_naive = np.zeros(len(diffs), bool)
+    for n in design.looks:
+        x = diffs[:, :n]
+        mean, se = x.mean(1), x.std(1, ddof=1) / math.sqrt(n)
+        lo, hi = repeated_interval(mean, se, n - 1, design=design, n_seeds=n)
+        missed_rci |= (lo > true) | (hi < true)
+        half = sps.t.isf(0.025, n - 1) * se
+        missed_naive |= (mean - half > true) | (mean + half < true)
+    assert missed_rci.sum() <= sps.binom.isf(0.0005, len(diffs), 0.05), missed_rci.mean()
+    assert sps.binomtest(int(missed_naive.sum()), len(diffs), 0.05).pvalue < 1e-12
+    # a study cut short at 12 of 20 seeds keeps the first two looks' boundaries
+    short = SequentialDesign.from_looks([5, 10, 12], max_seeds=20)
+    assert short.boundaries[:2] == pytest.approx(design.boundaries[:2])
+    assert short.nominal[2] < design.nominal[2]  # less information, a stricter last look
 
 
 def test_decide_and_first_decisions():

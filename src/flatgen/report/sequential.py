@@ -157,8 +157,14 @@ class SequentialDesign:
         return cls.from_looks(looks, alpha=alpha)
 
     @classmethod
-    def from_looks(cls, looks: Sequence[int], *, alpha: float = 0.05) -> SequentialDesign:
-        fractions = [n / looks[-1] for n in looks]
+    def from_looks(
+        cls, looks: Sequence[int], *, alpha: float = 0.05, max_seeds: int | None = None
+    ) -> SequentialDesign:
+        """The looks actually taken, as fractions of `max_seeds` (default: the last look). A
+        study cut short by its budget keeps the planned maximum: the α it did not reach stays
+        unspent (the spending function allows unplanned looks, Lan & DeMets 1983)."""
+        max_seeds = looks[-1] if max_seeds is None else max_seeds
+        fractions = [n / max_seeds for n in looks]
         bounds = obf_boundaries(fractions, alpha=alpha)
         nominal = tuple(float(2.0 * sps.norm.sf(c)) for c in bounds)
         return cls(tuple(int(n) for n in looks), alpha, tuple(bounds), nominal)
@@ -216,6 +222,18 @@ def decide(
     }
 
 
+def repeated_interval(
+    estimate: float, se: float, df: float, *, design: SequentialDesign, n_seeds: int
+) -> tuple[float, float]:
+    """The repeated confidence interval at the look after `n_seeds` seeds (Jennison & Turnbull
+    1989, JRSS B 51:301): estimate ± t_{df, 1 − α_k/2} se with α_k the look's nominal α. Over
+    all looks together they cover the true effect with probability 1 − α, so "the interval
+    excludes the source's effect" may be read at any look, as the p-value is."""
+    nominal = design.nominal[design.look_of(n_seeds)]
+    half = float(sps.t.isf(nominal / 2, df)) * se
+    return estimate - half, estimate + half
+
+
 def first_decisions(history: Sequence[Mapping[str, Look]]) -> dict[str, Look | None]:
     """Each claim's first deciding look over a study's looks, in order (None: never decided).
     A claim decided once stays decided: the study stopped testing it there."""
@@ -266,6 +284,7 @@ __all__ = [
     "nominal_alphas",
     "obf_boundaries",
     "obf_spending",
+    "repeated_interval",
     "seeds_for_power",
     "t_power",
 ]
