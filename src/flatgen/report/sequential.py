@@ -19,7 +19,11 @@ the chance of ever rejecting a true null stays α whatever look the study stops 
   here: the t test's own two-sided p at look k is compared with the look's nominal α,
   2(1 − Φ(c_k)). A family of claims may instead be Holm-adjusted at each look: a look decides
   the claims whose Holm-adjusted p at that look (over the whole family) is below its nominal α.
-  Both are checked by simulation in tests/test_sequential.py.
+  The t statistics at successive looks are only approximately jointly normal, so the rate is
+  α up to that approximation: over 20000 simulated null studies (paired t after 5, 10, 15, 20
+  seeds) it is 0.052, against 0.13 for testing at 0.05 at every look (tests/test_sequential.py,
+  which also checks the Holm family's familywise rate).
+- `repeated_interval`: the interval to read "excluded at the source's size" at a look.
 
 `seeds_for_power` gives the seeds a two-sided t test needs for a given power (noncentral t).
 """
@@ -36,7 +40,7 @@ from scipy import stats as sps
 
 from flatgen.report.stats import holm
 
-# grid spacing of the numerical integration, as a fraction of the smallest increment's sd
+# grid points per sd of the narrower Brownian increment next to a look (Simpson's rule)
 _GRID_PER_SD = 40
 _MIN_POINTS, _MAX_POINTS = 1001, 4001  # the carried kernel is points x points
 
