@@ -10,7 +10,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from flatgen.optim import SAM, SAM_VARIANTS, register_sam_variant
+from flatgen.optim import SAM, SAM_VARIANTS
 from flatgen.report.claims import CLAIMS, ClaimSpec, register
 from flatgen.robustness import SuiteSummary, register_suite
 from flatgen.robustness.suites import unregister_suite
@@ -53,15 +53,19 @@ class OutputNorm:
 
 
 @pytest.fixture
-def toy_extensions():
-    register_sam_variant(HalfSAM)
+def toy_variant():
+    with SAM_VARIANTS.temporary(HalfSAM.name, HalfSAM):  # what `@register_sam_variant` does
+        yield HalfSAM
+
+
+@pytest.fixture
+def toy_extensions(toy_variant):
     register_suite(OutputNorm())
     claim = register(ClaimSpec(
         id="toy_output_norm", kind="scalar", key="toy_output_norm", direction="lower",
         text="The toy variant lowers the toy suite's output norm.", source="a test",
         decides="toy_output_norm per seed", pairs=(("sam", "adm"),)))
     yield claim
-    del SAM_VARIANTS[HalfSAM.name]
     unregister_suite(OutputNorm.name)
     CLAIMS.unregister(claim.id)
 

@@ -28,13 +28,13 @@ class SignSAM(SAM):
 
 @pytest.fixture
 def toy_variant():
-    register_sam_variant(SignSAM)
-    yield SignSAM
-    del SAM_VARIANTS[SignSAM.name]
+    with SAM_VARIANTS.temporary(SignSAM.name, SignSAM):
+        yield SignSAM
 
 
 def test_a_toy_variant_trains_through_the_registry(toy_variant):
     assert "toy-sign" in sam_variant_names()
+    assert register_sam_variant(SignSAM) is SignSAM  # the same class again: a no-op
     assert SAMConfig(variant="toy-sign").variant == "toy-sign"  # the config reads the registry
     torch.manual_seed(0)
     model = nn.Linear(3, 1).double()
@@ -70,10 +70,9 @@ def test_registry_refuses_duplicates_and_unknown_names(toy_variant):
 
     with pytest.raises(ValueError, match="already registered"):
         register_sam_variant(Other)
-    del SAM_VARIANTS["toy-sign"]
+    SAM_VARIANTS.unregister("toy-sign")  # the fixture's block ends with it gone either way
     with pytest.raises(ValueError, match="unknown SAM variant"):  # pydantic's error is one
         SAMConfig(variant="toy-sign")
-    SAM_VARIANTS["toy-sign"] = SignSAM  # for the fixture's teardown
 
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3)

@@ -10,6 +10,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from flatgen.registry import Registry
+
 # relu is the study's default; WRM uses a smooth one (its guarantee needs a loss smooth in x)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "softplus": nn.Softplus}
 
@@ -71,25 +73,17 @@ class ClassifierPreset:
 
 
 # name -> ClassifierPreset; adding an architecture is one register_classifier_preset call
-CLASSIFIER_PRESETS: dict[str, ClassifierPreset] = {}
+CLASSIFIER_PRESETS: Registry[ClassifierPreset] = Registry("classifier preset")
 
 
 def register_classifier_preset(preset: ClassifierPreset) -> ClassifierPreset:
     """Add `preset` to CLASSIFIER_PRESETS under its name (a name may be taken once)."""
-    old = CLASSIFIER_PRESETS.get(preset.name)
-    if old is not None and old != preset:
-        raise ValueError(f"classifier preset {preset.name!r} is already registered")
-    CLASSIFIER_PRESETS[preset.name] = preset
-    return preset
+    return CLASSIFIER_PRESETS.register(preset.name, preset)
 
 
 def classifier_preset(name: str) -> ClassifierPreset:
     """The registered preset `name`; ValueError naming the choices otherwise."""
-    try:
-        return CLASSIFIER_PRESETS[name]
-    except KeyError:
-        choices = ", ".join(CLASSIFIER_PRESETS)
-        raise ValueError(f"unknown classifier preset {name!r}; choose from {choices}") from None
+    return CLASSIFIER_PRESETS.get(name)
 
 
 def classifier_preset_for(input_shape: tuple[int, ...]) -> str:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flatgen.registry import Registry
+
 # the loaders' return types are torch tensors; torch is not imported here so that the registry
 # itself stays light
 Split = tuple[Any, Any]
@@ -47,18 +49,12 @@ class Dataset:
 
 
 # name -> Dataset, in registration order (the built-ins first); filled when flatgen.data loads
-DATASETS: dict[str, Dataset] = {}
+DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def register_dataset(dataset: Dataset) -> Dataset:
     """Add `dataset` to DATASETS under its name (a name may be taken once)."""
-    if not dataset.name:
-        raise ValueError("a dataset needs a name to be registered")
-    old = DATASETS.get(dataset.name)
-    if old is not None and old != dataset:
-        raise ValueError(f"dataset {dataset.name!r} is already registered")
-    DATASETS[dataset.name] = dataset
-    return dataset
+    return DATASETS.register(dataset.name, dataset)
 
 
 def dataset_names(*, labelled: bool = False) -> tuple[str, ...]:
@@ -73,7 +69,7 @@ def named_datasets() -> tuple[str, ...]:
 
 def get_dataset(name: str, *, labelled: bool = False) -> Dataset:
     """The registered dataset `name`; ValueError naming the choices otherwise."""
-    dataset = DATASETS.get(name)
+    dataset = DATASETS.get(name, None)
     if dataset is None or (labelled and dataset.labelled is None):
         kind = "labelled dataset" if labelled else "dataset"
         choices = ", ".join(dataset_names(labelled=labelled))

@@ -14,33 +14,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flatgen.registry import Registry
+
 KINDS = {1: "vectors (D,)", 3: "images (C, H, W)"}
 
 
 @dataclass(frozen=True)
 class ModelPreset:
     """build(sample_shape, dropout) -> a module called net(x, t) that predicts the target;
-    dropout None keeps the preset's own."""
+    dropout None keeps the preset's own. sample_shape: the sample it is made for, e.g. (1, 8, 8)
+    (optional; the registry conformance test builds and runs the preset on it)."""
 
     name: str
     build: Callable[[tuple[int, ...], float | None], Any]
     sample_ndim: int
     help: str
+    sample_shape: tuple[int, ...] | None = None
 
 
 # name -> ModelPreset, in registration order; filled when flatgen.models loads
-MODEL_PRESETS: dict[str, ModelPreset] = {}
+MODEL_PRESETS: Registry[ModelPreset] = Registry("model preset")
 
 
 def register_model_preset(preset: ModelPreset) -> ModelPreset:
     """Add `preset` to MODEL_PRESETS under its name (a name may be taken once)."""
-    if not preset.name:
-        raise ValueError("a model preset needs a name to be registered")
-    old = MODEL_PRESETS.get(preset.name)
-    if old is not None and old != preset:
-        raise ValueError(f"model preset {preset.name!r} is already registered")
-    MODEL_PRESETS[preset.name] = preset
-    return preset
+    return MODEL_PRESETS.register(preset.name, preset)
 
 
 def model_preset_names(*, sample_ndim: int | None = None) -> tuple[str, ...]:
@@ -51,11 +49,7 @@ def model_preset_names(*, sample_ndim: int | None = None) -> tuple[str, ...]:
 
 def get_model_preset(name: str) -> ModelPreset:
     """The registered preset `name`; ValueError naming the choices otherwise."""
-    try:
-        return MODEL_PRESETS[name]
-    except KeyError:
-        choices = ", ".join(MODEL_PRESETS)
-        raise ValueError(f"unknown model preset {name!r}; choose from {choices}") from None
+    return MODEL_PRESETS.get(name)
 
 
 def check_fits(name: str, sample_shape: tuple[int, ...], data: str = "the data") -> None:

@@ -13,10 +13,12 @@ from typing import Any, TypeVar
 
 import torch
 
+from flatgen.registry import Registry
+
 T = TypeVar("T", bound=type)
 
 # name -> class; filled by @register_sam_variant when flatgen.optim is imported
-SAM_VARIANTS: dict[str, type] = {}
+SAM_VARIANTS: Registry[type] = Registry("SAM variant")
 
 
 def register_sam_variant(cls: T) -> T:
@@ -24,24 +26,18 @@ def register_sam_variant(cls: T) -> T:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered")
-    if name in SAM_VARIANTS and SAM_VARIANTS[name] is not cls:
-        raise ValueError(f"SAM variant {name!r} is already registered ({SAM_VARIANTS[name]})")
-    SAM_VARIANTS[name] = cls
+    SAM_VARIANTS.register(name, cls)
     return cls
 
 
 def sam_variant_names() -> tuple[str, ...]:
     """The registered variant names, in registration order (the built-ins first)."""
-    return tuple(SAM_VARIANTS)
+    return SAM_VARIANTS.names()
 
 
 def sam_variant(name: str) -> type:
     """The class of a registered variant; ValueError naming the choices otherwise."""
-    try:
-        return SAM_VARIANTS[name]
-    except KeyError:
-        choices = ", ".join(SAM_VARIANTS)
-        raise ValueError(f"unknown SAM variant {name!r}; choose from {choices}") from None
+    return SAM_VARIANTS.get(name)
 
 
 def _variant_options(cls: type, options: Mapping[str, Any] | None) -> dict[str, Any]:

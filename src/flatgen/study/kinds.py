@@ -1,8 +1,8 @@
 """The registry of study kinds, and the one place a study YAML's kind is chosen (its `task`).
 
 To add a kind: write a module with its StudyKind (see study/kind.py; study/diffusion.py and
-study/classifier.py are the two built in), add it to KINDS below, and give it a report in
-study/collect.py (COLLECTORS).
+study/classifier.py are the two built in), register it in KINDS (`register_study_kind`), and
+give it a report in study/collect.py (COLLECTORS).
 """
 
 from __future__ import annotations
@@ -13,19 +13,29 @@ from typing import Any
 import yaml
 
 from flatgen.config import ConfigError
+from flatgen.registry import Registry
 from flatgen.study.classifier import CLASSIFIER
 from flatgen.study.diffusion import DIFFUSION
 from flatgen.study.kind import StudyKind
 
-KINDS: dict[str, StudyKind] = {kind.name: kind for kind in (DIFFUSION, CLASSIFIER)}
+KINDS: Registry[StudyKind] = Registry("study task")
 DEFAULT_TASK = DIFFUSION.name  # a study YAML without `task`
+
+
+def register_study_kind(kind: StudyKind) -> StudyKind:
+    """Add `kind` to KINDS under its name (a name may be taken once)."""
+    return KINDS.register(kind.name, kind)
+
+
+for _kind in (DIFFUSION, CLASSIFIER):
+    register_study_kind(_kind)
 
 
 def study_kind(name: str) -> StudyKind:
     """The registered kind of that name (ConfigError naming the registered ones)."""
     if name not in KINDS:
         raise ConfigError(f"study task {name!r} is unknown: use one of {', '.join(KINDS)}")
-    return KINDS[name]
+    return KINDS.get(name)
 
 
 def kind_of(study: Any) -> StudyKind:
