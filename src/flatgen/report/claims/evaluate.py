@@ -25,12 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy import stats as sps
-
 from flatgen.records import MethodResult
 from flatgen.report.claims.gather import GATHER, Sample, degradation_sample, ladder_levels
 from flatgen.report.claims.registry import CLAIMS, ClaimContext, ClaimSpec, SourceEffect
 from flatgen.report.claims.verdicts import Verdicts
+from flatgen.report.sequential import seeds_for_power
 from flatgen.stats import StatResult, direction, mean_std, paired, rank_test, shaffer, welch
 
 POWER = 0.8  # the power the "seeds it would take" of an inconclusive row is computed for
@@ -146,13 +145,18 @@ def source_on_scale(effect: SourceEffect | None, sample: Sample, *, log: bool) -
 
 
 def seeds_needed(t: StatResult, *, alpha: float, power: float = POWER) -> int | None:
-    """About how many seeds a paired t would need for `power` at the observed effect (normal
-    approximation of the t test's power, rounded up; at least one more than now)."""
+    """About how many seeds the test would need for `power` at the observed effect and spread
+    (noncentral t; at least one more than now). None where the spread or the effect is zero."""
     if t.center is None or t.se is None or t.center == 0 or t.se == 0:
         return None
-    sd = t.se * math.sqrt(t.n_a)
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
-    return max(t.n_a + 1, math.ceil((z * sd / abs(t.center)) ** 2) + 1)
+    paired = t.test == "paired t"
+    sd = t.se * math.sqrt(t.n_a if paired else t.n_a * t.n_b / (t.n_a + t.n_b))
+    try:
+        n = seeds_for_power(sd, t.center, alpha=alpha, power=power, paired=paired,
+                            max_seeds=10_000)
+    except ValueError:  # more than 10,000: say so rather than a number
+        return None
+    return max(t.n_a + 1, n)
 
 
 def judge(sample: Sample, spec: ClaimSpec, *, role: str,
