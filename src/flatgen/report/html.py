@@ -23,6 +23,7 @@ table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right} th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 .verdict{font-weight:600} .reproduced{color:#17702f} .not{color:#b00020} .weak{color:#8a6d00}
+.excluded{color:#1f4e9c}
 figure{display:inline-block;margin:.5em;vertical-align:top} figcaption{font-size:.85em;color:#555}
 img{max-width:600px} .samples img{max-width:100%} code{background:#f5f5f5;padding:0 .2em}
 pre{white-space:pre-wrap;font-size:.8em}
@@ -77,6 +78,8 @@ def _verdict_class(verdict: str) -> str:
         return "reproduced"
     if verdict.startswith("contradicted") or verdict.endswith("other way"):
         return "not"
+    if verdict.startswith("excluded"):
+        return "excluded"
     return "weak"
 
 
