@@ -14,9 +14,9 @@ from torch import nn
 
 from flatgen.config import Config, build_config
 from flatgen.data import get_dataset, load_dataset, named_datasets, recognize_path
-from flatgen.diffusion import schedule_from_config
+from flatgen.diffusion import NoiseSchedule
 from flatgen.models import model_from_config
-from flatgen.models.pretrained import is_diffusers_dir, sample_shape
+from flatgen.models.pretrained import is_diffusers_dir, sample_shape, scheduler_config
 from flatgen.train.run import Run, load_run
 
 
@@ -73,7 +73,9 @@ def open_model(path: str | Path, *, data: str | None = None, out: Path | None = 
     if out.resolve() == path.resolve() or path.resolve() in out.resolve().parents:
         raise ValueError(f"--out {str(out)!r} is inside the model directory: choose another")
     cfg = pretrained_config(path, data)
-    run = PretrainedRun(path=path, cfg=cfg, schedule=schedule_from_config(cfg.diffusion), ckpt=path)
+    # the pipeline's own scheduler: its chain (spacing, offset, DDIM's final alpha) is sampled
+    schedule = NoiseSchedule.from_scheduler_config(scheduler_config(path))
+    run = PretrainedRun(path=path, cfg=cfg, schedule=schedule, ckpt=path)
     train, _ = load_dataset(cfg.data)
     if tuple(train.shape[1:]) != run.sample_shape():
         raise ValueError(f"--data {data!r} has images of shape {tuple(train.shape[1:])}; the model "
