@@ -82,3 +82,42 @@ def test_digits_keep_digits_fid(random_inception_file):
     assert _inception_metric(path, torch.zeros(4, 1, 8, 8)) is None  # digits: their own FID
     assert _inception_metric(None, torch.zeros(4, 3, 32, 32)) is None  # no weights named
     assert _inception_metric(path, torch.zeros(4, 3, 32, 32)) is not None
+
+
+def test_a_pth_is_refused_and_convert_is_the_one_reader(tmp_path, capsys):
+    """No torch.load outside `convert`: a .pth names the conversion; convert writes the same
+    tensors as safetensors (weights_only=True: a pickled object is refused)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flatgen.metrics import inception
+
+    state = {"a.weight": torch.randn(3, 2), "b.bias": torch.arange(4.0)}
+    pth = tmp_path / "w.pth"
+    torch.save(state, pth)
+    with pytest.raises(ValueError, match="inception convert") as err:
+        inception.load_state(pth)
+    assert "\n" not in str(err.value)
+    assert inception.main(["convert", str(pth), str(tmp_path / "w.safetensors")]) == 0
+    back = inception.load_state(tmp_path / "w.safetensors")
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran pickled code",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    evil = ["convert", str(tmp_path / "evil.pth"), str(tmp_path / "e.safetensors")]
+    assert inception.main(evil) == 2
+    assert "ran pickled code" not in capsys.readouterr().out
+    assert not (tmp_path / "e.safetensors").exists()
+    # the documented command, as a module
+    src = Path(inception.__file__).parents[2]
+    done = subprocess.run([sys.executable, "-m", "flatgen.metrics.inception", "convert", str(pth),
+                           str(tmp_path / "m.safetensors")], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and (tmp_path / "m.safetensors").is_file(), done.stderr
+    # torch.load appears in no other module
+    users = [p for p in src.joinpath("flatgen").rglob("*.py") if "torch.load(" in p.read_text()]
+    assert [p.name for p in users] == ["inception.py"]

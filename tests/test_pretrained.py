@@ -302,3 +302,15 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"flatgen {__version__}"
+
+
+def test_pickled_bin_weights_are_refused_in_one_line(tmp_path):
+    """diffusers would unpickle a .bin when no safetensors is there; flatgen refuses first."""
+    _tiny_unet().save_pretrained(tmp_path / "unet", safe_serialization=False)
+    DDPMScheduler().save_pretrained(tmp_path / "unet")
+    assert not list((tmp_path / "unet").glob("*.safetensors"))
+    result = runner.invoke(app, ["sharpness", str(tmp_path / "unet"), "--data", "digits",
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert ".bin" in result.output and "save_pretrained" in result.output
+    assert not (tmp_path / "o").exists()

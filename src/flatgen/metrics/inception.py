@@ -2,9 +2,16 @@
 
 The network is torch-fidelity's port of the TensorFlow FID Inception (the one behind published
 CIFAR-10 FIDs). Its weights are never downloaded: the user names a local file, with
---inception-weights PATH or FLATGEN_INCEPTION_WEIGHTS. flatgen reads it itself, as safetensors
-or as a tensors-only torch file (torch.load(weights_only=True), which runs no pickled code),
-and hands the state dict to torch-fidelity in place of its downloader.
+--inception-weights PATH or FLATGEN_INCEPTION_WEIGHTS. flatgen reads it as safetensors only
+and hands the state dict to torch-fidelity in place of its downloader, so nothing is unpickled.
+
+torch-fidelity publishes the weights as a .pth; convert it once with
+
+    python -m flatgen.metrics.inception convert weights-inception-2015-12-05-6726825d.pth \
+        inception-2015-12-05.safetensors
+
+`convert` is the one place flatgen reads a .pth: torch.load(weights_only=True), which refuses
+pickled code and accepts tensors only.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from torch import nn
 
 ENV_VAR = "FLATGEN_INCEPTION_WEIGHTS"
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
+CONVERT = "python -m flatgen.metrics.inception convert SRC.pth DST.safetensors"
 FEATURES = 2048
 
 
@@ -34,8 +42,9 @@ def inception_weights_path(path: str | Path | None = None) -> Path | None:
 
 def _missing_weights(path: Path) -> ValueError:
     return ValueError(
-        f"Inception weights not found at {str(path)!r}: put torch-fidelity's {WEIGHTS_NAME} "
-        f"(its v0.2.0 release) there, or name the file with --inception-weights or {ENV_VAR}")
+        f"Inception weights not found at {str(path)!r}: convert torch-fidelity's {WEIGHTS_NAME} "
+        f"(its v0.2.0 release) once with `{CONVERT}` and name the .safetensors with "
+        f"--inception-weights or {ENV_VAR}")
 
 
 def _fidelity_module():
@@ -47,11 +56,11 @@ def _fidelity_module():
         return importlib.import_module(name)
     except ImportError as err:
         if "torchvision" not in str(err) and "torch_fidelity" in str(err):
-            raise ValueError("Inception FID needs torch-fidelity: pip install torch-fidelity "
-                             "(or flatgen[fid])") from None
+            raise ValueError("Inception FID needs torch-fidelity: pip install "
+                             "'flatgen[fid]'") from None
     spec = importlib.util.find_spec("torch_fidelity")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("Inception FID needs torch-fidelity: pip install torch-fidelity")
+        raise ValueError("Inception FID needs torch-fidelity: pip install 'flatgen[fid]'")
     for key in [k for k in sys.modules if k == "torch_fidelity" or k.startswith("torch_fidelity.")]:
         del sys.modules[key]  # the half-imported package
     package = types.ModuleType("torch_fidelity")
@@ -61,21 +70,40 @@ def _fidelity_module():
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors, or from a torch file holding tensors only."""
+    """The state dict of a safetensors file (a .pth is refused: convert it once, see above)."""
     if not path.is_file():
         raise _missing_weights(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        raise ValueError(f"Inception weights {str(path)!r} are not safetensors: flatgen unpickles "
+                         f"nothing; convert them once with `{CONVERT}`")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-        return load_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"cannot read Inception weights {str(path)!r} as tensors: "
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read Inception weights {str(path)!r}: "
                          f"{err}".splitlines()[0]) from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{str(path)!r} does not hold a state dict")
-    return state
+
+
+def convert(src: str | Path, dst: str | Path) -> Path:
+    """Write the tensors of torch-fidelity's .pth as safetensors: the one torch.load in flatgen,
+    with weights_only=True (tensors and plain containers only, no pickled code)."""
+    from safetensors.torch import save_file
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise ValueError(f"{str(src)!r} not found")
+    if dst.suffix != ".safetensors":
+        raise ValueError(f"the converted file must end in .safetensors, got {str(dst)!r}")
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"cannot read {str(src)!r} as tensors: {err}".splitlines()[0]) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{str(src)!r} does not hold a state dict of tensors")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(dst))
+    return dst
 
 
 @contextmanager
@@ -143,8 +171,12 @@ def inception_scores(
     seed: int = 0,
 ) -> dict[str, float]:
     """{"inception_fid", "inception_kid"} of fake vs real images in [-1, 1] (torchmetrics)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
+    from flatgen.optional import require
+
+    FrechetInceptionDistance = require("torchmetrics.image.fid", "fid",  # noqa: N806
+                                       feature="Inception FID").FrechetInceptionDistance
+    KernelInceptionDistance = require("torchmetrics.image.kid", "fid",  # noqa: N806
+                                      feature="Inception KID").KernelInceptionDistance
 
     n = min(len(fake), len(real))
     if n < 2:
@@ -163,3 +195,22 @@ def inception_scores(
         torch.manual_seed(seed)
         kid_mean, _ = kid.compute()
     return {"inception_fid": float(fid.compute()), "inception_kid": float(kid_mean)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flatgen.metrics.inception convert SRC.pth DST.safetensors`."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] != "convert":
+        print(f"usage: {CONVERT}", file=sys.stderr)
+        return 2
+    try:
+        dst = convert(args[1], args[2])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
