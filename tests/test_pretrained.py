@@ -199,6 +199,10 @@ def test_analysis_commands_read_a_pipeline_and_write_only_to_out(pipeline_dir, t
     assert {"s.png", "quality.json", "sharpness.json", "landscape.npz", "robustness.json"} <= names
     quality = json.loads((out / "quality.json").read_text())
     assert quality["results"][0]["steps"] == 3 and "digits_fid" in quality["results"][0]
+    # the chain measured is the pipeline's own (DDPMScheduler's default "leading"), and named
+    chain = quality["results"][0]["chain"]
+    assert chain == "DDPMScheduler timestep_spacing=leading steps_offset=0"
+    assert quality["protocol"]["reference"] == "test split" and quality["protocol"]["n"] == 8
 
 
 @pytest.mark.parametrize("args,word", [

@@ -16,6 +16,7 @@ pickled code and accepts tensors only.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -160,19 +161,36 @@ class _Given(nn.Module):
         return feats
 
 
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # Binkowski et al. 2018's protocol: 100 x 1000
+
+
+def kid_subset_size(n: int, cap: int = KID_SUBSET_SIZE) -> int:
+    """KID's subset size for n images a side: at most `cap` and at most n / 2, so subsets differ
+    and the KID std measures something (a subset of all n images has std 0)."""
+    return max(2, min(cap, n // 2))
+
+
 @torch.no_grad()
-def inception_scores(
+def extract(images: torch.Tensor, features: nn.Module, batch_size: int = 100) -> torch.Tensor:
+    """The network's features of images in [-1, 1], in batches, as float64."""
+    return torch.cat([features(images[i:i + batch_size]).double()
+                      for i in range(0, len(images), batch_size)])
+
+
+def scores_from_features(
     fake: torch.Tensor,
     real: torch.Tensor,
-    features: nn.Module,
     *,
-    batch_size: int = 100,
-    kid_subsets: int = 100,
+    kid_subsets: int = KID_SUBSETS,
+    kid_size: int | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
-    """{"inception_fid", "inception_kid"} of fake vs real images in [-1, 1] (torchmetrics)."""
+    """{"inception_fid", "inception_kid", "inception_kid_std"} of fake vs real features
+    (torchmetrics' statistics); kid_size None: kid_subset_size(n)."""
     from flatgen.optional import require
 
+    if "torch_fidelity" not in sys.modules and importlib.util.find_spec("torch_fidelity"):
+        _fidelity_module()  # torchmetrics imports torch_fidelity, whose __init__ needs torchvision
     FrechetInceptionDistance = require("torchmetrics.image.fid", "fid",  # noqa: N806
                                        feature="Inception FID").FrechetInceptionDistance
     KernelInceptionDistance = require("torchmetrics.image.kid", "fid",  # noqa: N806
@@ -181,20 +199,107 @@ def inception_scores(
     n = min(len(fake), len(real))
     if n < 2:
         raise ValueError(f"Inception FID needs at least 2 images per side, got {n}")
-    # the network runs once per image; both metrics then read the same features
-    feats = {is_real: torch.cat([features(images[i:i + batch_size]).double()
-                                 for i in range(0, len(images), batch_size)])
-             for images, is_real in ((real, True), (fake, False))}
-    dim = feats[True].shape[1]
+    dim = real.shape[1]
     fid = FrechetInceptionDistance(feature=_Given(dim), reset_real_features=True)
-    kid = KernelInceptionDistance(feature=_Given(dim), subsets=kid_subsets, subset_size=n)
-    for is_real, f in feats.items():
+    kid = KernelInceptionDistance(feature=_Given(dim), subsets=kid_subsets,
+                                  subset_size=min(kid_size or kid_subset_size(n), n))
+    for f, is_real in ((real, True), (fake, False)):
         fid.update(f, real=is_real)
         kid.update(f, real=is_real)
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global generator
         torch.manual_seed(seed)
-        kid_mean, _ = kid.compute()
-    return {"inception_fid": float(fid.compute()), "inception_kid": float(kid_mean)}
+        kid_mean, kid_std = kid.compute()
+    return {"inception_fid": float(fid.compute()), "inception_kid": float(kid_mean),
+            "inception_kid_std": float(kid_std)}
+
+
+def inception_scores(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    features: nn.Module,
+    *,
+    batch_size: int = 100,
+    kid_subsets: int = KID_SUBSETS,
+    kid_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Inception FID / KID of fake vs real images in [-1, 1]: the network runs once per image,
+    both metrics read the same features."""
+    return scores_from_features(extract(fake, features, batch_size),
+                                extract(real, features, batch_size), kid_subsets=kid_subsets,
+                                kid_size=kid_size, seed=seed)
+
+
+def cache_dir() -> Path:
+    """Where real-image features are cached: $FLATGEN_CACHE_DIR, else the XDG cache."""
+    if os.environ.get("FLATGEN_CACHE_DIR"):
+        return Path(os.environ["FLATGEN_CACHE_DIR"]) / "inception"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "flatgen" / "inception"
+
+
+def _sha256(data: bytes | Path) -> str:
+    h = hashlib.sha256()
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(data)
+    return h.hexdigest()
+
+
+class InceptionReference:
+    """Inception FID / KID against one set of real images, whose features are computed once and
+    cached on disk per (data, n, weights file hash): the key is the sha256 of the images'
+    bytes and shape, their number and the weights file's sha256, so any change recomputes."""
+
+    def __init__(self, weights: str | Path, real: torch.Tensor, *, split: str = "test",
+                 cache: Path | None = None, batch_size: int = 100):
+        path = Path(weights)
+        self.features = load_inception_features(path)
+        self.weights_sha256 = _sha256(path)
+        self.split, self.n_real, self.batch_size = split, len(real), batch_size
+        x = real.detach().cpu().float().contiguous()
+        data_key = _sha256(x.numpy().tobytes() + repr(tuple(x.shape)).encode())
+        key = _sha256(f"{data_key}:{len(real)}:{self.weights_sha256}".encode())[:32]
+        self.cache_file = (cache if cache is not None else cache_dir()) / f"real-{key}.safetensors"
+        self.real_features, self.from_cache = self._cached(), True
+        if self.real_features is None:
+            self.real_features, self.from_cache = extract(real, self.features, batch_size), False
+            self._store()
+
+    def _cached(self) -> torch.Tensor | None:
+        from safetensors.torch import load_file
+
+        try:
+            f = load_file(self.cache_file)["features"]
+        except Exception:  # noqa: BLE001 - a missing or unreadable cache is recomputed
+            return None
+        return f if f.shape == (self.n_real, FEATURES) and torch.isfinite(f).all() else None
+
+    def _store(self) -> None:
+        from safetensors.torch import save_file
+
+        tmp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")
+        try:  # a cache only: an unwritable cache folder costs time, not the result
+            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"features": self.real_features.contiguous()}, str(tmp))
+            os.replace(tmp, self.cache_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def __call__(self, fake: torch.Tensor, *, seed: int = 0) -> dict[str, float]:
+        return scores_from_features(extract(fake, self.features, self.batch_size),
+                                    self.real_features, seed=seed)
+
+    def protocol(self, n_fake: int) -> dict[str, object]:
+        """What the numbers are: quality.json states it beside them."""
+        return {"features": "torch-fidelity FID Inception-v3, 2048 pool features",
+                "reference": f"{self.split} split", "n_reference": self.n_real,
+                "n_fake": n_fake, "kid_subsets": KID_SUBSETS,
+                "kid_subset_size": min(kid_subset_size(min(n_fake, self.n_real)), n_fake),
+                "weights_sha256": self.weights_sha256}
 
 
 def main(argv: list[str] | None = None) -> int:
