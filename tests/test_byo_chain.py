@@ -67,6 +67,8 @@ def test_chain_names_and_flatgen_runs_keep_their_chain():
     assert piped.chain(4, ddim=False) == [(751, 501), (501, 251), (251, 1), (1, -1)]
     assert piped.chain(4, ddim=True) == [(751, 501), (501, 251), (251, 1), (1, -249)]
     assert "leading" in piped.chain_name("adm") and "respaced" in own.chain_name("adm")
+    assert "respaced" in piped.chain_name("ddim-respaced")
+    assert "set_alpha_to_one=true" in piped.chain_name("ddim")
     with pytest.raises(ValueError, match="timestep_spacing"):
         NoiseSchedule.from_scheduler_config(dict(DDPMScheduler().config,
                                                  timestep_spacing="karras"))

@@ -193,9 +193,10 @@ class NoiseSchedule:
             cfg["prediction_type"] = "epsilon"
         return kind(**cfg)
 
-    def chain_name(self, sampler: str, chain: str | None = None) -> str:
-        """What quality.json and the report print: the chain a sampler walks."""
-        if chain == "respaced" or self.pipeline is None:
+    def chain_name(self, sampler: str) -> str:
+        """What quality.json and the report print: the chain a sampler ("adm", "ddim",
+        "adm-respaced", "ddim-respaced") walks on this schedule."""
+        if sampler.endswith("-respaced") or self.pipeline is None:
             return "flatgen respaced (linspace 0..T-1)"
         p = self.pipeline
         if sampler.startswith("ddim"):
