@@ -199,6 +199,10 @@ def test_analysis_commands_read_a_pipeline_and_write_only_to_out(pipeline_dir, t
     assert {"s.png", "quality.json", "sharpness.json", "landscape.npz", "robustness.json"} <= names
     quality = json.loads((out / "quality.json").read_text())
     assert quality["results"][0]["steps"] == 3 and "digits_fid" in quality["results"][0]
+    # the chain measured is the pipeline's own (DDPMScheduler's default "leading"), and named
+    chain = quality["results"][0]["chain"]
+    assert chain == "DDPMScheduler timestep_spacing=leading steps_offset=0"
+    assert quality["protocol"]["reference"] == "test split" and quality["protocol"]["n"] == 8
 
 
 @pytest.mark.parametrize("args,word", [
@@ -302,3 +306,15 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"flatgen {__version__}"
+
+
+def test_pickled_bin_weights_are_refused_in_one_line(tmp_path):
+    """diffusers would unpickle a .bin when no safetensors is there; flatgen refuses first."""
+    _tiny_unet().save_pretrained(tmp_path / "unet", safe_serialization=False)
+    DDPMScheduler().save_pretrained(tmp_path / "unet")
+    assert not list((tmp_path / "unet").glob("*.safetensors"))
+    result = runner.invoke(app, ["sharpness", str(tmp_path / "unet"), "--data", "digits",
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert ".bin" in result.output and "save_pretrained" in result.output
+    assert not (tmp_path / "o").exists()

@@ -5,7 +5,9 @@ data and the test set. W2 and FID from finite samples are biased by the sample s
 is judged against what real data of the same size achieves, never against zero.
 
 RGB image data also get Inception FID / KID when the user names the FID Inception's weights
-(flatgen.metrics.inception); digits keep digits-FID, their own classifier's features.
+(flatgen.metrics.inception); digits keep digits-FID, their own classifier's features. The test
+split's Inception features are computed once and cached per (data, n, weights hash); quality.json
+states the protocol (reference split and size, n, KID subsets) and, per row, the sampling chain.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ FLOOR_SEED = 0
 
 
 def _inception_metric(weights: str | Path | None, test: torch.Tensor):
-    """(fake) -> {"inception_fid", "inception_kid"} against the test set, or None where there is
-    no Inception score to take (no weights named, or data that are not RGB images)."""
+    """An InceptionReference on the test set (fake -> {"inception_fid", "inception_kid",
+    "inception_kid_std"}), or None where there is no Inception score to take (no weights named,
+    or data that are not RGB images)."""
     if weights is None or test.ndim != 4 or test.shape[1] != 3:
         return None
-    from flatgen.metrics.inception import inception_scores, load_inception_features
+    from flatgen.metrics.inception import InceptionReference
 
-    features = load_inception_features(weights)
-    return lambda fake: inception_scores(fake, test, features)
+    return InceptionReference(weights, test, split="test")
 
 
 def evaluate_quality(
@@ -74,6 +76,11 @@ def evaluate_quality(
                     report |= {f"{k}_floor": v for k, v in inception(floor_ref).items()}
             if floor is None:
                 floor = {key: v for key, v in report.items() if "_floor" in key} | {"n": n}
-            rows.append({"weights": w, "sampler": sampler, "steps": k}
+            rows.append({"weights": w, "sampler": sampler, "steps": k,
+                         "chain": run.schedule.chain_name(sampler)}
                         | {key: v for key, v in report.items() if "_floor" not in key})
-    return {"n": n, "seed": seed, "floor": floor, "results": rows}
+    protocol: dict[str, Any] = {"reference": "test split", "n_reference": len(test), "n": n,
+                                "floor": f"{n} train images (seed {FLOOR_SEED})"}
+    if inception is not None:
+        protocol["inception"] = inception.protocol(n)
+    return {"n": n, "seed": seed, "protocol": protocol, "floor": floor, "results": rows}

@@ -8,11 +8,12 @@ line, whatever flatgen's samplers would silently get wrong.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler
 
 # flatgen name -> diffusers beta_schedule
 SCHEDULE_NAMES = {"linear": "linear", "cosine": "squaredcos_cap_v2",
@@ -22,6 +23,11 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 # the posterior variance flatgen's ADM sampler uses ("fixed small"); log-space is the same value
 SUPPORTED_VARIANCE = ("fixed_small", "fixed_small_log")
 DEFAULT_BETA_START, DEFAULT_BETA_END = 0.0001, 0.02
+# the sampling chain: a diffusers model's own scheduler ("pipeline": its timestep_spacing,
+# steps_offset and DDIM's set_alpha_to_one), or flatgen's respaced chain (guided-diffusion's
+# space_timesteps, diffusers' "linspace"), which flatgen's own runs use
+CHAINS = ("pipeline", "respaced")
+SPACINGS = ("leading", "linspace", "trailing")
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -45,6 +51,7 @@ class NoiseSchedule:
         beta_end: float = DEFAULT_BETA_END,
         prediction_type: str = "epsilon",
         clip_sample: bool | None = None,
+        pipeline: Mapping[str, Any] | None = None,
     ):
         kind = DIFFUSERS_TO_KIND.get(kind, kind)  # accept diffusers' name for the cosine schedule
         if kind not in SCHEDULE_NAMES:
@@ -68,6 +75,8 @@ class NoiseSchedule:
             timestep_spacing="linspace",
         )
         self.timesteps = timesteps
+        # the diffusers scheduler's chain settings (from_scheduler_config); None: flatgen's own
+        self.pipeline = dict(pipeline) if pipeline is not None else None
         # float64 for the sampler's coefficient arithmetic; cast at use
         self.betas = self.scheduler.betas.double()
         self.alphas_cumprod = self.scheduler.alphas_cumprod.double()
@@ -102,6 +111,7 @@ class NoiseSchedule:
             beta_start=float(cfg.get("beta_start", DEFAULT_BETA_START)),
             beta_end=float(cfg.get("beta_end", DEFAULT_BETA_END)),
             prediction_type=prediction, clip_sample=bool(cfg.get("clip_sample", True)),
+            pipeline=_pipeline_chain(cfg, name),
         )
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -141,6 +151,76 @@ class NoiseSchedule:
             return [self.timesteps - 1]
         stride = (self.timesteps - 1) / (steps - 1)
         return sorted({round(i * stride) for i in range(steps)})
+
+
+    def chain(self, steps: int, *, ddim: bool, chain: str | None = None) -> list[tuple[int, int]]:
+        """The sampler's (t, t_prev) pairs, t descending; t_prev = -1 steps to the data.
+
+        chain None is the model's own: "pipeline" for a schedule read from a diffusers config,
+        else "respaced". On "pipeline" the timesteps are diffusers' own set_timesteps(steps) of
+        the scheduler the sampler stands for (DDPMScheduler for adm, DDIMScheduler for ddim),
+        and t_prev is what its step() uses: the next chain entry for DDPM, t - T // steps for
+        DDIM, whatever the spacing.
+        """
+        chain = chain or ("pipeline" if self.pipeline is not None else "respaced")
+        if chain not in CHAINS:
+            raise ValueError(f"unknown chain {chain!r}; choose from {', '.join(CHAINS)}")
+        if chain == "respaced" or self.pipeline is None:
+            ts = self.respaced(steps)[::-1]
+            return list(zip(ts, [*ts[1:], -1], strict=True))
+        if not 1 <= steps <= self.timesteps:
+            raise ValueError(f"sampling steps must be in 1..{self.timesteps}, got {steps}")
+        sched = self.diffusers_scheduler(ddim=ddim)
+        sched.set_timesteps(steps)
+        ts = [int(t) for t in sched.timesteps]
+        if ddim:
+            return [(t, t - self.timesteps // steps) for t in ts]
+        return list(zip(ts, [*ts[1:], -1], strict=True))
+
+    def diffusers_scheduler(self, *, ddim: bool, clip: bool | None = None,
+                            epsilon: bool = False) -> DDPMScheduler | DDIMScheduler:
+        """The diffusers scheduler a pipeline model samples with: DDPMScheduler (adm) or
+        DDIMScheduler (ddim, as DDIMPipeline converts any scheduler) from its own config;
+        clip overrides clip_sample, epsilon=True reads eps outputs (ADM-ES scaled eps)."""
+        if self.pipeline is None:
+            raise ValueError("this schedule was not read from a diffusers scheduler config")
+        kind = DDIMScheduler if ddim else DDPMScheduler
+        accepted = set(inspect.signature(kind.__init__).parameters)
+        cfg = {k: v for k, v in self.pipeline["config"].items() if k in accepted}
+        if clip is not None:
+            cfg["clip_sample"] = clip
+        if epsilon:
+            cfg["prediction_type"] = "epsilon"
+        return kind(**cfg)
+
+    def chain_name(self, sampler: str) -> str:
+        """What quality.json and the report print: the chain a sampler ("adm", "ddim",
+        "adm-respaced", "ddim-respaced") walks on this schedule."""
+        if sampler.endswith("-respaced") or self.pipeline is None:
+            return "flatgen respaced (linspace 0..T-1)"
+        p = self.pipeline
+        if sampler.startswith("ddim"):
+            return (f"DDIMScheduler timestep_spacing={p['timestep_spacing']} "
+                    f"steps_offset={p['steps_offset']} set_alpha_to_one="
+                    f"{str(p['set_alpha_to_one']).lower()}")
+        return (f"DDPMScheduler timestep_spacing={p['timestep_spacing']} "
+                f"steps_offset={p['steps_offset']}")
+
+
+def _pipeline_chain(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The chain settings of a diffusers scheduler config, with diffusers' defaults, checked."""
+    spacing = cfg.get("timestep_spacing", "leading")
+    if spacing not in SPACINGS:
+        raise ValueError(f"{name}: timestep_spacing {spacing!r} is not supported; flatgen reads "
+                         f"{', '.join(SPACINGS)}")
+    offset = cfg.get("steps_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"{name}: steps_offset must be a non-negative integer, got {offset!r}")
+    to_one = cfg.get("set_alpha_to_one", True)
+    if not isinstance(to_one, bool):
+        raise ValueError(f"{name}: set_alpha_to_one must be true or false, got {to_one!r}")
+    return {"scheduler": name, "timestep_spacing": spacing, "steps_offset": offset,
+            "set_alpha_to_one": to_one, "config": dict(cfg)}
 
 
 def schedule_from_config(cfg: Any) -> NoiseSchedule:

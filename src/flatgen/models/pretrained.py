@@ -3,7 +3,9 @@
 A pipeline directory (DDPMPipeline.save_pretrained) holds model_index.json, unet/ and
 scheduler/. A UNet directory holds config.json (`_class_name: UNet2DModel`) and its weights; its
 noise schedule is read from a scheduler_config.json beside them, or from ../scheduler/.
-Everything is read from local files (safetensors and JSON); nothing is downloaded or written.
+Everything is read from local files (safetensors and JSON); nothing is downloaded, written or
+unpickled: a folder holding only diffusers' pickled .bin weights is refused, and the weights
+are loaded with use_safetensors=True.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def unet_dir(path: str | Path) -> Path:
     if name not in UNET_CLASSES:
         raise ValueError(f"{str(folder)!r} holds a {name!r}; flatgen reads unconditional "
                          f"{', '.join(UNET_CLASSES)} denoisers")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
+        pickled = sorted(p.name for p in folder.glob("*.bin"))
+        what = f"only the pickled {pickled[0]}" if pickled else "no weights file"
+        raise ValueError(f"{str(folder)!r} holds {what}; flatgen loads safetensors only: resave "
+                         "it once with UNet2DModel.from_pretrained(DIR).save_pretrained(NEW_DIR)")
     return folder
 
 
@@ -108,5 +115,6 @@ def load_pretrained_unet(path: str | Path, dropout: float | None = None):
 
     unet_config(path)  # refuse class-conditional / learned-variance networks first
     kwargs = {} if dropout is None else {"dropout": dropout}
-    unet = UNet2DModel.from_pretrained(str(unet_dir(path)), local_files_only=True, **kwargs)
+    unet = UNet2DModel.from_pretrained(str(unet_dir(path)), local_files_only=True,
+                                       use_safetensors=True, **kwargs)
     return UNetDenoiser(unet).train()
