@@ -11,6 +11,8 @@ robustness to that perturbation; where they do not, the quadratic picture does n
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -18,19 +20,50 @@ from torch import nn
 
 from flatgen.analysis import ParamSpace
 from flatgen.analysis.expansion import LossFn, delta_between, loss_rise_check
-from flatgen.analysis.perturbation import filter_pgd_ascent
+from flatgen.analysis.hvp import HessianOperator
+from flatgen.analysis.perturbation import Ascent, filter_pgd_ascent
 from flatgen.robustness.quantize import quantize_weights
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.weight_noise import filter_normalized_direction, perturb_weights
 
 EXPANSION_SEED = 0
+# the worst-case ascent this check runs: filter_pgd_ascent's defaults, seed aside
+_ASCENT_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(filter_pgd_ascent).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+
+
+def _worst_case_delta(
+    model: nn.Module, loss_fn: LossFn, rho: float, seed: int, ascents: Mapping[float, Ascent]
+) -> torch.Tensor:
+    """The ascent's delta: the one given (the sharpness summary ran this very ascent, same
+    model, loss, rho and settings) or, where none is given for rho, a new run."""
+    given = ascents.get(rho)
+    if given is None:
+        return filter_pgd_ascent(model, loss_fn, rho, seed=seed).delta
+    want = _ASCENT_DEFAULTS | {"seed": seed}
+    if given.settings != want:
+        raise ValueError(f"the worst-case ascent given for rho={rho:g} ran with {given.settings}, "
+                         f"not this check's {want}")
+    return given.delta
 
 
 def expansion_check(
     model: nn.Module, loss_fn: LossFn, *, settings: RobustnessSettings,
     rhos: list[float], seed: int = EXPANSION_SEED,
+    ascents: Mapping[float, Ascent] | None = None,
+    operator: HessianOperator | None = None,
+    lambda_max: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per perturbation (analysis.expansion.loss_rise_check's fields, plus `level`)."""
+    """One row per perturbation (analysis.expansion.loss_rise_check's fields, plus `level`).
+
+    Reuse, so that nothing is computed twice: `ascents` ({rho: Ascent}, the sharpness
+    summary's .ascents, run on the same model and loss_fn with seed == `seed`) gives the
+    worst-case deltas instead of rerunning the ascents (the same ones, bit for bit); `operator`
+    (the HessianOperator the summary used) gives the gradient and delta.H.delta products from
+    its kept graph. lambda_max adds lambda_max ||delta||^2 to every row (expansion_regression).
+    """
     deltas: dict[str, list[torch.Tensor]] = {}
     kinds: list[str] = []
     levels: list[float] = []
@@ -48,9 +81,10 @@ def expansion_check(
         levels.append(sigma)
     space = ParamSpace(model)
     for rho in rhos:
-        ascent = filter_pgd_ascent(model, loss_fn, rho, seed=seed)
-        deltas[f"worst ρ={rho:g}"] = list(space.split(ascent.delta))
+        delta = _worst_case_delta(model, loss_fn, rho, seed, ascents or {})
+        deltas[f"worst ρ={rho:g}"] = list(space.split(delta))
         kinds.append("worst case (filter ball)")
         levels.append(rho)
-    rows = loss_rise_check(model, loss_fn, deltas, kinds=kinds)
+    rows = loss_rise_check(model, loss_fn, deltas, kinds=kinds, operator=operator,
+                           lambda_max=lambda_max)
     return [row | {"level": level} for row, level in zip(rows, levels, strict=True)]
