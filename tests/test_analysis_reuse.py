@@ -133,3 +133,20 @@ def test_average_case_runs_no_vmap_trial_on_cpu(monkeypatch):
     assert auto.losses == loop.losses and auto.std == loop.std
     average_case_sharpness(model, loss_fn, [0.02], draws=2, vectorize=True)
     assert calls  # the spy sees vmap when it runs: its silence above is meaningful
+
+
+def test_quality_rise_joins_the_quantization_ladder_of_the_same_delta():
+    from flatgen import records as keys
+    from flatgen.analysis import expansion_regression
+    from flatgen.study.expansion import attach_quality_rise
+
+    model, loss_fn = convnet_problem()
+    rows = expansion_check(model, loss_fn, settings=SETTINGS, rhos=[0.02])
+    assert [r["ladder"] for r in rows] == [keys.QUANT_W_TENSOR] * 2 + [None, None]
+    ladders = {keys.QUANT_W_TENSOR: {"levels": [8.0, 6.0, 4.0], "clean": 2.0,
+                                     "values": [2.5, None, 7.0]},
+               keys.NOISE_WEIGHTS: {"levels": [0.05], "clean": 2.0, "values": [9.0]}}
+    joined = attach_quality_rise(rows, ladders)
+    assert [r.get("quality_rise") for r in joined] == [0.5, 5.0, None, None]
+    assert "quality_rise" not in rows[0]  # the rows given are not modified
+    assert expansion_regression(joined)["quality"]["n"] == 2

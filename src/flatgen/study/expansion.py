@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatgen import records as keys
 from flatgen.analysis import ParamSpace
-from flatgen.analysis.expansion import LossFn, delta_between, loss_rise_check
+from flatgen.analysis.expansion import QUALITY_RISE, LossFn, delta_between, loss_rise_check
 from flatgen.analysis.hvp import HessianOperator
 from flatgen.analysis.perturbation import Ascent, filter_pgd_ascent
 from flatgen.robustness.quantize import quantize_weights
@@ -67,24 +68,49 @@ def expansion_check(
     deltas: dict[str, list[torch.Tensor]] = {}
     kinds: list[str] = []
     levels: list[float] = []
+    ladders: list[str | None] = []  # the robustness ladder that applied this very delta
     for gran in settings.granularity:
         for bits in settings.bits:
             deltas[f"w{bits}-{gran}"] = delta_between(
                 model, quantize_weights(model, bits=bits, granularity=gran))
             kinds.append(f"quantization ({gran})")
             levels.append(bits)
+            ladders.append(keys.quant_ladder_id("w", gran))
     direction = filter_normalized_direction(model, torch.Generator().manual_seed(seed))
     for sigma in settings.noise_sigmas:
         deltas[f"noise σ={sigma:g}"] = delta_between(
             model, perturb_weights(model, sigma, direction))
         kinds.append("weight noise")
         levels.append(sigma)
+        ladders.append(None)  # the noise suite draws its own directions: another delta
     space = ParamSpace(model)
     for rho in rhos:
         delta = _worst_case_delta(model, loss_fn, rho, seed, ascents or {})
         deltas[f"worst ρ={rho:g}"] = list(space.split(delta))
         kinds.append("worst case (filter ball)")
         levels.append(rho)
+        ladders.append(None)
     rows = loss_rise_check(model, loss_fn, deltas, kinds=kinds, operator=operator,
                            lambda_max=lambda_max)
-    return [row | {"level": level} for row, level in zip(rows, levels, strict=True)]
+    return [row | {"level": level, "ladder": ladder}
+            for row, level, ladder in zip(rows, levels, ladders, strict=True)]
+
+
+def attach_quality_rise(
+    rows: list[dict[str, Any]], ladders: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Copies of expansion_check's rows with quality_rise (the quality score's rise over the
+    unperturbed model, e.g. dFID) where a robustness ladder measured the very same delta:
+    weights-only quantization (ladder quant_w_<granularity>, the same quantize_weights call).
+    Weight-noise rows get none: the noise suite draws its own directions, so its rise belongs
+    to another delta of the same sigma. Feeds analysis.expansion.expansion_regression."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        ladder = ladders.get(row.get("ladder") or "")
+        if ladder and row["level"] in ladder["levels"]:
+            value = ladder["values"][list(ladder["levels"]).index(row["level"])]
+            if value is not None and ladder.get("clean") is not None:
+                row[QUALITY_RISE] = value - ladder["clean"]
+        out.append(row)
+    return out
