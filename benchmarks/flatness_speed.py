@@ -6,7 +6,10 @@ One digits U-Net (the unet-digits preset, a few AdamW steps from init so that th
 trained net's), the demo's flatness settings (sharpness_batch 256, top_k 1, trace_matvecs 15,
 rhos [0.02, 0.05, 0.1], sigmas [0.02, 0.05], draws 2) and its expansion check (the demo's
 quantization and weight-noise ladders plus the worst cases), timed both ways in this process,
-alternating, in units of U = one forward of the same U-Net at batch 128 (timed here too):
+alternating, in units of U = one forward of the same U-Net at batch 128 (timed here too). Times
+are this process's CPU time (time.process_time; one torch thread, so it is the work done, and it
+does not grow when other processes share the cores); the wall time is printed beside it.
+
 
   before: what src/flatgen/study/measure.py ran at commit 811c148, rebuilt from the public
           functions: one gradient graph for Lanczos, another for the trace, another for the
@@ -73,14 +76,14 @@ def trained_unet(x: torch.Tensor, steps: int) -> torch.nn.Module:
 
 
 def forward_unit(model: torch.nn.Module, x: torch.Tensor, reps: int = 30) -> float:
-    """U: the median time of one forward at batch 128."""
+    """U: the median CPU time of one forward at batch 128."""
     xb, t = x[:128], torch.randint(0, 1000, (128,), generator=torch.Generator().manual_seed(1))
     times = []
     with torch.no_grad():
         for _ in range(reps + 3):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             model(xb, t)
-            times.append(time.perf_counter() - t0)
+            times.append(time.process_time() - t0)
     return float(np.median(times[3:]))
 
 
@@ -99,30 +102,30 @@ def old_average_case(model, loss_fn) -> list[float]:
 
 def before(model, make_loss, settings) -> tuple[dict, dict]:
     loss_fn, parts = make_loss(), {}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     lam = hessian_eigenvalues(model, loss_fn, k=1, seed=0).tolist()[0]
-    parts["lanczos"] = time.perf_counter() - t0
+    parts["lanczos"] = time.process_time() - t0
     tr = hessian_trace(model, loss_fn, n_matvecs=TRACE_MATVECS, seed=0).estimate
-    parts["trace"] = time.perf_counter() - t0 - sum(parts.values())
+    parts["trace"] = time.process_time() - t0 - sum(parts.values())
     filter_worst_case_sharpness(model, loss_fn, RHOS, seed=0)
-    parts["worst case"] = time.perf_counter() - t0 - sum(parts.values())
+    parts["worst case"] = time.process_time() - t0 - sum(parts.values())
     old_average_case(model, loss_fn)
-    parts["average case"] = time.perf_counter() - t0 - sum(parts.values())
+    parts["average case"] = time.process_time() - t0 - sum(parts.values())
     rows = expansion_check(model, make_loss(), settings=settings, rhos=RHOS)
-    parts["expansion"] = time.perf_counter() - t0 - sum(parts.values())
+    parts["expansion"] = time.process_time() - t0 - sum(parts.values())
     return {"lambda_max": lam, "trace": tr, "rows": rows}, parts
 
 
 def after(model, make_loss, settings) -> tuple[dict, dict]:
     loss_fn = make_loss()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with HessianOperator(model, loss_fn) as op:
         flat = sharpness_summary(model, loss_fn, top_k=1, trace_matvecs=TRACE_MATVECS,
                                  rhos=RHOS, sigmas=SIGMAS, draws=DRAWS, seed=0, operator=op)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         rows = expansion_check(model, loss_fn, settings=settings, rhos=RHOS, operator=op,
                                ascents=flat.ascents, lambda_max=flat["lambda_max"])
-    parts = {"summary": t1 - t0, "expansion": time.perf_counter() - t1}
+    parts = {"summary": t1 - t0, "expansion": time.process_time() - t1}
     return {"lambda_max": flat["lambda_max"], "trace": flat["trace"]["estimate"],
             "rows": rows}, parts
 
@@ -151,18 +154,20 @@ def main() -> None:
     for rep in range(args.repeats):
         for name, path in (("before", before), ("after", after)):
             units.append(forward_unit(model, x_train))
-            t0 = time.perf_counter()
+            t0, w0 = time.process_time(), time.perf_counter()
             results[name], parts = path(model, make_loss, settings)
-            elapsed = time.perf_counter() - t0
+            elapsed, wall = time.process_time() - t0, time.perf_counter() - w0
             if elapsed < best.get(name, float("inf")):
                 best[name], breakdown[name] = elapsed, parts
-            print(f"  run {rep + 1} {name:6s}: {elapsed:7.1f} s  (load {load()})", flush=True)
+            print(f"  run {rep + 1} {name:6s}: {elapsed:7.1f} CPU-s, {wall:7.1f} s wall "
+                  f"(load {load()})", flush=True)
     unit = float(np.median(units))
-    print(f"U = one forward of the digits U-Net at batch 128: {1e3 * unit:.2f} ms "
-          f"(median over {len(units)} timings)")
+    print(f"U = one forward of the digits U-Net at batch 128: {1e3 * unit:.2f} CPU-ms "
+          f"(median of {len(units)} medians, spread {1e3 * min(units):.2f}-"
+          f"{1e3 * max(units):.2f})")
     for name in ("before", "after"):
         parts = ", ".join(f"{k} {v / unit:.0f} U" for k, v in breakdown[name].items())
-        print(f"{name:6s}: {best[name] / unit:7.0f} U  ({best[name]:.1f} s; {parts})")
+        print(f"{name:6s}: {best[name] / unit:7.0f} U  ({best[name]:.1f} CPU-s; {parts})")
     b, a = results["before"], results["after"]
     same = all(x["measured"] == y["measured"] for x, y in zip(a["rows"], b["rows"], strict=True))
     pred = max(abs(x["predicted"] - y["predicted"]) / max(abs(y["predicted"]), 1e-30)

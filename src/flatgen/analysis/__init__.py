@@ -5,8 +5,8 @@ Every function takes (model, loss_fn) with loss_fn(model) -> scalar on a FIXED b
 flatgen.diffusion.fixed_diffusion_loss_fn). Losses are evaluated with dropout off and
 BatchNorm on running statistics; the model's modes and weights are left as they were.
 loss_rise_check tests the second-order expansion behind the flatness argument. Plot functions
-(plot_landscape, plot_perturbation, plot_density, plot_sharpness, plot_expansion) load
-matplotlib on first use.
+(plot_landscape, plot_perturbation, plot_density, plot_sharpness, plot_expansion,
+plot_expansion_regression) load matplotlib on first use.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The claim that flat minima are robust rests on this expansion. For a weight pert
 delta is known (weight quantization, weight noise, a worst case in a ball), loss_rise_check
 measures the real rise of loss_fn on its fixed batch and predicts it from one gradient and one
 Hessian-vector product (flatgen.analysis.hvp) at w. expansion_summary says where the prediction
-holds (within a relative tolerance), by perturbation kind and by size.
+holds (within a relative tolerance), by perturbation kind and by size. expansion_regression
+says how much of the measured rise the full prediction explains (R^2, slope) and how much
+lambda_max ||delta||^2 alone does: agreement of the full expansion is not evidence for lambda_max.
 """
 
 from __future__ import annotations
