@@ -4,13 +4,13 @@ The claim rests on L(w + d) ~ L(w) + g.d + 0.5 d.H.d. For every weight-only pert
 study applies, d is known: weight quantization (each bit width and granularity of the quant
 ladder), weight noise (one filter-normalized direction of its own, at each sigma of the noise
 ladder) and the worst case in a per-filter ball (each rho of the perturbation curve). The
-training-loss rise they cause on the fixed sharpness batch is measured and set beside the rise one gradient and one
-Hessian-vector product predict. Where the two agree, the quadratic form d.H.d (the whole
-Hessian) speaks for robustness to that perturbation; where they do not, the quadratic picture
-does not hold there. Agreement says nothing yet about lambda_max alone: that is
-analysis.expansion.expansion_regression's lambda_max ||d||^2 fit (rows carry the predictor when
-expansion_check is given lambda_max), and attach_quality_rise adds the quality (dFID) rise of
-the quantization ladders, which apply the very same d.
+training-loss rise they cause on the fixed sharpness batch is measured and set beside the rise
+one gradient and one Hessian-vector product predict. Where the two agree, the quadratic form
+d.H.d (the whole Hessian) speaks for robustness to that perturbation; where they do not, the
+quadratic picture does not hold there. Agreement says nothing yet about lambda_max alone: that
+is analysis.expansion.expansion_regression's lambda_max ||d||^2 fit (rows carry the predictor
+when expansion_check is given lambda_max), and attach_quality_rise adds the quality (dFID) rise
+of the quantization ladders, which apply the very same d.
 """
 
 from __future__ import annotations
