@@ -20,6 +20,11 @@ does not grow when other processes share the cores); the wall time is printed be
 
 Prints the time of each path (best of --repeats), the ratio, and that both give the same
 numbers (lambda_max and trace to rounding; the expansion rows' measured rises bitwise).
+
+Measured 2026-12-02 (AMD EPYC, 2 cores shared, load average 5-10, OMP_NUM_THREADS=1, 1 torch
+thread, best of 2): before 1045 U, after 828 U, ratio 0.792 (U = 66.7 CPU-ms); the expansion
+check went from 505 U to 283 U, and lambda_max, the trace and every expansion row came out the
+same in both paths.
 """
 
 from __future__ import annotations
