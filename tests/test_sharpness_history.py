@@ -39,3 +39,31 @@ def test_no_history_is_one_line(tmp_path, tiny_toy_config, one_thread):
     train(cfg, tmp_path / "run", progress=False)
     result = runner.invoke(app, ["sharpness", str(tmp_path / "run"), "--all-checkpoints"])
     assert result.exit_code == 2 and "checkpoints/step-<n>" in result.output
+
+
+def test_progress_counts_the_checkpoints(tmp_path, tiny_toy_config, one_thread, monkeypatch):
+    from contextlib import nullcontext
+
+    from flatgen import sharpness_history as module
+
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.train.steps, cfg.train.ckpt_every = 8, 4
+    train(cfg, tmp_path / "run", progress=False)
+    seen: list[dict] = []
+
+    class Recorder:  # stands in for rich's Progress: records what the bar is told
+        def add_task(self, description, total, **fields):
+            seen.append({"description": description, "total": total})
+            return 0
+
+        def update(self, task, **fields):
+            seen.append(fields)
+
+    monkeypatch.setattr(module, "make_progress", lambda enabled, fields="": nullcontext(
+        Recorder() if enabled else None))
+    module.sharpness_history(load_run(tmp_path / "run"), tmp_path / "out", batch=32,
+                             trace_matvecs=6)
+    assert seen[0] == {"description": "checkpoints", "total": 2}
+    assert [u["completed"] for u in seen if "completed" in u] == [1, 2]
+    stages = [u["stage"] for u in seen if "stage" in u]
+    assert "step 4: eigenvalues 1/100" in stages and "step 8: trace 6/6" in stages

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from flatgen.progress import make_progress
 from flatgen.train.run import Run
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -38,9 +39,11 @@ def sharpness_history(
     batch: int = 256,
     top_k: int = 1,
     trace_matvecs: int = 30,
+    progress: bool = True,
 ) -> tuple[Path, Path]:
-    """Write sharpness_history.json and .png into out_dir; returns their paths."""
-    from flatgen.analysis import hessian_eigenvalues, hessian_trace
+    """Write sharpness_history.json and .png into out_dir; returns their paths. A progress bar
+    counts the checkpoints measured (each one's Lanczos and trace products as its stage)."""
+    from flatgen.analysis import HessianOperator, hessian_eigenvalues, hessian_trace
     from flatgen.flatness import sharpness_loss_fn
     from flatgen.io import write_json_atomic
     from flatgen.models import model_from_config
@@ -52,17 +55,32 @@ def sharpness_history(
                          "weights: train with a checkpoint history to use --all-checkpoints")
     loss_fn = sharpness_loss_fn(run, batch)
     rows: list[dict[str, Any]] = []
-    for step, folder in history:
-        model = model_from_config(run.cfg.model, run.sample_shape())
-        model.load_state_dict(load_weights(folder, _FILE_FOR[weights]))
-        model.eval()
-        eig = hessian_eigenvalues(model, loss_fn, k=top_k)
-        trace = hessian_trace(model, loss_fn, n_matvecs=trace_matvecs)
-        with torch.no_grad():
-            loss = float(loss_fn(model))
-        rows.append({"step": step, "loss": loss,
-                     "lambda_max": float(eig.vals[0]), "top_k": [float(v) for v in eig.vals],
-                     "trace": float(trace), "trace_stderr": float(trace.stderr)})
+    with make_progress(progress, fields="{task.fields[stage]}") as bar:
+        task = bar.add_task("checkpoints", total=len(history), stage="") if bar else None
+
+        def stage(name: str):  # the current checkpoint's Hessian products, as a text field
+            def update(done: int, total: int) -> None:
+                if bar:
+                    bar.update(task, stage=f"{name} {done}/{total}")
+            return update
+
+        for i, (step, folder) in enumerate(history):
+            model = model_from_config(run.cfg.model, run.sample_shape())
+            model.load_state_dict(load_weights(folder, _FILE_FOR[weights]))
+            model.eval()
+            # one gradient graph per checkpoint serves both Lanczos and the trace
+            with HessianOperator(model, loss_fn) as op:
+                eig = hessian_eigenvalues(model, loss_fn, k=top_k, operator=op,
+                                          progress=stage(f"step {step}: eigenvalues"))
+                trace = hessian_trace(model, loss_fn, n_matvecs=trace_matvecs, operator=op,
+                                      progress=stage(f"step {step}: trace"))
+            with torch.no_grad():
+                loss = float(loss_fn(model))
+            rows.append({"step": step, "loss": loss,
+                         "lambda_max": float(eig.vals[0]), "top_k": [float(v) for v in eig.vals],
+                         "trace": float(trace), "trace_stderr": float(trace.stderr)})
+            if bar:
+                bar.update(task, completed=i + 1)
     result = {"weights": weights, "batch": batch, "checkpoints": rows}
     path = write_json_atomic(out_dir / "sharpness_history.json", result)
     return path, plot_history(result, out_dir / "sharpness_history.png")

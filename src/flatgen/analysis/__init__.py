@@ -5,8 +5,8 @@ Every function takes (model, loss_fn) with loss_fn(model) -> scalar on a FIXED b
 flatgen.diffusion.fixed_diffusion_loss_fn). Losses are evaluated with dropout off and
 BatchNorm on running statistics; the model's modes and weights are left as they were.
 loss_rise_check tests the second-order expansion behind the flatness argument. Plot functions
-(plot_landscape, plot_perturbation, plot_density, plot_sharpness, plot_expansion) load
-matplotlib on first use.
+(plot_landscape, plot_perturbation, plot_density, plot_sharpness, plot_expansion,
+plot_expansion_regression) load matplotlib on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from flatgen.analysis.eigen import (
 )
 from flatgen.analysis.expansion import (
     delta_between,
+    expansion_regression,
     expansion_summary,
     expansion_title,
     loss_rise_check,
@@ -40,13 +41,14 @@ from flatgen.analysis.perturbation import (
     filter_worst_case_sharpness,
     worst_case_sharpness,
 )
-from flatgen.analysis.summary import rich_progress, sharpness_summary
+from flatgen.analysis.summary import SharpnessSummary, rich_progress, sharpness_summary
 from flatgen.analysis.trace import TraceResult, hessian_trace, hutchinson, hutchpp
 
 if TYPE_CHECKING:
     from flatgen.analysis.plots import (
         plot_density,
         plot_expansion,
+        plot_expansion_regression,
         plot_landscape,
         plot_perturbation,
         plot_sharpness,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 _PLOTS = (
     "plot_density",
     "plot_expansion",
+    "plot_expansion_regression",
     "plot_landscape",
     "plot_perturbation",
     "plot_sharpness",
@@ -81,11 +84,13 @@ __all__ = [
     "MatrixOperator",
     "ParamSpace",
     "PerturbationCurve",
+    "SharpnessSummary",
     "SpectralDensity",
     "TraceResult",
     "analysis_mode",
     "average_case_sharpness",
     "delta_between",
+    "expansion_regression",
     "expansion_summary",
     "expansion_title",
     "filter_normalize",
@@ -105,6 +110,7 @@ __all__ = [
     "parameter_groups",
     "plot_density",
     "plot_expansion",
+    "plot_expansion_regression",
     "plot_landscape",
     "plot_perturbation",
     "plot_sharpness",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flatgen.analysis.hvp import HessianOperator, HVPMethod, LinearOperator
+from flatgen.analysis.hvp import HessianOperator, HVPMethod, LinearOperator, hessian_operator
 from flatgen.analysis.lanczos import Lanczos
 from flatgen.analysis.params import LossFn, ProgressFn, report
 from flatgen.analysis.trace import rademacher
@@ -108,10 +108,12 @@ def hessian_spectral_density(
     rel_sigma: float = 0.01,
     seed: int = 0,
     method: HVPMethod = "reverse",
+    operator: HessianOperator | None = None,
     progress: ProgressFn | None = None,
 ) -> SpectralDensity:
-    """Eigenvalue density of the Hessian of loss_fn(model) by SLQ (see slq)."""
-    with HessianOperator(model, loss_fn, method=method) as op:
+    """Eigenvalue density of the Hessian of loss_fn(model) by SLQ (see slq); `operator`: a
+    HessianOperator of this model and loss to share."""
+    with hessian_operator(model, loss_fn, method=method, operator=operator) as op:
         return slq(
             op, n_iter=n_iter, n_probes=n_probes, grid_size=grid_size, sigma=sigma,
             rel_sigma=rel_sigma, seed=seed, progress=progress,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import nn
 
-from flatgen.analysis.hvp import HessianOperator, HVPMethod
+from flatgen.analysis.hvp import HessianOperator, HVPMethod, hessian_operator
 from flatgen.analysis.lanczos import EigenResult, Which, lanczos_eigs
 from flatgen.analysis.params import LossFn, ProgressFn, report
 
@@ -23,6 +23,7 @@ def hessian_eigenvalues(
     max_iter: int = 100,
     seed: int = 0,
     method: HVPMethod = "reverse",
+    operator: HessianOperator | None = None,
     progress: ProgressFn | None = None,
 ) -> EigenResult:
     """Top-k Hessian eigenvalues and eigenvectors of loss_fn(model) on its fixed data.
@@ -31,9 +32,10 @@ def hessian_eigenvalues(
     algebraic (default), "LM" largest magnitude, "SA" smallest (most negative). Stops when each
     value's estimated relative error is below tol, or after max_iter products. Returns an
     EigenResult that unpacks as (vals, vecs): vals (k,) float64, vecs (k, n) flat unit vectors
-    over the trainable parameters in model.named_parameters() order.
+    over the trainable parameters in model.named_parameters() order. `operator`: a
+    HessianOperator of this model and loss to use (and leave open) instead of a new one.
     """
-    with HessianOperator(model, loss_fn, method=method) as op:
+    with hessian_operator(model, loss_fn, method=method, operator=operator) as op:
         return lanczos_eigs(
             op, k=k, which=which, tol=tol, max_iter=max_iter, seed=seed, progress=progress
         )
@@ -78,6 +80,7 @@ def hessian_eigenvalues_per_layer(
     max_iter: int = 100,
     seed: int = 0,
     method: HVPMethod = "reverse",
+    operator: HessianOperator | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, float]:
     """Top eigenvalue of each diagonal Hessian block (one block per parameter group).
@@ -85,11 +88,11 @@ def hessian_eigenvalues_per_layer(
     The gradient graph is built once and shared by all groups; see parameter_groups for
     `groups`. Costs about 5-20 Hessian-vector products per group (a U-Net has ~70 modules
     with parameters; an int depth gives fewer, coarser groups). Returns {group: eigenvalue}
-    in model order.
+    in model order. `operator`: a HessianOperator of this model and loss to share.
     """
     spec = parameter_groups(model, groups)
     out: dict[str, float] = {}
-    with HessianOperator(model, loss_fn, method=method) as op:
+    with hessian_operator(model, loss_fn, method=method, operator=operator) as op:
         for i, (name, params) in enumerate(spec.items()):
             res = lanczos_eigs(
                 op.block(params), k=1, which=which, tol=tol, max_iter=max_iter, seed=seed

@@ -4,7 +4,9 @@ The claim that flat minima are robust rests on this expansion. For a weight pert
 delta is known (weight quantization, weight noise, a worst case in a ball), loss_rise_check
 measures the real rise of loss_fn on its fixed batch and predicts it from one gradient and one
 Hessian-vector product (flatgen.analysis.hvp) at w. expansion_summary says where the prediction
-holds (within a relative tolerance), by perturbation kind and by size.
+holds (within a relative tolerance), by perturbation kind and by size. expansion_regression
+says how much of the measured rise the full prediction explains (R^2, slope) and how much
+lambda_max ||delta||^2 alone does: agreement of the full expansion is not evidence for lambda_max.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
-from flatgen.analysis.hvp import HessianOperator, HVPMethod
+from flatgen.analysis.hvp import HessianOperator, HVPMethod, hessian_operator
 from flatgen.analysis.params import LossFn, ParamSpace, analysis_mode, functional_loss
 
 # A known weight perturbation: per-parameter tensors (ParamSpace order, the model's trainable
@@ -25,6 +29,8 @@ from flatgen.analysis.params import LossFn, ParamSpace, analysis_mode, functiona
 Perturbation = Sequence[torch.Tensor] | torch.Tensor | Callable[[nn.Module], nn.Module | None]
 
 DEFAULT_TOLERANCE = 0.25  # the expansion "holds" where |predicted - measured| <= 25% of measured
+LAMBDA_MAX_PREDICTOR = "lambda_max_delta_sq"  # row field: lambda_max * ||delta||^2
+QUALITY_RISE = "quality_rise"  # row field a caller may add: the quality metric's rise (dFID)
 
 
 def delta_between(model: nn.Module, perturbed: nn.Module) -> list[torch.Tensor]:
@@ -75,6 +81,8 @@ def loss_rise_check(
     names: Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
     method: HVPMethod = "reverse",
+    operator: HessianOperator | None = None,
+    lambda_max: float | None = None,
 ) -> list[dict]:
     """Measured and second-order-predicted loss rise of loss_fn for each known perturbation.
 
@@ -84,7 +92,11 @@ def loss_rise_check(
     |predicted - measured| / |measured| (None where measured is 0 and predicted is not), loss0
     = L(w) and loss_eps, the float resolution of the measured rise (machine epsilon * |L(w)|;
     rises near it are rounding). A Mapping gives the names. Losses are evaluated with dropout
-    off and BatchNorm on running statistics; the model is not modified.
+    off and BatchNorm on running statistics; the model is not modified. `operator`: a
+    HessianOperator of this model and loss_fn to use (and leave open) instead of a new one.
+    Given lambda_max (the top Hessian eigenvalue at w), each row also carries
+    lambda_max_delta_sq = lambda_max ||delta||^2, what lambda_max alone predicts (twice the
+    largest 0.5 delta.H.delta for that ||delta||; see expansion_regression).
     """
     if isinstance(perturbations, Mapping):
         if names is not None:
@@ -102,7 +114,7 @@ def loss_rise_check(
     w = space.flat()
     deltas = [_flat_delta(model, space, p) for p in perturbations]
     rows = []
-    with HessianOperator(model, loss_fn, method=method) as op:
+    with hessian_operator(model, loss_fn, method=method, operator=operator) as op:
         grad, loss0 = op.gradient(), op.loss
         eps = torch.finfo(space.dtype).eps * abs(loss0)
         for name, kind, delta in zip(names, kinds, deltas, strict=True):
@@ -111,7 +123,7 @@ def loss_rise_check(
             linear = float(grad @ delta)
             quadratic = 0.5 * float(delta @ op.matvec(delta))
             measured, predicted = loss1 - loss0, linear + quadratic
-            rows.append({
+            row = {
                 "name": name,
                 "kind": kind,
                 "measured": measured,
@@ -122,7 +134,10 @@ def loss_rise_check(
                 "rel_error": _relative_error(predicted, measured),
                 "loss0": loss0,
                 "loss_eps": eps,
-            })  # fmt: skip
+            }  # fmt: skip
+            if lambda_max is not None:
+                row[LAMBDA_MAX_PREDICTOR] = float(lambda_max) * float(delta @ delta)
+            rows.append(row)
     return rows
 
 
@@ -169,3 +184,40 @@ def expansion_title(rows: Sequence[Mapping], *, tolerance: float = DEFAULT_TOLER
     head = f"2nd-order prediction within {tolerance:.0%}: {s['n_within']}/{s['n']}"
     tail = "" if s["holds_below"] is None else f"; all hold up to ||δ|| = {s['holds_below']:.3g}"
     return f"{head} ({kinds}){tail}"
+
+
+def _fit(pairs: Sequence[tuple[float, float]], x: str, y: str) -> dict:
+    """Least squares y = slope x + intercept (scipy.stats.linregress) with its R^2 and n; the
+    numbers are None where the fit is undefined (under 2 points, or x or y constant)."""
+    pts = np.array([p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])], float)
+    out: dict = {"x": x, "y": y, "n": len(pts), "slope": None, "intercept": None, "r2": None}
+    if len(pts) < 2 or np.ptp(pts[:, 0]) == 0:
+        return out
+    fit = stats.linregress(pts[:, 0], pts[:, 1])
+    out["slope"], out["intercept"] = float(fit.slope), float(fit.intercept)
+    out["r2"] = float(fit.rvalue**2) if np.ptp(pts[:, 1]) > 0 else None
+    return out
+
+
+def expansion_regression(rows: Sequence[Mapping]) -> dict:
+    """What lambda_max predicts of the loss rise, and what the full second order predicts.
+
+    Three least-squares fits over the rows of loss_rise_check (each: x, y, slope, intercept,
+    r2, n): "lambda_max", the measured rise on lambda_max ||delta||^2 (rows with that field:
+    loss_rise_check(..., lambda_max=...)); "second_order", the measured rise on the prediction
+    g.delta + 0.5 delta.H.delta (slope 1, intercept 0 and R^2 1 where the expansion holds);
+    "quality", the quality rise (e.g. dFID rise; rows with a "quality_rise" field) on the
+    measured loss rise. A fit with no rows for it is None. lambda_max ||delta||^2 bounds
+    2 x 0.5 delta.H.delta from above for every delta, but it predicts the rise only where the
+    perturbations lie along the top eigenvector: random and quantization directions spread
+    over the whole spectrum, and there a low R^2 on lambda_max says so.
+    """
+    rows = list(rows)
+    lam = [(r[LAMBDA_MAX_PREDICTOR], r["measured"]) for r in rows if LAMBDA_MAX_PREDICTOR in r]
+    quality = [(r["measured"], r[QUALITY_RISE]) for r in rows if r.get(QUALITY_RISE) is not None]
+    return {
+        "lambda_max": _fit(lam, LAMBDA_MAX_PREDICTOR, "measured") if lam else None,
+        "second_order": _fit([(r["predicted"], r["measured"]) for r in rows], "predicted",
+                             "measured") if rows else None,
+        "quality": _fit(quality, "measured", QUALITY_RISE) if quality else None,
+    }

@@ -12,7 +12,8 @@ fails on the U-Net), so the solvers take one product at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
 import torch
@@ -183,3 +184,32 @@ class HessianOperator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def hessian_operator(
+    model: nn.Module,
+    loss_fn: LossFn,
+    *,
+    method: HVPMethod = "reverse",
+    operator: HessianOperator | None = None,
+) -> Iterator[HessianOperator]:
+    """`operator` if given (left open: its owner closes it), else a new HessianOperator of
+    loss_fn(model), closed on exit. One operator (one gradient graph, built once) can so
+    serve Lanczos, the trace, the density and the expansion check in turn."""
+    if operator is None:
+        with HessianOperator(model, loss_fn, method=method) as op:
+            yield op
+        return
+    check_operator(operator, model, loss_fn)
+    yield operator
+
+
+def check_operator(operator: HessianOperator, model: nn.Module, loss_fn: LossFn) -> None:
+    """A shared operator must be the full Hessian of this very model and loss."""
+    if operator.model is not model or operator.loss_fn is not loss_fn:
+        raise ValueError("the Hessian operator was built for another model or loss function")
+    if operator._grads is None and operator.method == "reverse":
+        raise ValueError("the Hessian operator is closed (its gradient graph was freed)")
+    if operator.space.names != operator.full.names:
+        raise ValueError("a block of the Hessian cannot stand for the full Hessian")

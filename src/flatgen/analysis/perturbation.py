@@ -46,6 +46,9 @@ class PerturbationCurve:
     ascent: str = ""
     settings: dict = field(default_factory=dict)
     filter_ratio: list[float] = field(default_factory=list)
+    # the PGD_FILTER ascents themselves (their delta tensors), one per radius: not in to_dict
+    # (not JSON); the expansion check reuses them instead of rerunning the same ascents
+    ascents: list[Ascent] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def increase(self) -> list[float]:
@@ -135,6 +138,7 @@ class Ascent:
     loss: float
     delta: torch.Tensor
     filter_ratio: float  # max over filters of ||delta_f|| / ||w_f|| (<= rho)
+    settings: dict = field(default_factory=dict)  # the ascent's arguments (seed included)
 
 
 def filter_pgd_ascent(
@@ -196,7 +200,10 @@ def filter_pgd_ascent(
                     alpha /= 2
             if value > best:
                 best, best_delta = value, delta
-    return Ascent(rho, loss0, best, best_delta.detach(), float(filters.ratios(best_delta).max()))
+    settings = {"steps": steps, "step_size": step_size, "restarts": restarts, "seed": seed,
+                "bias": bias}  # fmt: skip
+    ratio = float(filters.ratios(best_delta).max())
+    return Ascent(rho, loss0, best, best_delta.detach(), ratio, settings)
 
 
 def filter_worst_case_sharpness(
@@ -218,7 +225,7 @@ def filter_worst_case_sharpness(
     global L2 ball), so a lower value for SAM is evidence, not its training objective.
     Labelled ascent="pgd-filter". Every rho uses the same random starts (a smooth curve).
     """
-    losses, norms, ratios, loss0 = [], [], [], float("nan")
+    losses, norms, ratios, ascents, loss0 = [], [], [], [], float("nan")
     for r, rho in enumerate(rhos):
         a = filter_pgd_ascent(
             model, loss_fn, rho, steps=steps, step_size=step_size, restarts=restarts,
@@ -228,6 +235,7 @@ def filter_worst_case_sharpness(
         losses.append(a.loss)
         norms.append(float(a.delta.norm()))
         ratios.append(a.filter_ratio)
+        ascents.append(a)
         report(progress, r + 1, len(rhos))
     if not rhos:
         with analysis_mode(model), torch.no_grad():
@@ -241,7 +249,7 @@ def filter_worst_case_sharpness(
     }
     return PerturbationCurve(
         "worst", [float(x) for x in rhos], loss0, losses, norms=norms, ascent=PGD_FILTER,
-        settings=settings, filter_ratio=ratios,
+        settings=settings, filter_ratio=ratios, ascents=ascents,
     )  # fmt: skip
 
 
@@ -261,11 +269,15 @@ def average_case_sharpness(
 
     Each filter of d has the norm of the same filter of w, so sigma is the relative noise
     level filter by filter; 1-D parameters follow `bias` (zero by default). The same draws
-    are used at every sigma (a smooth curve). The model is not modified.
+    are used at every sigma (a smooth curve). The model is not modified. vectorize="auto"
+    evaluates point by point on a CPU without timing a vmap trial (vmap over a conv net's
+    stacked weights loses there: issue 22's profile), and times the trial elsewhere.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     space = ParamSpace(model)
+    if vectorize == "auto" and space.device.type == "cpu":
+        vectorize = False
     g = torch.Generator().manual_seed(seed)
     dirs = torch.stack([random_direction(model, g, bias=bias, space=space) for _ in range(draws)])
     sig = torch.as_tensor(list(sigmas), dtype=torch.float64)

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from flatgen.analysis.density import SpectralDensity
-from flatgen.analysis.expansion import DEFAULT_TOLERANCE, expansion_title
+from flatgen.analysis.expansion import (
+    DEFAULT_TOLERANCE,
+    LAMBDA_MAX_PREDICTOR,
+    QUALITY_RISE,
+    expansion_regression,
+    expansion_title,
+)
 from flatgen.analysis.landscape import Landscape
 from flatgen.plotting import new_figure, save_figure
 
@@ -165,3 +171,71 @@ def plot_expansion(
     ax.legend(fontsize=7)
     ax.set_title(expansion_title(all_rows, tolerance=tolerance), fontsize=8)
     return save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def _fit_label(name: str, fit: Mapping) -> str:
+    if fit["r2"] is None:
+        return f"{name}: no fit (n={fit['n']})"
+    return f"{name}: slope {fit['slope']:.3g}, R² = {fit['r2']:.2f} (n={fit['n']})"
+
+
+def _fit_series(ax, xs, ys, fit: Mapping, *, name: str, colour: str, marker: str) -> None:
+    ax.scatter(xs, ys, color=colour, marker=marker, alpha=0.8, label=_fit_label(name, fit))
+    if fit["slope"] is not None:
+        grid = np.linspace(min(0.0, min(xs)), max(xs), 200)
+        ax.plot(grid, fit["slope"] * grid + fit["intercept"], color=colour, lw=1.2)
+
+
+def _symlog(ax, values: Sequence[float]) -> None:
+    nonzero = np.abs(np.asarray(values, float))
+    nonzero = nonzero[nonzero > 0]
+    lin = float(nonzero.min()) if nonzero.size else 1e-8
+    ax.set_xscale("symlog", linthresh=lin)
+    ax.set_yscale("symlog", linthresh=lin)
+
+
+def expansion_regression_figure(rows: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]):
+    """The figure of plot_expansion_regression (a matplotlib Figure, not saved)."""
+    if isinstance(rows, Mapping):
+        rows = [r for model_rows in rows.values() for r in model_rows]
+    rows = list(rows)
+    reg = expansion_regression(rows)
+    panels = 2 if reg["quality"] else 1
+    fig = new_figure((6.2 * panels, 5.6))
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    ax = axes[0]
+    measured = [r["measured"] for r in rows]
+    _fit_series(ax, [r["predicted"] for r in rows], measured, reg["second_order"],
+                name="g·δ + ½δᵀHδ", colour="C0", marker="o")  # fmt: skip
+    shown = measured + [r["predicted"] for r in rows]
+    if reg["lambda_max"]:
+        lam = [r for r in rows if LAMBDA_MAX_PREDICTOR in r]
+        xs = [r[LAMBDA_MAX_PREDICTOR] for r in lam]
+        _fit_series(ax, xs, [r["measured"] for r in lam], reg["lambda_max"],
+                    name="λmax‖δ‖²", colour="C3", marker="^")  # fmt: skip
+        shown += xs
+    _symlog(ax, shown)
+    ax.set_xlabel("predictor (loss units)", fontsize=11)
+    ax.set_ylabel("measured loss rise L(w+δ) − L(w)", fontsize=11)
+    ax.set_title("what predicts the loss rise", fontsize=12)
+    if reg["quality"]:
+        q = [r for r in rows if r.get(QUALITY_RISE) is not None]
+        _fit_series(axes[1], [r["measured"] for r in q], [r[QUALITY_RISE] for r in q],
+                    reg["quality"], name="quality on loss", colour="C2", marker="s")
+        axes[1].set_xlabel("measured loss rise", fontsize=11)
+        axes[1].set_ylabel("quality rise (e.g. dFID)", fontsize=11)
+        axes[1].set_title("does the loss rise predict the quality rise?", fontsize=12)
+    for a in axes:  # legends below the axes, outside the data
+        a.tick_params(labelsize=9)
+        a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9, frameon=False)
+    return fig
+
+
+def plot_expansion_regression(
+    rows: Sequence[Mapping] | Mapping[str, Sequence[Mapping]], path: str | os.PathLike
+) -> Path:
+    """The measured loss rise against what lambda_max alone predicts (lambda_max ||delta||^2)
+    and against the full second-order prediction, each with its least-squares line and R^2
+    (analysis.expansion.expansion_regression); beside it, where rows carry a quality rise, the
+    quality rise on the loss rise. Rows of several models ({label: rows}) are pooled."""
+    return save_figure(expansion_regression_figure(rows), path, dpi=120, bbox_inches="tight")

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from flatgen.analysis.hvp import HessianOperator, HVPMethod, LinearOperator
+from flatgen.analysis.hvp import HessianOperator, HVPMethod, LinearOperator, hessian_operator
 from flatgen.analysis.params import LossFn, ProgressFn, report
 
 TraceMethod = Literal["hutch++", "hutchinson"]
@@ -107,14 +107,16 @@ def hessian_trace(
     n_matvecs: int = 100,
     seed: int = 0,
     hvp_method: HVPMethod = "reverse",
+    operator: HessianOperator | None = None,
     progress: ProgressFn | None = None,
 ) -> TraceResult:
     """Estimate the Hessian trace of loss_fn(model) from n_matvecs Hessian-vector products.
 
     Returns a TraceResult (float(result) is the estimate, .stderr its standard error).
+    `operator`: a HessianOperator of this model and loss to use (and leave open).
     """
     estimators = {"hutch++": hutchpp, "hutchinson": hutchinson}
     if method not in estimators:
         raise ValueError(f"unknown trace method {method!r}; choose from {', '.join(estimators)}")
-    with HessianOperator(model, loss_fn, method=hvp_method) as op:
+    with hessian_operator(model, loss_fn, method=hvp_method, operator=operator) as op:
         return estimators[method](op, n_matvecs=n_matvecs, seed=seed, progress=progress)
