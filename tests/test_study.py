@@ -79,17 +79,20 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
         (m, s) for m in ("adm", "sam", "sam+ema") for s in (0, 1)}
     lam = [r["metrics"]["lambda_max"] for r in results["results"]]
     assert all(v > 0 for v in lam)
-    # the loss-under-perturbation curves are the analysis functions' own, on the same fixed batch
+    # the loss-under-perturbation curves are the analysis functions' own, on the fixed batch
+    # drawn for the training seed (evaluation noise is per seed)
     from flatgen.analysis import filter_worst_case_sharpness
     from flatgen.flatness import SHARPNESS_SEED, sharpness_loss_fn
+    from flatgen.study.measure import evaluation_seed
     from flatgen.train import load_run
 
     row = next(r for r in results["results"] if r["method"] == "sam" and r["seed"] == 1)
     curve = row["metrics"]["perturbation_detail"]["worst_case"]
     assert curve["rho"] == toy_study.evaluations.perturbation_rhos
     run = load_run(out / "runs" / "sam-s1")
+    seed = evaluation_seed(SHARPNESS_SEED, 1)
     direct = filter_worst_case_sharpness(
-        run.model("raw"), sharpness_loss_fn(run, 32), curve["rho"], seed=SHARPNESS_SEED
+        run.model("raw"), sharpness_loss_fn(run, 32, seed=seed), curve["rho"], seed=seed
     )
     assert curve["increase"] == pytest.approx(direct.increase, rel=1e-5)
     assert row["metrics"]["loss_increase_worst@0.1"] == curve["increase"][-1]

@@ -21,12 +21,12 @@ from flatgen.train.run import Run
 SHARPNESS_SEED = 0
 
 
-def sharpness_loss_fn(run: Run, batch: int):
+def sharpness_loss_fn(run: Run, batch: int, *, seed: int = SHARPNESS_SEED):
     """The fixed-data diffusion loss every method's flatness is measured on (same data, t and
-    noise)."""
+    noise for every model measured with this seed)."""
     train, _ = run.data()
-    x0 = train_floor_sample(train, min(batch, len(train)), seed=SHARPNESS_SEED)
-    return fixed_diffusion_loss_fn(x0, run.schedule, draws=1, seed=SHARPNESS_SEED)
+    x0 = train_floor_sample(train, min(batch, len(train)), seed=seed)
+    return fixed_diffusion_loss_fn(x0, run.schedule, draws=1, seed=seed)
 
 
 def sharpness_report(

@@ -126,6 +126,9 @@ ROBUSTNESS_DETAIL = "robustness_detail"  # the suites' full results (curves, per
 # the second-order check (study/expansion.py): its rows, and the share within 25% of measured
 EXPANSION = "expansion"
 EXPANSION_SHARE = "expansion_share_within_25pct"
+# least-squares fits of the measured loss rise on lambda_max ||delta||^2 and on the second-order
+# prediction, and of the quality rise on the loss rise (analysis.expansion.expansion_regression)
+EXPANSION_REGRESSION = "expansion_regression"
 EPS_NORM_GAP_MEAN = "eps_norm_gap_mean"  # mean absolute gap of E||eps||^2 (the former headline)
 EXPOSURE_FORMS = ("l2", "sq")  # unsquared L2 norm (ADM-ES's script) / squared norm (the paper)
 

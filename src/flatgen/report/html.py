@@ -42,6 +42,12 @@ PLOT_CAPTIONS = {
     "attack_vs_eps": "Denoising-loss increase under a PGD L∞ attack on the denoiser input x_t.",
     "quality_vs_weight_noise": "Quality under filter-normalized Gaussian weight noise.",
     "samples": "Samples from every method with the same initial noise.",
+    "expansion_regression": "What λmax alone predicts: the measured training-loss rise of every "
+                            "weight perturbation against λmax‖δ‖² and against the full "
+                            "second-order prediction, each with its least-squares line and R²; "
+                            "beside it, where the same δ was scored, the quality rise against "
+                            "the loss rise (quantization). A low R² on λmax‖δ‖² means λmax does "
+                            "not speak for robustness to that perturbation.",
     "loss_curve": "Training loss of every run (the logged window means).",
     "expansion": "Does the second-order argument hold? Measured training-loss rise against the "
                  "rise predicted from one gradient and one Hessian-vector product (g·δ + ½δᵀHδ), "

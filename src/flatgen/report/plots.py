@@ -153,6 +153,7 @@ def study_plots(
     }
     plots["sharpness"] = _lambda_bars(rows, methods, pdir)
     plots["expansion"] = _expansion_plot(rows, methods, pdir)
+    plots["expansion_regression"] = _expansion_plot(rows, methods, pdir, regression=True)
     plots["loss_curve"] = _loss_curves(training_logs or {}, pdir)
     plots["samples"] = _sample_grids(rows, methods, pdir)
     return {k: v for k, v in plots.items() if v is not None}
@@ -173,15 +174,21 @@ def _lambda_bars(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> Pa
     return save_figure(fig, pdir / "sharpness.png")
 
 
-def _expansion_plot(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> Path | None:
-    """Predicted vs measured loss rise of every weight perturbation, one colour per method."""
-    from flatgen.analysis.plots import plot_expansion
+def _expansion_plot(rows: Sequence[dict], methods: Sequence[str], pdir: Path, *,
+                    regression: bool = False) -> Path | None:
+    """Predicted vs measured loss rise of every weight perturbation, one colour per method; with
+    regression, what lambda_max alone predicts beside what the full second order does."""
+    from flatgen.analysis.plots import plot_expansion, plot_expansion_regression
 
     by_method = {m: [e for r in rows if r["method"] == m
                      for e in r["metrics"].get(EXPANSION) or []]
                  for m in methods}
     by_method = {m: v for m, v in by_method.items() if v}
-    return plot_expansion(by_method, pdir / "expansion.png") if by_method else None
+    if not by_method:
+        return None
+    if regression:
+        return plot_expansion_regression(by_method, pdir / "expansion_regression.png")
+    return plot_expansion(by_method, pdir / "expansion.png")
 
 
 def _loss_curves(logs: Mapping[str, Sequence[tuple[int, float]]], pdir: Path) -> Path | None:

@@ -69,10 +69,9 @@ def measure_method(
     if evals.suites:
         result = _robustness(run, weights, evals, method=method, progress=progress)
     out |= _quality(run, weights, evals, result, progress=progress)
-    if evals.sharpness:
-        out |= _sharpness(run, model, evals)
-    if evals.sharpness and evals.expansion and on_seeds(evals.expansion_seeds, seed):
-        out |= _expansion(run, model, evals)  # descriptive: on the configured seeds only
+    if evals.sharpness:  # the expansion check is part of the flatness analysis
+        out |= _flatness(run, model, evals, expansion=evals.expansion
+                         and on_seeds(evals.expansion_seeds, seed), result=result, weights=weights)
     if result is not None:
         out |= _robustness_metrics(result, weights)
     if grid is not None:
@@ -136,14 +135,31 @@ def _quality(
     return out | {keys.floor_key(k): v for k, v in floor.items()}
 
 
-def _sharpness(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
+def _flatness(run: Run, model: Any, evals: StudyEvaluations, *, expansion: bool,
+              result: dict[str, Any] | None, weights: str) -> dict[str, Any]:
+    """The sharpness summary and (expansion: descriptive, on the configured seeds only) the
+    second-order check on one fixed batch drawn for the training seed, from one Hessian operator
+    (one gradient graph); the check reuses the summary's worst-case ascents."""
+    from flatgen.analysis import HessianOperator
+
+    seed = evaluation_seed(SHARPNESS_SEED, run.cfg.train.seed)
+    loss_fn = sharpness_loss_fn(run, evals.sharpness_batch, seed=seed)
+    with HessianOperator(model, loss_fn) as op:
+        flat, out = _sharpness(model, loss_fn, evals, op, seed=seed)
+        if expansion:
+            out |= _expansion(run, model, loss_fn, evals, flat, op, seed=seed,
+                              ladders=((result or {}).get(keys.LADDERS) or {}).get(weights, {}))
+    return out
+
+
+def _sharpness(model: Any, loss_fn: Any, evals: StudyEvaluations, op: Any, *,
+               seed: int) -> tuple[Any, dict[str, Any]]:
     from flatgen.analysis import sharpness_summary
 
     out: dict[str, Any] = {}
-    loss_fn = sharpness_loss_fn(run, evals.sharpness_batch)
     flat = sharpness_summary(model, loss_fn, top_k=1, trace_matvecs=evals.trace_matvecs,
                              rhos=evals.perturbation_rhos, sigmas=evals.perturbation_sigmas,
-                             draws=evals.perturbation_draws, seed=SHARPNESS_SEED)
+                             draws=evals.perturbation_draws, seed=seed, operator=op)
     out[keys.LAMBDA_MAX] = flat[keys.LAMBDA_MAX]  # the summary's field is the record's key
     out[keys.HESSIAN_TRACE] = flat["trace"]["estimate"]
     out[keys.SHARPNESS_BATCH_LOSS] = flat["loss"]
@@ -154,19 +170,25 @@ def _sharpness(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
             for r, inc in zip(curves[key][radius], curves[key]["increase"], strict=True):
                 out[keys.loss_increase_key(name, r)] = inc
     out[keys.PERTURBATION_DETAIL] = curves
-    return out
+    return flat, out
 
 
-def _expansion(run: Run, model: Any, evals: StudyEvaluations) -> dict[str, Any]:
-    """Measured vs second-order-predicted loss rise for the study's weight perturbations."""
-    from flatgen.analysis.expansion import expansion_summary
-    from flatgen.study.expansion import expansion_check
+def _expansion(run: Run, model: Any, loss_fn: Any, evals: StudyEvaluations, flat: Any,
+               op: Any, *, seed: int, ladders: dict[str, Any]) -> dict[str, Any]:
+    """Measured vs second-order-predicted loss rise for the study's weight perturbations, and
+    what lambda_max alone predicts of it (the regressions of analysis.expansion)."""
+    from flatgen.analysis.expansion import expansion_regression, expansion_summary
+    from flatgen.study.expansion import attach_quality_rise, expansion_check
 
-    rows = expansion_check(model, sharpness_loss_fn(run, evals.sharpness_batch),
-                           settings=robustness_settings(run, evals),
-                           rhos=evals.perturbation_rhos)
-    summary = expansion_summary(rows)
-    return {keys.EXPANSION: rows, keys.EXPANSION_SHARE: summary["share"]}
+    rows = expansion_check(model, loss_fn, settings=robustness_settings(run, evals),
+                           rhos=evals.perturbation_rhos, seed=seed, ascents=flat.ascents,
+                           operator=op, lambda_max=flat[keys.LAMBDA_MAX])
+    rows = attach_quality_rise(rows, ladders)
+    reg = expansion_regression(rows)
+    return {keys.EXPANSION: rows, keys.EXPANSION_SHARE: expansion_summary(rows)["share"],
+            keys.EXPANSION_REGRESSION: {k: ({f: v[f] for f in ("slope", "intercept", "r2", "n")}
+                                            if isinstance(v, dict) else v)
+                                        for k, v in reg.items()}}
 
 
 def _robustness_metrics(result: dict[str, Any], weights: str) -> dict[str, Any]:
