@@ -76,64 +76,76 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     console.print(f"report: {summary['report']}")
 
 
-def _classifier_study(
-    config: Path, out: Path | None, *, plan: bool, collect: bool, only: str | None, progress: bool
-) -> None:
-    """A classifier study (task: classifier), through the one study engine."""
+def _run(cfg, out: Path, *, config: Path | None, executor: str | None, jobs: int | None,
+         only: str | None, progress: bool) -> dict[str, str] | None:
+    """Run the units through an executor and say how each ended; None when they were handed
+    to Slurm (collect later). Exits 1 (RunFailed) when every unit failed, or `only` did."""
     from flatgen.errors import RunFailed
-    from flatgen.study import load_study, plan_commands, run_study
+    from flatgen.study.plan import estimate_costs
+    from flatgen.study.run import run_units
+
+    estimates = None
+    if executor in (None, "local") and only is None:
+        costs = estimate_costs(cfg, calibrate_here=False)  # the plan's formula, no calibration run
+        estimates = {u: c.total_s for u, c in costs.items()} if costs else None
+    status = run_units(cfg, out, executor=executor, jobs=jobs, config=config, console=console,
+                       only=only, progress=progress, estimates=estimates)
+    if any(v.startswith("submitted") for v in status.values()):
+        for unit, state in status.items():
+            console.print(f"{unit}: {state.removeprefix('submitted: ')}")
+        config = config or out / "study.yaml"  # the demo's, written by run_units
+        console.print(f"when they finish: flatgen study {config} --out {out} --collect")
+        return None
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    if only is not None:
+        console.print(f"{only}: {status.get(only)}")
+        if failed:
+            raise typer.Exit(1)
+    elif failed and len(failed) == len(status):  # nothing to report: a run-time failure
+        raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                        f"{str(out / 'runs')!r}/*/error.log)")
+    elif failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+    return status
+
+
+def _plan(config: Path, cfg, out: Path, jobs: int | None) -> None:
+    """--plan: one command per unit, then the cost estimate; writes nothing."""
+    from flatgen.study import plan_commands
+    from flatgen.study.plan import estimate_costs, format_costs
+    from flatgen.study.run import default_jobs
+
+    print("\n".join(plan_commands(config, cfg, out)))
+    print(f"flatgen study {config} --out {out} --collect")
+    costs = estimate_costs(cfg)
+    if costs:
+        print(format_costs(costs, jobs=jobs or default_jobs()))
+
+
+def _classifier_study(config: Path, out: Path | None, *, plan: bool, collect: bool,
+                      run: dict) -> None:
+    """A classifier study (task: classifier), through the one study engine."""
+    from flatgen.study import load_study
     from flatgen.study.collect import collect as collect_report
 
     cfg = load_study(config)
     out = out or Path("studies") / cfg.name
     if plan:
-        print("\n".join(plan_commands(config, cfg, out)))
-        print(f"flatgen study {config} --out {out} --collect")
+        return _plan(config, cfg, out, run["jobs"])
+    status = None if collect else _run(cfg, out, config=config, **run)
+    if not collect and (status is None or run["only"] is not None):
         return
-    failed: dict[str, str] = {}
-    if not collect:
-        status = run_study(cfg, out, console, only=only, progress=progress)
-        if only is not None:
-            console.print(f"{only}: {status.get(only)}")
-            return
-        failed = {k: v for k, v in status.items() if v.startswith("failed")}
-        if failed and len(failed) == len(status):  # nothing to report: a run-time failure
-            raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
-                            f"{str(out / 'runs')!r}/*/error.log)")
     summary = collect_report(cfg, out)
     print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
     console.print(summary["verdict"])
     console.print(f"wrote {out}")
-    if failed:
-        console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+    if status and any(v.startswith("failed") for v in status.values()):
         raise typer.Exit(1)
 
 
-def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | None,
-                  jobs: int) -> int:
-    """--executor local|slurm: one submitit job per unit not yet done; returns the failures."""
-    from flatgen.study import plan_units
-    from flatgen.study.executors import EXECUTORS, run_local, submit_slurm
-    from flatgen.study.run import unit_done
-
-    if executor not in EXECUTORS:
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    units = [u for u in plan_units(cfg) if only in (None, u.name)]
-    if not units:
-        raise ValueError(f"no unit {only!r} in this study; see --plan")
-    todo = [u.name for u in units if not unit_done(out, u, cfg)]
-    out.mkdir(parents=True, exist_ok=True)
-    if executor == "slurm":
-        ids = submit_slurm(config, out, todo, settings=cfg.slurm)
-        for unit, job_id in ids.items():
-            console.print(f"{unit}: Slurm job {job_id}")
-        console.print(f"when they finish: flatgen study {config} --out {out} --collect")
-        return 0
-    console.print(f"running {len(todo)} unit(s) as local processes, {jobs} at a time")
-    status = run_local(config, out, todo, parallel=jobs)
-    for unit, state in status.items():
-        console.print(f"{unit}: {state}")
-    return sum(state.startswith("failed") for state in status.values())
+EXECUTOR_HELP = ("inline (one process), local (parallel processes, one torch thread each) or "
+                 "slurm (one job per unit; then --collect). Default: local on a CPU machine "
+                 "with more than one unit to run, else inline.")
 
 
 @app.command()
@@ -143,17 +155,15 @@ def study(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Study directory (default studies/<name>).")] = None,
     plan: Annotated[bool, typer.Option(
-        "--plan", help="Print one command per run, run nothing.")] = False,
+        "--plan", help="Print one command per run and the estimated cost; run nothing.")] = False,
     collect: Annotated[bool, typer.Option(
         "--collect", help="Only build the report from finished runs.")] = False,
     only: Annotated[str | None, typer.Option(
         "--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    executor: Annotated[str, typer.Option(
-        "--executor", help="inline (one process), local (parallel processes, 1 thread each) or "
-        "slurm (one job per unit; then --collect).")] = "inline",
-    jobs: Annotated[int, typer.Option(
-        "--jobs", min=1, help="Parallel processes (--executor local).")] = 2,
+    executor: Annotated[str | None, typer.Option("--executor", help=EXECUTOR_HELP)] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Parallel processes (local; default: the cores).")] = None,
 ) -> None:
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
@@ -163,40 +173,21 @@ def study(
     (task: classifier) writes table.md, results.csv/json and scatter.png instead of
     report.html.
     """
-    from flatgen.errors import RunFailed
     from flatgen.report import collect_study
-    from flatgen.study import load_study_config, plan_commands, run_study, task_of
+    from flatgen.study import load_study_config, task_of
 
+    run = {"executor": executor, "jobs": jobs, "only": only, "progress": progress}
     if task_of(config) == "classifier":
-        _classifier_study(config, out, plan=plan, collect=collect, only=only, progress=progress)
-        return
+        return _classifier_study(config, out, plan=plan, collect=collect, run=run)
     cfg = load_study_config(config)
     out = out or Path("studies") / cfg.name
     if plan:
-        for line in plan_commands(config, cfg, out):
-            print(line)
-        print(f"flatgen study {config} --out {out} --collect")
+        return _plan(config, cfg, out, jobs)
+    status = None if collect else _run(cfg, out, config=config, **run)
+    if not collect and (status is None or only is not None):
         return
-    if executor != "inline" and not collect:
-        failed_jobs = _submit_study(config, cfg, out, executor, only=only, jobs=jobs)
-        if executor == "local":
-            _print_study_summary(collect_study(cfg, out), out)
-        if failed_jobs:
-            raise typer.Exit(1)
-        return
-    if not collect:
-        status = run_study(cfg, out, console, only=only, progress=progress)
-        failed = {k: v for k, v in status.items() if v.startswith("failed")}
-        if only is not None:
-            console.print(f"{only}: {status.get(only)}")
-            return
-        if failed:
-            console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
-            if len(failed) == len(status):  # nothing to report: a run-time failure, exit 1
-                raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
-                                f"{str(out / 'runs')!r}/*/error.log)")
     _print_study_summary(collect_study(cfg, out), out)
-    if not collect and failed:
+    if status and any(v.startswith("failed") for v in status.values()):
         raise typer.Exit(1)
 
 
@@ -210,6 +201,9 @@ def demo(
         help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output directory (default demo, or demo-quick).")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help=EXECUTOR_HELP)] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Parallel processes (local; default: the cores).")] = None,
 ) -> None:
     """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report.
 
@@ -218,15 +212,16 @@ def demo(
     import time
 
     from flatgen.report import collect_study
-    from flatgen.study import run_study
     from flatgen.study.demo import demo_study
 
     t0 = time.perf_counter()
     out = out or Path("demo-quick" if quick else "demo")
     cfg = demo_study(quick, seeds=seeds)
-    status = run_study(cfg, out, console)
-    summary = collect_study(cfg, out)
-    _print_study_summary(summary, out)
+    # the jobs load the demo's config from OUT/study.yaml (run_units writes it)
+    status = _run(cfg, out, config=None, executor=executor, jobs=jobs, only=None, progress=True)
+    if status is None:  # handed to Slurm
+        return
+    _print_study_summary(collect_study(cfg, out), out)
     console.print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
     if any(v.startswith("failed") for v in status.values()):
         raise typer.Exit(1)
