@@ -240,12 +240,16 @@ def format_costs(costs: dict[str, UnitCost], *, jobs: int) -> str:
     lines = [f"cost estimate (calibrated here: one U = one forward on a batch of {BATCH_U} = "
              f"{forward_s * 1e3:.1f} ms at 1 thread; an estimate, see flatgen.study.plan):"]
     for name, c in costs.items():
-        lines.append(f"  {name}: {c.total_s:.0f} s per unit (train {c.train_s:.0f} s, measure "
-                     f"{c.measure_s:.0f} s; {c.total_u:.0f} U)")
+        lines.append(f"  {name}: {_s(c.total_s)} s per unit (train {_s(c.train_s)} s, measure "
+                     f"{_s(c.measure_s)} s; {c.total_u:.0f} U)")
     total = sum(c.total_s for c in costs.values())
     wall = wall_time([c.total_s for c in costs.values()], jobs)
-    lines.append(f"  total: {total:.0f} CPU s; about {wall / 60:.1f} min wall with --jobs {jobs}")
+    lines.append(f"  total: {_s(total)} CPU s; about {wall / 60:.1f} min wall with --jobs {jobs}")
     return "\n".join(lines)
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
 
 
 __all__ = ["Unit", "UnitCost", "calibrate", "estimate_costs", "format_costs",
