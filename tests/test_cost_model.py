@@ -78,3 +78,6 @@ def test_plan_prints_a_cost_estimate_and_writes_nothing(tmp_path):
     assert total and float(total.group(1)) > 0
     assert re.search(r"one U = one forward on a batch of 128 = [\d.]+ ms", result.output)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    # the estimate is shell comments: the rest is the commands, the last one --collect
+    commands = [ln for ln in result.output.splitlines() if ln and not ln.startswith("#")]
+    assert len(commands) == 5 and commands[-1].endswith("--collect")

@@ -110,16 +110,16 @@ def _run(cfg, out: Path, *, config: Path | None, executor: str | None, jobs: int
 
 
 def _plan(config: Path, cfg, out: Path, jobs: int | None) -> None:
-    """--plan: one command per unit, then the cost estimate; writes nothing."""
+    """--plan: the cost estimate (as # comments), then one command per unit; writes nothing."""
     from flatgen.study import plan_commands
     from flatgen.study.plan import estimate_costs, format_costs
     from flatgen.study.run import default_jobs
 
-    print("\n".join(plan_commands(config, cfg, out)))
-    print(f"flatgen study {config} --out {out} --collect")
     costs = estimate_costs(cfg)
     if costs:
         print(format_costs(costs, jobs=jobs or default_jobs()))
+    print("\n".join(plan_commands(config, cfg, out)))
+    print(f"flatgen study {config} --out {out} --collect")
 
 
 def _classifier_study(config: Path, out: Path | None, *, plan: bool, collect: bool,

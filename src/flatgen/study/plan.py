@@ -235,16 +235,17 @@ def wall_time(seconds: list[float], jobs: int) -> float:
 
 def format_costs(costs: dict[str, UnitCost], *, jobs: int) -> str:
     """The estimate --plan prints: CPU seconds per unit (training + measurement), the total,
-    and the wall time on `jobs` one-thread processes."""
+    and the wall time on `jobs` one-thread processes; shell comments, so that the plan's
+    output stays a script of its commands."""
     forward_s = next(iter(costs.values())).forward_s
-    lines = [f"cost estimate (calibrated here: one U = one forward on a batch of {BATCH_U} = "
+    lines = [f"# cost estimate (calibrated here: one U = one forward on a batch of {BATCH_U} = "
              f"{forward_s * 1e3:.1f} ms at 1 thread; an estimate, see flatgen.study.plan):"]
     for name, c in costs.items():
-        lines.append(f"  {name}: {_s(c.total_s)} s per unit (train {_s(c.train_s)} s, measure "
+        lines.append(f"#   {name}: {_s(c.total_s)} s per unit (train {_s(c.train_s)} s, measure "
                      f"{_s(c.measure_s)} s; {c.total_u:.0f} U)")
     total = sum(c.total_s for c in costs.values())
     wall = wall_time([c.total_s for c in costs.values()], jobs)
-    lines.append(f"  total: {_s(total)} CPU s; about {wall / 60:.1f} min wall with --jobs {jobs}")
+    lines.append(f"#   total: {_s(total)} CPU s; about {wall / 60:.1f} min wall with --jobs {jobs}")
     return "\n".join(lines)
 
 
