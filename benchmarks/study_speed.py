@@ -115,7 +115,7 @@ def main() -> None:
                       for unit in measured.values())
     model_measure = sum(predicted[n].measure_u for n in measured)
     print(f"cost model: training {model_train:.0f} U predicted (calibrated steps; U there "
-          f"{forward_s * 1e3:.1f} ms wall) vs {train_u:.0f} U measured; measurement "
+          f"{forward_s * 1e3:.1f} ms CPU) vs {train_u:.0f} U measured; measurement "
           f"{model_measure:.0f} U counted vs {total_u - train_u:.0f} U measured "
           f"(measured / counted = {(total_u - train_u) / model_measure:.2f})")
     print(f"per-seed cost: {total_u:.0f} U")

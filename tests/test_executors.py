@@ -117,6 +117,7 @@ def test_slurm_off_a_cluster_is_one_line(study_file, tmp_path):
                                  "--executor", "slurm"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "slurm" in result.output.lower()
+    assert not (tmp_path / "o").exists()  # a refused input writes nothing
 
 
 class _Capture:

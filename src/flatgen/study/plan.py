@@ -3,7 +3,8 @@ a cost model that `flatgen study --plan` prints.
 
 The cost model counts work in U, one forward of the study's model on a batch of 128 (no
 gradient), and turns U into seconds with a short calibration on this machine at one torch
-thread (what each local job gets): one forward and one real training step of each base
+thread (what each local job gets), in CPU time (time.process_time), so that other jobs on the
+machine do not inflate it: one forward and one real training step of each base
 trajectory (flatgen.train.step.train_step, so SAM's second pass is in it), timed. A unit costs
 
     train_U   = steps x (one step, in U)
@@ -133,10 +134,10 @@ def _sample_size(study: Any) -> int:
 def _median_time(fn, repeats: int) -> float:
     fn()  # untimed: first-call allocations
     times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    for _ in range(repeats):  # CPU time of this (one-thread) process: steady under load
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return sorted(times)[len(times) // 2]
 
 
@@ -239,13 +240,14 @@ def format_costs(costs: dict[str, UnitCost], *, jobs: int) -> str:
     output stays a script of its commands."""
     forward_s = next(iter(costs.values())).forward_s
     lines = [f"# cost estimate (calibrated here: one U = one forward on a batch of {BATCH_U} = "
-             f"{forward_s * 1e3:.1f} ms at 1 thread; an estimate, see flatgen.study.plan):"]
+             f"{forward_s * 1e3:.1f} ms CPU at 1 thread; an estimate, see flatgen.study.plan):"]
     for name, c in costs.items():
         lines.append(f"#   {name}: {_s(c.total_s)} s per unit (train {_s(c.train_s)} s, measure "
                      f"{_s(c.measure_s)} s; {c.total_u:.0f} U)")
     total = sum(c.total_s for c in costs.values())
     wall = wall_time([c.total_s for c in costs.values()], jobs)
-    lines.append(f"#   total: {_s(total)} CPU s; about {wall / 60:.1f} min wall with --jobs {jobs}")
+    lines.append(f"#   total: {_s(total)} CPU s; about {wall / 60:.1f} min wall with --jobs "
+                 f"{jobs} on idle cores")
     return "\n".join(lines)
 
 

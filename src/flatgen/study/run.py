@@ -35,7 +35,7 @@ from rich.console import Console
 
 from flatgen.config import config_changes
 from flatgen.io import write_json_atomic, write_text_atomic
-from flatgen.study.executors import EXECUTORS, run_local, submit_slurm
+from flatgen.study.executors import EXECUTORS, make_executor, run_local, submit_slurm
 from flatgen.study.kind import StudyKind, Unit
 from flatgen.study.kinds import kind_of
 from flatgen.study.plan import plan_units
@@ -108,6 +108,7 @@ def run_study(
     """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
     units = _select(study, only)
     prepare_study_dir(study, out, units)
+    out.mkdir(parents=True, exist_ok=True)
     status = _previous_status(out, study)  # --only updates its own entry
     for i, unit in enumerate(units, 1):
         try:
@@ -134,11 +135,10 @@ def run_study(
 def prepare_study_dir(study: Any, out: Path, units: list[Unit]) -> None:
     """Refuse a training run directory as --out, and any unit's run trained for another config
     (a malformed study: exit 2, before any unit runs and before status.json changes, so that it
-    cannot mark the good runs failed); then create out."""
+    cannot mark the good runs failed). Writes nothing."""
     if (out / "config.yaml").is_file() or (out / "checkpoints").is_dir():
         raise RunDirError(f"{str(out)!r} is a training run directory: give the study its own "
                           "--out (a new or study folder)")
-    out.mkdir(parents=True, exist_ok=True)
     for unit in units:
         check_run_config(out / "runs" / unit.name, study, unit)
 
@@ -207,11 +207,14 @@ def run_units(
     units = _select(study, only)
     prepare_study_dir(study, out, units)
     todo = [u for u in units if not unit_done(out, u, study)]
-    kind = resolve_executor(executor, len(todo))
+    kind = resolve_executor(executor, len(todo))  # a bad --executor: refused, nothing written
+    if kind == "slurm":
+        make_executor("slurm", out / "submitit")  # off a cluster: refused, nothing written
     if kind == "inline":  # auto on a CPU machine: one thread, as the local jobs would have
         auto_cpu = executor is None and not torch.cuda.is_available()
         with torch_threads(1 if auto_cpu else None):
             return run_study(study, out, console, only=only, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
     config = Path(config) if config is not None else snapshot_config(study, out)
     if kind == "slurm":
         ids = submit_slurm(config, out, [u.name for u in todo],
