@@ -110,13 +110,18 @@ def run_study(
     prepare_study_dir(study, out, units)
     out.mkdir(parents=True, exist_ok=True)
     status = _previous_status(out, study)  # --only updates its own entry
+    spent: list[float] = []  # seconds of each unit run here: the time left is their mean
     for i, unit in enumerate(units, 1):
         try:
             if unit_done(out, unit, study):
                 status[unit.name] = "skipped (done)"
                 continue
-            console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
+            left = (f"; about {_minutes(sum(spent) / len(spent) * (len(units) - i + 1))} left"
+                    if spent else "")
+            console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}{left}")
+            t0 = time.perf_counter()
             run_unit(study, out, unit, console=console, progress=progress)
+            spent.append(time.perf_counter() - t0)
             status[unit.name] = "done"
             (out / "runs" / unit.name / "error.log").unlink(missing_ok=True)
         except KeyboardInterrupt:
