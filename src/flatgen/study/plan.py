@@ -36,8 +36,10 @@ BATCH_U = 128  # U is one forward on this many samples
 GRAD, HVP = 3.0, 6.0  # a forward+backward, a Hessian-vector product, in forwards
 LANCZOS_MATVECS = 30  # products Lanczos takes to converge for lambda_max (tol 1e-3), typically
 WORST_CASE_STEPS = 10  # the pgd-filter ascent's default steps per radius
-# measured / counted U of a measurement: benchmarks/study_speed.py --quick (see RESULTS.md)
-MEASURE_FACTOR = 1.0
+# measured / counted U of the quick demo's measurement (2100 / 2527 U, all four methods of one
+# seed), from `benchmarks/study_speed.py --quick` at OMP_NUM_THREADS=1, load 7-8 on 2 cores,
+# 2026-12-02: one loaded run, so the constant is good to perhaps 20%
+MEASURE_FACTOR = 0.83
 
 
 def plan_units(study: Any) -> list[Unit]:
