@@ -101,7 +101,7 @@ def test_study_dispatch_and_bad_keys(tmp_path):
     assert result.exit_code == 2 and "methods" in result.output
     plan = _invoke("study", "configs/digits-study.yaml", "--plan", "--out", tmp_path / "s")
     assert plan.exit_code == 0
-    lines = plan.output.strip().splitlines()
+    lines = [ln for ln in plan.output.strip().splitlines() if not ln.startswith("#")]
     assert len(lines) == 3 * 3 + 1 and lines[-1].endswith("--collect")  # 3 trajectories x 3 seeds
 
 

@@ -117,3 +117,68 @@ def test_slurm_off_a_cluster_is_one_line(study_file, tmp_path):
                                  "--executor", "slurm"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "slurm" in result.output.lower()
+    assert not (tmp_path / "o").exists()  # a refused input writes nothing
+
+
+class _Capture:
+    """A stand-in submitit executor: keeps what would be pickled for the node."""
+
+    def __init__(self):
+        self.functions = []
+
+    def submit(self, fn):
+        self.functions.append(fn)
+        return type("Job", (), {"job_id": str(100 + len(self.functions))})()
+
+
+def test_slurm_job_runs_in_the_node_environment(tmp_path, monkeypatch):
+    """The login shell's environment stays behind but for flatgen's own variables; the job
+    sees the node's SLURM_* and CUDA_VISIBLE_DEVICES (submitit's command, run here)."""
+    from flatgen.study import executors
+
+    monkeypatch.setattr(executors, "unit_command", lambda config, out, unit: [
+        sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("FLATGEN_DEBUG", "1")
+    monkeypatch.setenv("LOGIN_ONLY", "login node")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    capture = _Capture()
+    executors.submit_units(capture, config=tmp_path / "c.yaml", out=tmp_path, units=["adm-s0"])
+    (fn,) = capture.functions
+    assert fn.env is None  # nothing replaces the node's environment
+    # now "on the node": its own variables, not the login shell's
+    monkeypatch.delenv("LOGIN_ONLY")
+    monkeypatch.delenv("FLATGEN_DEBUG")
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    seen = json.loads(fn())
+    assert seen["SLURM_JOB_ID"] == "4242" and seen["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert seen["OMP_NUM_THREADS"] == "3" and seen["FLATGEN_DEBUG"] == "1"  # flatgen's, merged
+    assert "LOGIN_ONLY" not in seen
+
+
+def test_slurm_job_with_two_gpus_starts_two_processes(tmp_path, monkeypatch):
+    """gpus_per_run: 2 -> torchrun --nproc_per_node 2 in the job's command: two ranks start."""
+    from submitit.helpers import CommandFunction
+
+    from flatgen.study import executors
+
+    command = executors.job_command(tmp_path / "c.yaml", tmp_path / "o", "sam-s0", gpus=2,
+                                    environ={})
+    assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                            "2", "-m"]
+    assert command[7:9] == ["flatgen.cli", "study"] and command[-2:] == ["sam-s0", "--no-progress"]
+    assert "torch.distributed.run" not in executors.job_command(
+        tmp_path / "c.yaml", tmp_path / "o", "sam-s0", gpus=1, environ={})
+    # run the launcher for real on a stand-in worker: each rank writes its RANK and WORLD_SIZE
+    worker = tmp_path / "worker.py"
+    worker.write_text("import os, pathlib\n"
+                      f"pathlib.Path({str(tmp_path)!r}, 'rank' + os.environ['RANK']).write_text("
+                      "os.environ['WORLD_SIZE'])\n")
+    monkeypatch.setattr(executors, "unit_command",
+                        lambda config, out, unit: [sys.executable, str(worker)])
+    launch = executors.job_command(tmp_path / "c.yaml", tmp_path / "o", "u", gpus=2, environ={})
+    CommandFunction(launch, verbose=False, env=None)()
+    assert sorted(p.name for p in tmp_path.glob("rank*")) == ["rank0", "rank1"]
+    assert (tmp_path / "rank1").read_text() == "2"

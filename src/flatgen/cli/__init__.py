@@ -10,7 +10,7 @@ import typer
 
 # importing a command module registers its commands, in this order in --help
 # isort: off
-from flatgen.cli import train, analyze, study  # noqa: F401
+from flatgen.cli import train, analyze, study, dro  # noqa: F401
 # isort: on
 from flatgen.cli.common import app
 

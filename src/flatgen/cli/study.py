@@ -1,4 +1,4 @@
-"""flatgen study, demo, dro."""
+"""flatgen study, demo."""
 
 from __future__ import annotations
 
@@ -13,35 +13,6 @@ from flatgen.cli.common import (
     cli_command,
     console,
 )
-
-
-@app.command()
-@cli_command
-def dro(
-    config: Annotated[Path, typer.Argument(
-        help="DRO experiment YAML (configs/toy2d-dro.yaml, configs/digits-dro-game.yaml).")],
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Output directory (default runs/<config name>).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-) -> None:
-    """The Wasserstein DRO game for generators against minimum-W2 training and WGAN-GP.
-
-    Writes results.json, table.md / table.csv and plots into the output directory.
-    """
-    from pydantic import ValidationError
-
-    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
-    from flatgen.dro import run_dro_experiment
-
-    data = read_yaml_mapping(config)
-    out = out or Path("runs") / config.stem
-    try:
-        summary = run_dro_experiment(data, out, progress=progress)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
-    console.print(summary["table_markdown"])
-    console.print(f"wrote {out}")
-
 
 # ---------------------------------------------------------------- study / demo
 
@@ -76,64 +47,99 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     console.print(f"report: {summary['report']}")
 
 
-def _classifier_study(
-    config: Path, out: Path | None, *, plan: bool, collect: bool, only: str | None, progress: bool
-) -> None:
-    """A classifier study (task: classifier), through the one study engine."""
+def _run(cfg, out: Path, *, config: Path | None, executor: str | None, jobs: int | None,
+         only: str | None, progress: bool) -> dict[str, str] | None:
+    """Run the units through an executor and say how each ended; None when they were handed
+    to Slurm (collect later). Exits 1 (RunFailed) when every unit failed, or `only` did."""
     from flatgen.errors import RunFailed
-    from flatgen.study import load_study, plan_commands, run_study
+    from flatgen.study.plan import estimate_costs
+    from flatgen.study.run import run_units
+
+    estimates = None
+    if executor in (None, "local") and only is None:
+        costs = estimate_costs(cfg, calibrate_here=False)  # the plan's formula, no calibration run
+        estimates = {u: c.total_s for u, c in costs.items()} if costs else None
+    status = run_units(cfg, out, executor=executor, jobs=jobs, config=config, console=console,
+                       only=only, progress=progress, estimates=estimates)
+    if any(v.startswith("submitted") for v in status.values()):
+        for unit, state in status.items():
+            console.print(f"{unit}: {state.removeprefix('submitted: ')}")
+        config = config or out / "study.yaml"  # the demo's, written by run_units
+        console.print(f"when they finish: flatgen study {config} --out {out} --collect")
+        return None
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    if only is not None:
+        console.print(f"{only}: {status.get(only)}")
+        if failed:
+            raise typer.Exit(1)
+    elif failed and len(failed) == len(status):  # nothing to report: a run-time failure
+        raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
+                        f"{str(out / 'runs')!r}/*/error.log)")
+    elif failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+    return status
+
+
+def _until_decided(cfg, out: Path, run: dict, seq: dict) -> dict:
+    """--until-decided: batches of seeds, a look after each (study/sequential.py); the report of
+    the last look. The jobs load each look's config from OUT/study.yaml."""
+    from flatgen.study.collect import collect_sequential
+    from flatgen.study.sequential import run_until_decided
+
+    budget = seq["budget"] * 60 if seq["budget"] is not None else None
+    outcome = run_until_decided(
+        cfg, out, console=console, max_seeds=seq["max_seeds"], budget_s=budget,
+        run_seeds=lambda current: _run(current, out, config=None, **run))
+    console.print(f"stopped: {outcome.stopped}; undecided: {', '.join(outcome.pending) or 'none'}")
+    return collect_sequential(outcome, out)
+
+
+UntilDecided = Annotated[bool, typer.Option(
+    "--until-decided", help="Add seeds in batches (verdicts.sequential) until every primary "
+    "claim is decided; O'Brien-Fleming alpha-spending over the looks.")]
+MaxSeeds = Annotated[int | None, typer.Option(
+    "--max-seeds", min=2, help="--until-decided: the most seeds (the last planned look).")]
+Budget = Annotated[float | None, typer.Option(
+    "--budget", min=1, help="--until-decided: stop before a batch that would pass N minutes.")]
+
+
+def _plan(config: Path, cfg, out: Path, jobs: int | None) -> None:
+    """--plan: the cost estimate (as # comments), then one command per unit; writes nothing."""
+    from flatgen.study import plan_commands
+    from flatgen.study.plan import estimate_costs, format_costs
+    from flatgen.study.run import default_jobs
+
+    costs = estimate_costs(cfg)
+    if costs:
+        print(format_costs(costs, jobs=jobs or default_jobs()))
+    print("\n".join(plan_commands(config, cfg, out)))
+    print(f"flatgen study {config} --out {out} --collect")
+
+
+def _classifier_study(config: Path, out: Path | None, *, plan: bool, collect: bool,
+                      run: dict) -> None:
+    """A classifier study (task: classifier), through the one study engine."""
+    from flatgen.study import load_study
     from flatgen.study.collect import collect as collect_report
 
     cfg = load_study(config)
     out = out or Path("studies") / cfg.name
     if plan:
-        print("\n".join(plan_commands(config, cfg, out)))
-        print(f"flatgen study {config} --out {out} --collect")
+        return _plan(config, cfg, out, run["jobs"])
+    status = None if collect else _run(cfg, out, config=config, **run)
+    if not collect and (status is None or run["only"] is not None):
         return
-    failed: dict[str, str] = {}
-    if not collect:
-        status = run_study(cfg, out, console, only=only, progress=progress)
-        if only is not None:
-            console.print(f"{only}: {status.get(only)}")
-            return
-        failed = {k: v for k, v in status.items() if v.startswith("failed")}
-        if failed and len(failed) == len(status):  # nothing to report: a run-time failure
-            raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
-                            f"{str(out / 'runs')!r}/*/error.log)")
     summary = collect_report(cfg, out)
     print(summary["table_markdown"])  # plain: rich would re-wrap the wide markdown table
     console.print(summary["verdict"])
     console.print(f"wrote {out}")
-    if failed:
-        console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
+    if status and any(v.startswith("failed") for v in status.values()):
         raise typer.Exit(1)
 
 
-def _submit_study(config: Path, cfg, out: Path, executor: str, *, only: str | None,
-                  jobs: int) -> int:
-    """--executor local|slurm: one submitit job per unit not yet done; returns the failures."""
-    from flatgen.study import plan_units
-    from flatgen.study.executors import EXECUTORS, run_local, submit_slurm
-    from flatgen.study.run import unit_done
-
-    if executor not in EXECUTORS:
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    units = [u for u in plan_units(cfg) if only in (None, u.name)]
-    if not units:
-        raise ValueError(f"no unit {only!r} in this study; see --plan")
-    todo = [u.name for u in units if not unit_done(out, u, cfg)]
-    out.mkdir(parents=True, exist_ok=True)
-    if executor == "slurm":
-        ids = submit_slurm(config, out, todo, settings=cfg.slurm)
-        for unit, job_id in ids.items():
-            console.print(f"{unit}: Slurm job {job_id}")
-        console.print(f"when they finish: flatgen study {config} --out {out} --collect")
-        return 0
-    console.print(f"running {len(todo)} unit(s) as local processes, {jobs} at a time")
-    status = run_local(config, out, todo, parallel=jobs)
-    for unit, state in status.items():
-        console.print(f"{unit}: {state}")
-    return sum(state.startswith("failed") for state in status.values())
+EXECUTOR_HELP = ("inline (one process), local (parallel processes, one torch thread each) or "
+                 "slurm (one job per unit; then --collect). Default: local on a CPU machine "
+                 "with more than one unit to run, else inline.")
 
 
 @app.command()
@@ -143,17 +149,16 @@ def study(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Study directory (default studies/<name>).")] = None,
     plan: Annotated[bool, typer.Option(
-        "--plan", help="Print one command per run, run nothing.")] = False,
+        "--plan", help="Print one command per run and the estimated cost; run nothing.")] = False,
     collect: Annotated[bool, typer.Option(
         "--collect", help="Only build the report from finished runs.")] = False,
     only: Annotated[str | None, typer.Option(
         "--only", help="Run one unit, e.g. sam-s0 (see --plan).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    executor: Annotated[str, typer.Option(
-        "--executor", help="inline (one process), local (parallel processes, 1 thread each) or "
-        "slurm (one job per unit; then --collect).")] = "inline",
-    jobs: Annotated[int, typer.Option(
-        "--jobs", min=1, help="Parallel processes (--executor local).")] = 2,
+    executor: Annotated[str | None, typer.Option("--executor", help=EXECUTOR_HELP)] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Parallel processes (local; default: the cores).")] = None,
+    until_decided: UntilDecided = False, max_seeds: MaxSeeds = None, budget: Budget = None,
 ) -> None:
     """Train methods x seeds, measure quality, flatness and robustness, write report.html.
 
@@ -163,40 +168,24 @@ def study(
     (task: classifier) writes table.md, results.csv/json and scatter.png instead of
     report.html.
     """
-    from flatgen.errors import RunFailed
-    from flatgen.study import load_study_config, plan_commands, run_study, task_of
+    from flatgen.study import load_study_config, task_of
     from flatgen.study.collect import collect_study
 
+    run = {"executor": executor, "jobs": jobs, "only": only, "progress": progress}
     if task_of(config) == "classifier":
-        _classifier_study(config, out, plan=plan, collect=collect, only=only, progress=progress)
-        return
+        return _classifier_study(config, out, plan=plan, collect=collect, run=run)
     cfg = load_study_config(config)
     out = out or Path("studies") / cfg.name
     if plan:
-        for line in plan_commands(config, cfg, out):
-            print(line)
-        print(f"flatgen study {config} --out {out} --collect")
+        return _plan(config, cfg, out, jobs)
+    if until_decided and not collect:
+        seq = {"max_seeds": max_seeds, "budget": budget}
+        return _print_study_summary(_until_decided(cfg, out, run, seq), out)
+    status = None if collect else _run(cfg, out, config=config, **run)
+    if not collect and (status is None or only is not None):
         return
-    if executor != "inline" and not collect:
-        failed_jobs = _submit_study(config, cfg, out, executor, only=only, jobs=jobs)
-        if executor == "local":
-            _print_study_summary(collect_study(cfg, out), out)
-        if failed_jobs:
-            raise typer.Exit(1)
-        return
-    if not collect:
-        status = run_study(cfg, out, console, only=only, progress=progress)
-        failed = {k: v for k, v in status.items() if v.startswith("failed")}
-        if only is not None:
-            console.print(f"{only}: {status.get(only)}")
-            return
-        if failed:
-            console.print(f"[red]{len(failed)} run(s) failed[/red]; the report covers the rest")
-            if len(failed) == len(status):  # nothing to report: a run-time failure, exit 1
-                raise RunFailed(f"all {len(failed)} runs failed (tracebacks in "
-                                f"{str(out / 'runs')!r}/*/error.log)")
     _print_study_summary(collect_study(cfg, out), out)
-    if not collect and failed:
+    if status and any(v.startswith("failed") for v in status.values()):
         raise typer.Exit(1)
 
 
@@ -210,6 +199,10 @@ def demo(
         help="Training seeds 0..N-1 (error bars and tested verdicts need >= 2).")] = 1,
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output directory (default demo, or demo-quick).")] = None,
+    executor: Annotated[str | None, typer.Option("--executor", help=EXECUTOR_HELP)] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Parallel processes (local; default: the cores).")] = None,
+    until_decided: UntilDecided = False, max_seeds: MaxSeeds = None, budget: Budget = None,
 ) -> None:
     """The embedded default: a digits study of the baseline, EMA, SAM and SAM+EMA, with a report.
 
@@ -217,16 +210,23 @@ def demo(
     """
     import time
 
-    from flatgen.study import run_study
     from flatgen.study.collect import collect_study
     from flatgen.study.demo import demo_study
 
     t0 = time.perf_counter()
     out = out or Path("demo-quick" if quick else "demo")
     cfg = demo_study(quick, seeds=seeds)
-    status = run_study(cfg, out, console)
-    summary = collect_study(cfg, out)
-    _print_study_summary(summary, out)
+    run = {"executor": executor, "jobs": jobs, "only": None, "progress": True}
+    if until_decided:
+        _print_study_summary(_until_decided(cfg, out, run, {"max_seeds": max_seeds,
+                                                             "budget": budget}), out)
+        console.print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
+        return
+    # the jobs load the demo's config from OUT/study.yaml (run_units writes it)
+    status = _run(cfg, out, config=None, **run)
+    if status is None:  # handed to Slurm
+        return
+    _print_study_summary(collect_study(cfg, out), out)
     console.print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
     if any(v.startswith("failed") for v in status.values()):
         raise typer.Exit(1)

@@ -3,15 +3,23 @@
 Each job is the command `flatgen study CONFIG --out OUT --only UNIT` (what --plan prints), so a
 job does exactly what a unit run by hand does: it skips a finished unit, resumes an interrupted
 one, and writes only into its own run directory. `--collect` builds the report afterwards.
-Local jobs get one torch thread each (OMP_NUM_THREADS=1), so N of them share N cores.
+Local jobs get one torch thread each (OMP_NUM_THREADS=1), so N of them share N cores; each
+runs in its own session, so a Ctrl-C reaches the parent only, which forwards one SIGINT to each
+job (a training unit then saves a checkpoint and exits, as on a plain Ctrl-C) and kills what is
+still running after a grace period. A Slurm job runs in the compute node's own environment
+(SLURM_*, CUDA_VISIBLE_DEVICES, what the `setup:` lines set), with only flatgen's variables
+(OMP_NUM_THREADS, MKL_NUM_THREADS, FLATGEN_*) carried over from the submitting shell; with
+gpus_per_run > 1 it starts one process per GPU through torchrun (torch.distributed.run).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,8 @@ from flatgen.config import Section
 
 EXECUTORS = ("inline", "local", "slurm")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+FLATGEN_PREFIX = "FLATGEN_"  # flatgen's own variables (FLATGEN_DEBUG, ...): they travel to jobs
+GRACE_S = 60.0  # after a Ctrl-C, how long a job may take to save and exit before it is killed
 
 
 class SlurmSettings(Section):
@@ -61,7 +71,27 @@ def slurm_parameters(settings: SlurmSettings, job_name: str) -> dict[str, Any]:
 def unit_command(config: Path, out: Path, unit: str) -> list[str]:
     """The command one job runs (absolute paths: a job may start in another directory)."""
     return [sys.executable, "-m", "flatgen.cli", "study", str(Path(config).resolve()),
-            "--out", str(Path(out).resolve()), "--only", unit, "--no-progress"]
+            "--executor", "inline", "--out", str(Path(out).resolve()), "--only", unit,
+            "--no-progress"]
+
+
+def flatgen_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `environ` that are flatgen's own: the thread counts and FLATGEN_*."""
+    return {k: v for k, v in environ.items() if k in ONE_THREAD or k.startswith(FLATGEN_PREFIX)}
+
+
+def job_command(config: Path, out: Path, unit: str, *, gpus: int = 1,
+                environ: Mapping[str, str] | None = None) -> list[str]:
+    """The command of one Slurm job: `env` sets flatgen's variables on top of the node's own
+    environment (which the job inherits: submitit's CommandFunction gets env=None), and
+    gpus > 1 launches one process per GPU with torchrun on the job's single node."""
+    command = unit_command(config, out, unit)
+    if gpus > 1:  # torchrun --standalone --nproc_per_node N -m flatgen.cli study ...
+        command = [command[0], "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node", str(gpus), *command[1:]]
+    assignments = [f"{k}={v}" for k, v in sorted(flatgen_env(
+        os.environ if environ is None else environ).items())]
+    return ["env", *assignments, *command] if assignments else command
 
 
 def make_executor(kind: str, folder: Path, slurm: SlurmSettings | None = None):
@@ -84,58 +114,93 @@ def submit_units(
     config: Path,
     out: Path,
     units: Sequence[str],
-    env: dict[str, str] | None = None,
+    gpus: int = 1,
 ) -> dict[str, Any]:
-    """Submit one job per unit; returns unit name -> submitit job."""
+    """Submit one job per unit; returns unit name -> submitit job. The job's environment is
+    the node's (env=None), never this shell's: job_command adds flatgen's variables."""
     import submitit
     from submitit.helpers import CommandFunction
 
-    full_env = dict(os.environ) | (env or {})
     jobs = {}
     for unit in units:
         if isinstance(executor, submitit.SlurmExecutor):  # squeue then names the unit
             executor.update_parameters(job_name=f"flatgen-{unit}")
-        jobs[unit] = executor.submit(CommandFunction(unit_command(config, out, unit), verbose=False,
-                                                     env=full_env))
+        command = job_command(config, out, unit, gpus=gpus)
+        jobs[unit] = executor.submit(CommandFunction(command, verbose=False, env=None))
     return jobs
 
 
-def run_local(config: Path, out: Path, units: Sequence[str], *, parallel: int) -> dict[str, str]:
-    """Run the units as parallel local processes (one torch thread each), `parallel` at a time;
-    returns unit name -> 'done' or 'failed: ...'. Plain subprocesses, not submitit's local
-    executor: that one hands results back as pickles, and flatgen unpickles nothing. Each job's
-    output goes to OUT/logs/<unit>.log."""
-    import subprocess
-
+def run_local(
+    config: Path, out: Path, units: Sequence[str], *, parallel: int,
+    on_done: Callable[[str, str, float], None] | None = None, grace_s: float = GRACE_S,
+) -> dict[str, str]:
+    """Run the units as parallel local processes (one torch thread each), `parallel` at a time,
+    in the order given; returns unit name -> 'done' or 'failed: ...'. on_done(unit, state,
+    seconds) hears each unit as it ends. Plain subprocesses, not submitit's local executor:
+    that one hands results back as pickles, and flatgen unpickles nothing. Each job's output
+    goes to OUT/logs/<unit>.log. On KeyboardInterrupt (or any error here) the running jobs
+    get one SIGINT each, then SIGKILL after grace_s, before it propagates."""
     logs = Path(out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ) | ONE_THREAD
     status: dict[str, str] = {}
     waiting = list(units)
-    running: dict[str, tuple[subprocess.Popen, Any]] = {}
-    while waiting or running:
-        while waiting and len(running) < parallel:
-            unit = waiting.pop(0)
-            log = open(logs / f"{unit}.log", "w")  # noqa: SIM115 - closed when the job ends
-            running[unit] = (subprocess.Popen(unit_command(config, out, unit), env=env,
-                                              stdout=log, stderr=subprocess.STDOUT), log)
-        for unit, (proc, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
+    running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                unit = waiting.pop(0)
+                log = open(logs / f"{unit}.log", "w")  # noqa: SIM115 - closed when the job ends
+                proc = subprocess.Popen(unit_command(config, out, unit), env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                running[unit] = (proc, log, time.perf_counter())
+            for unit, (proc, log, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[unit]
+                status[unit] = _job_state(logs / f"{unit}.log", proc.returncode)
+                if on_done is not None:
+                    on_done(unit, status[unit], time.perf_counter() - t0)
+            if running:
+                time.sleep(0.5)
+    except BaseException:
+        _stop([proc for proc, _, _ in running.values()], grace_s)
+        raise
+    finally:
+        for _, log, _ in running.values():
             log.close()
-            del running[unit]
-            lines = (logs / f"{unit}.log").read_text().strip().splitlines()
-            status[unit] = "done" if proc.returncode == 0 else (
-                f"failed: {lines[-1] if lines else f'exit {proc.returncode}'} "
-                f"(log: {logs / f'{unit}.log'})")
-        if running:
-            time.sleep(0.5)
     return status
+
+
+def _job_state(log: Path, returncode: int) -> str:
+    if returncode == 0:
+        return "done"
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return f"failed: {lines[-1] if lines else f'exit {returncode}'} (log: {log})"
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """One SIGINT each (a training job saves and exits), then SIGKILL whatever outlives grace_s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C: kill at once
+        pass
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def submit_slurm(config: Path, out: Path, units: Sequence[str], *,
                  settings: SlurmSettings | None) -> dict[str, str]:
     """Submit one Slurm job per unit and return unit name -> job id, without waiting."""
     executor = make_executor("slurm", Path(out) / "submitit", settings)
-    jobs = submit_units(executor, config=config, out=out, units=units)
+    gpus = (settings or SlurmSettings()).gpus_per_run
+    jobs = submit_units(executor, config=config, out=out, units=units, gpus=gpus)
     return {unit: str(job.job_id) for unit, job in jobs.items()}

@@ -7,6 +7,11 @@ Layout of a study directory:
   status.json                  unit -> 'done' | 'skipped (done)' | 'failed: ...'
   results.csv, results.json, table.md, plots ...   written by study.collect
 
+Executors (study/executors.py): run_units runs the units inline (one process), as parallel
+one-thread local processes (the default on a CPU machine with more than one unit to run), or as
+Slurm jobs. Every unit runs at one torch thread unless inline was asked for, so a unit's numbers
+do not depend on how it was run nor on how many units ran beside it.
+
 A unit is done when every method's result was measured with the study's current evaluation
 settings (a result measured with others is measured again, without retraining). A run
 directory trained with another config is refused, never reused or resumed. A failing unit is
@@ -16,15 +21,21 @@ recorded and the others go on.
 from __future__ import annotations
 
 import json
+import os
+import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.console import Console
 
 from flatgen.config import config_changes
 from flatgen.io import write_json_atomic, write_text_atomic
+from flatgen.study.executors import EXECUTORS, make_executor, run_local, submit_slurm
 from flatgen.study.kind import StudyKind, Unit
 from flatgen.study.kinds import kind_of
 from flatgen.study.plan import plan_units
@@ -71,6 +82,8 @@ def run_unit(
     todo = [m for m in unit.methods
             if not measured_with(kind.result_path(out, unit, m), evaluations)]
     kind.train_unit(study, out, unit, console=console, progress=progress)
+    if not _main_rank():  # under torchrun every rank trains (DDP); rank 0 alone measures
+        return
     for method in todo:
         console.print(f"[bold]{unit.name}[/bold]: measuring {method}")
         record = kind.measure(study, out, unit, method=method, progress=progress)
@@ -94,22 +107,21 @@ def run_study(
 ) -> dict[str, str]:
     """Run every unit not yet done (or just `only`); returns unit name -> 'done'|'skipped'|error."""
     units = _select(study, only)
-    if (out / "config.yaml").is_file() or (out / "checkpoints").is_dir():
-        raise RunDirError(f"{str(out)!r} is a training run directory: give the study its own "
-                          "--out (a new or study folder)")
+    prepare_study_dir(study, out, units)
     out.mkdir(parents=True, exist_ok=True)
-    # a run trained for another config is a malformed study (exit 2), refused before any unit
-    # runs and before status.json changes: it must not mark the good runs failed
-    for unit in units:
-        check_run_config(out / "runs" / unit.name, study, unit)
     status = _previous_status(out, study)  # --only updates its own entry
+    spent: list[float] = []  # seconds of each unit run here: the time left is their mean
     for i, unit in enumerate(units, 1):
         try:
             if unit_done(out, unit, study):
                 status[unit.name] = "skipped (done)"
                 continue
-            console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}")
+            left = (f"; about {_minutes(sum(spent) / len(spent) * (len(units) - i + 1))} left"
+                    if spent else "")
+            console.rule(f"[{i}/{len(units)}] {unit.name}: {', '.join(unit.methods)}{left}")
+            t0 = time.perf_counter()
             run_unit(study, out, unit, console=console, progress=progress)
+            spent.append(time.perf_counter() - t0)
             status[unit.name] = "done"
             (out / "runs" / unit.name / "error.log").unlink(missing_ok=True)
         except KeyboardInterrupt:
@@ -120,8 +132,141 @@ def run_study(
             log.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(log, traceback.format_exc())
             console.print(f"[red]{unit.name} failed[/red]: {err} (traceback in {log})")
-    write_json_atomic(out / "status.json", status)
+    if _main_rank():
+        write_json_atomic(out / "status.json", status)
     return status
+
+
+def prepare_study_dir(study: Any, out: Path, units: list[Unit]) -> None:
+    """Refuse a training run directory as --out, and any unit's run trained for another config
+    (a malformed study: exit 2, before any unit runs and before status.json changes, so that it
+    cannot mark the good runs failed). Writes nothing."""
+    if (out / "config.yaml").is_file() or (out / "checkpoints").is_dir():
+        raise RunDirError(f"{str(out)!r} is a training run directory: give the study its own "
+                          "--out (a new or study folder)")
+    for unit in units:
+        check_run_config(out / "runs" / unit.name, study, unit)
+
+
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def default_jobs() -> int:
+    """The cores this process may use (the CPU affinity where the OS says, else the count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
+def resolve_executor(executor: str | None, n_todo: int) -> str:
+    """None ('auto'): parallel local processes on a CPU machine with more than one unit to run,
+    else inline (a GPU machine runs its units one after the other in one process)."""
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, "
+                             f"got {executor!r}")
+        return executor
+    return "local" if n_todo > 1 and not torch.cuda.is_available() else "inline"
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to n (None: unchanged) for the block."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def snapshot_config(study: Any, out: Path) -> Path:
+    """OUT/study.yaml: the study config (the fields set, as given) that local and Slurm jobs load
+    when the study came from no file (flatgen demo). Loading it gives back the same config."""
+    path = Path(out) / "study.yaml"
+    data = study.model_dump(mode="json", exclude_unset=True)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_units(
+    study: Any,
+    out: Path,
+    *,
+    executor: str | None = None,
+    jobs: int | None = None,
+    config: Path | None = None,
+    console: Console,
+    only: str | None = None,
+    progress: bool = True,
+    estimates: dict[str, float] | None = None,
+) -> dict[str, str]:
+    """Run the study's units not yet done (or just `only`) with an executor; returns unit name
+    -> 'done' | 'skipped (done)' | 'failed: ...' | 'submitted: Slurm job N'.
+
+    executor None picks one (resolve_executor); jobs None: one process per core. config: the
+    study YAML the jobs load (default: OUT/study.yaml, written from `study`). estimates (unit
+    -> predicted seconds, plan.unit_costs) order the local jobs longest first and give the
+    progress lines their time left. The report is not built here: collect once after this."""
+    units = _select(study, only)
+    prepare_study_dir(study, out, units)
+    todo = [u for u in units if not unit_done(out, u, study)]
+    kind = resolve_executor(executor, len(todo))  # a bad --executor: refused, nothing written
+    if kind == "slurm":
+        make_executor("slurm", out / "submitit")  # off a cluster: refused, nothing written
+    if kind == "inline":  # auto on a CPU machine: one thread, as the local jobs would have
+        auto_cpu = executor is None and not torch.cuda.is_available()
+        with torch_threads(1 if auto_cpu else None):
+            return run_study(study, out, console, only=only, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    config = Path(config) if config is not None else snapshot_config(study, out)
+    if kind == "slurm":
+        ids = submit_slurm(config, out, [u.name for u in todo],
+                           settings=getattr(study, "slurm", None))
+        return {unit: f"submitted: Slurm job {job}" for unit, job in ids.items()}
+    status = _previous_status(out, study)
+    status |= {u.name: "skipped (done)" for u in units if u not in todo}
+    estimates = estimates or {}
+    names = sorted((u.name for u in todo), key=lambda n: -estimates.get(n, 0.0))
+    parallel = max(1, min(jobs or default_jobs(), len(todo)))
+    console.print(f"running {len(todo)} unit(s) as local processes, {parallel} at a time, "
+                  f"one torch thread each (logs in {out / 'logs'})")
+    tracker = _Tracker(names, parallel, estimates, console)
+    finished = run_local(config, out, names, parallel=parallel, on_done=tracker)
+    for unit in todo:  # a job that exited 0 without its results is a failure too
+        state = finished[unit.name]
+        if state == "done" and not unit_done(out, unit, study):
+            state = f"failed: no results written (log: {out / 'logs' / f'{unit.name}.log'})"
+        status[unit.name] = state
+    write_json_atomic(out / "status.json", status)
+    return {u.name: status[u.name] for u in units}
+
+
+class _Tracker:
+    """One line per finished unit: units done, its time, and the time left (the estimates
+    scaled by the time the finished units took, over the processes still busy)."""
+
+    def __init__(self, names: list[str], parallel: int, estimates: dict[str, float],
+                 console: Console) -> None:
+        self.left = {n: estimates.get(n) or 1.0 for n in names}
+        self.parallel, self.console, self.t0 = parallel, console, time.perf_counter()
+        self.total, self.spent, self.predicted = len(names), 0.0, 0.0
+
+    def __call__(self, unit: str, state: str, seconds: float) -> None:
+        self.predicted += self.left.pop(unit)
+        self.spent += seconds
+        left = sum(self.left.values()) * self.spent / self.predicted
+        left /= max(1, min(self.parallel, len(self.left)))
+        done = self.total - len(self.left)
+        eta = f"; about {_minutes(left)} left" if self.left else ""
+        colour = "green" if state == "done" else "red"
+        self.console.print(f"[{done}/{self.total}] {unit}: [{colour}]{state}[/{colour}] "
+                           f"in {_minutes(seconds)}{eta}", highlight=False)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _previous_status(out: Path, study: Any) -> dict[str, str]:
@@ -173,5 +318,6 @@ def load_finished(out: Path, study: Any) -> tuple[list[dict[str, Any]], list[str
 
 
 __all__ = [
-    "check_run_config", "load_finished", "load_results", "run_study", "run_unit", "unit_done",
+    "check_run_config", "default_jobs", "load_finished", "load_results", "prepare_study_dir",
+    "resolve_executor", "run_study", "run_unit", "run_units", "snapshot_config", "unit_done",
 ]
