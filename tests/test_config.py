@@ -12,10 +12,10 @@ def test_defaults_and_roundtrip(tmp_path):
 
 
 def test_overrides_are_typed():
-    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "eval.steps=[5, 50]",
+    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "train.log_every=5",
                             "train.cpu=true"])
     assert cfg.train.lr == 0.01 and isinstance(cfg.train.lr, float)
-    assert cfg.train.steps == 7 and cfg.eval.steps == [5, 50] and cfg.train.cpu is True
+    assert cfg.train.steps == 7 and cfg.train.log_every == 5 and cfg.train.cpu is True
 
 
 @pytest.mark.parametrize("preset,name", [
