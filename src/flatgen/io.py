@@ -254,3 +254,34 @@ def load_yaml(text: str) -> Any:
         raise YAMLInputError(f"{problem}{where}") from None
     _check_shape(data)
     return data
+
+
+def read_json_object(path: str | Path, what: str = "results file") -> dict:
+    """The JSON object a file holds; InputError (one line naming the file) if it cannot be read,
+    is not strict JSON (NaN is not), nests too deep, or is not an object. For files flatgen
+    wrote and reads back (a study's results, for --collect)."""
+    from flatgen.errors import InputError
+
+    path = Path(path)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        data = json.loads(path.read_text(), parse_constant=refuse)
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise InputError(f"{what} {str(path)!r} cannot be read ({reason})") from None
+    except RecursionError:
+        raise InputError(f"{what} {str(path)!r} nests too deep") from None
+    except ValueError as err:
+        raise InputError(f"{what} {str(path)!r} is not valid JSON ({err}): delete it and "
+                         "measure again") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {str(path)!r} must hold a JSON object: delete it and "
+                         "measure again")
+    try:
+        _check_shape(data)
+    except YAMLInputError as err:
+        raise InputError(f"{what} {str(path)!r} {err}") from None
+    return data
