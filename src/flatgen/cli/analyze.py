@@ -35,7 +35,7 @@ def _open(run_dir: Path, data: str | None, out: Path | None):
 
     The output folder is checked before any work: outside every other run and model folder,
     and writable (a read-only --out fails at once, not after the measurement)."""
-    from flatgen.io import check_outside_runs, check_writable
+    from flatgen.io import check_outside_runs, check_writable, remove_stale_temporaries
     from flatgen.open_model import open_model
 
     if out is not None:
@@ -45,6 +45,8 @@ def _open(run_dir: Path, data: str | None, out: Path | None):
     run = open_model(run_dir, data=data, out=out)
     eval_dir = out if out is not None else run_dir / "eval"
     check_writable(eval_dir, "--out" if out is not None else "the run directory")
+    if out is None:  # the run's own eval/: what a killed atomic write left there goes
+        remove_stale_temporaries(eval_dir)
     return run, eval_dir
 
 
