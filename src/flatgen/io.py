@@ -150,11 +150,12 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 def is_run_dir(path: Path) -> bool:
     """A flatgen run: its marker and config.yaml, or (written before the marker existed) a
-    config.yaml beside a checkpoints/ folder."""
+    config.yaml beside a checkpoint flatgen wrote (checkpoints/*/trainer_state.*)."""
     path = Path(path)
     if not (path / "config.yaml").is_file():
         return False
-    return (path / RUN_MARKER).is_file() or (path / "checkpoints").is_dir()
+    return (path / RUN_MARKER).is_file() or any(
+        (path / "checkpoints").glob("*/trainer_state.*"))
 
 
 def is_model_dir(path: Path) -> bool:
