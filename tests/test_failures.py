@@ -267,6 +267,12 @@ CASES = [
     _c("study-override-typo", lambda w, m: ["study", _text(w / "s.yaml", "methods: [sam]\n"
                                                            "overrides: {sma: [a=1]}\n"),
                                             "--out", w / "S"], 2, r"'sma' is not a base"),
+    _c("robustness-set-nested-3000-deep", lambda w, m: [
+        "robustness", w / "run", "--set", "robustness.bits=" + "[" * 3000 + "]" * 3000], 2,
+       r"--set robustness.bits: the value is not valid YAML: nested more than 64"),
+    _c("dro-duplicate-key", lambda w, m: ["dro", _text(w / "d.yaml", "seeds: [0]\nseeds: [1]\n"),
+                                          "--out", w / "dro"], 2,
+       r"d.yaml' is not valid YAML \(duplicate key 'seeds'"),
     # ---- resource bounds, before any write
     _c("batch-size-10-to-12", lambda w, m: _set(w, "train.batch_size=1000000000000"), 2,
        r"train.batch_size: Input should be less than or equal to 65536"),

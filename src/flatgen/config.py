@@ -321,6 +321,18 @@ def _apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def check_set_values(assignments: list[str]) -> list[str]:
+    """The `--set KEY=VALUE` assignments, unchanged, once every VALUE has passed the one YAML
+    loader (no repeated key, no tag, no deep nesting); ConfigError naming the key if not."""
+    for assignment in assignments:
+        key, _, raw = assignment.partition("=")
+        try:
+            load_yaml(raw) if raw.strip() else None
+        except YAMLInputError as err:
+            raise ConfigError(f"--set {key.strip()}: the value is not valid YAML: {err}") from None
+    return assignments
+
+
 def build_config(data: dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Validate a config dict after applying `key.sub=value` overrides; raise ConfigError."""
     data = dict(data or {})

@@ -31,10 +31,8 @@ BatchOpt = Annotated[int, typer.Option(
 
 
 def _open(run_dir: Path, data: str | None, out: Path | None):
-    """(run, output folder): a flatgen run writes into its eval/, a diffusers dir into --out.
-
-    The output folder is checked before any work: outside every other run and model folder,
-    and writable (a read-only --out fails at once, not after the measurement)."""
+    """(run, output folder): a flatgen run writes into its eval/, a diffusers dir into --out,
+    checked before any work: outside other runs and model folders, writable."""
     from flatgen.io import check_outside_runs, check_writable, remove_stale_temporaries
     from flatgen.open_model import open_model
 
@@ -208,6 +206,7 @@ def robustness(
     --set takes the keys of a study config's evaluations.robustness section, under the section
     name `robustness` (as `train --set section.key=value`).
     """
+    from flatgen.config import check_set_values
     from flatgen.diffusion import as_epsilon_model
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
@@ -216,7 +215,7 @@ def robustness(
     from flatgen.robustness.settings import parse_settings
 
     suites = list(SUITES) if suite == "all" else _str_list(suite, tuple(SUITES), "--suite")
-    settings = parse_settings(set_ or [], n_samples=n)
+    settings = parse_settings(check_set_values(set_ or []), n_samples=n)
     run, eval_dir = _open(run_dir, data, out)
     names = _weights_list(run, weights)
     train, test = run.data()
