@@ -29,7 +29,6 @@ TOY = {
     "model": {"preset": "mlp2d"},
     "method": {"preset": "sam+ema"},
     "train": {"steps": 12, "batch_size": 16, "warmup_steps": 2, "log_every": 2, "ckpt_every": 5},
-    "eval": {"steps": [3], "samplers": ["ddim"], "n_samples": 32},
 }
 UNET = {"train": {"steps": 1, "batch_size": 4, "warmup_steps": 0}}
 
@@ -63,13 +62,18 @@ def world_template(tmp_path_factory, one_thread):
     return w
 
 
+_HELD: list[int] = []  # lock files a case holds (as another process would), closed after it
+
+
 @pytest.fixture
 def world(world_template, tmp_path, monkeypatch):
     monkeypatch.delenv("FLATGEN_DEBUG", raising=False)
     monkeypatch.delenv("FLATGEN_KILL_AT", raising=False)
     w = tmp_path / "w"
     shutil.copytree(world_template, w)
-    return w
+    yield w
+    while _HELD:
+        os.close(_HELD.pop())  # releases the flock
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -112,14 +116,21 @@ def _deny_writes(monkeypatch, root: Path, code: int) -> None:
     monkeypatch.setattr(builtins, "open", open_)
 
 
-def _disk_full_at_checkpoint(monkeypatch, step: int) -> None:
-    """The disk fills up while checkpoint `step` is written (safetensors writes from Rust)."""
+def _disk_full_at_checkpoint(monkeypatch, step: int, *, rust: bool = False) -> None:
+    """The disk fills up while checkpoint `step` is written. safetensors writes from Rust and
+    reports it as a SafetensorError wrapping the OS error (rust=True), as a real full disk does:
+    "Error while serializing: I/O error: No space left on device (os error 28) at path ..."."""
+    from safetensors import SafetensorError
+
     from flatgen.train import checkpoint
 
     real = checkpoint.save_file
 
     def save_file_(tensors, path, *a, **k):
         if f"step-{step}-" in str(path):
+            if rust:
+                raise SafetensorError("Error while serializing: I/O error: No space left on "
+                                      f"device (os error 28) at path \"{path}\"")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(tensors, path, *a, **k)
 
@@ -140,7 +151,49 @@ def _nan_loss_from_call(monkeypatch, call: int) -> None:
     monkeypatch.setattr(loop, "diffusion_loss", loss)
 
 
+def _hold_lock(monkeypatch, run: Path, pid: int) -> None:
+    """Hold the run's lock as a training process `pid` does (another open file description
+    conflicts with flock like another process)."""
+    import fcntl
+
+    from flatgen.io import RUN_LOCK
+
+    fd = os.open(run / RUN_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{pid}\n".encode())
+    _HELD.append(fd)
+
+
 # ---------------------------------------------------------------- world edits
+
+
+def _set(w: Path, assignment: str) -> list:
+    return ["train", w / "toy.yaml", "--out", w / "r", "--set", assignment]
+
+
+def _pretrained(w: Path, **scheduler) -> list:
+    """A copy of the export whose scheduler config holds `scheduler`, as model.pretrained."""
+    shutil.copytree(w / "export", w / "pre")
+    path = w / "pre" / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | scheduler))
+    return ["train", _write_yaml(w / "p.yaml", {"model": {"pretrained": str(w / "pre")}}),
+            "--out", w / "r"]
+
+
+def _user_run_lookalike(w: Path) -> None:
+    """A user's folder with a config.yaml, a metrics.jsonl and an eval/ of its own."""
+    shutil.copy(w / "toy.yaml", w / "user" / "config.yaml")
+    (w / "user" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (w / "user" / "eval").mkdir()
+    (w / "user" / "eval" / "mine.json").write_text("{}\n")
+
+
+def _hidden_only(w: Path) -> Path:
+    """A folder holding only a user's hidden file (named like a temporary)."""
+    (w / "h").mkdir()
+    (w / "h" / ".x.tmp").write_text("mine\n")
+    return w / "h"
 
 
 def _corrupt(path: Path, kind: str) -> None:

@@ -12,10 +12,10 @@ def test_defaults_and_roundtrip(tmp_path):
 
 
 def test_overrides_are_typed():
-    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "eval.steps=[5, 50]",
+    cfg = build_config({}, ["train.lr=0.01", "train.steps=7", "train.log_every=5",
                             "train.cpu=true"])
     assert cfg.train.lr == 0.01 and isinstance(cfg.train.lr, float)
-    assert cfg.train.steps == 7 and cfg.eval.steps == [5, 50] and cfg.train.cpu is True
+    assert cfg.train.steps == 7 and cfg.train.log_every == 5 and cfg.train.cpu is True
 
 
 @pytest.mark.parametrize("preset,name", [
@@ -109,3 +109,39 @@ def test_configs_written_before_keep_checkpoints_still_load(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_config(path) == build_config({}) and build_config({}).train.keep_checkpoints == 3
+
+
+def test_the_eval_section_is_gone_but_old_runs_load(tmp_path):
+    """Nothing read `eval:`; a run's own config.yaml written with one still loads (its eval is
+    dropped), a config file or --set that gives one is refused."""
+    import yaml
+
+    data = build_config({}).model_dump(mode="json")
+    data["eval"] = {"steps": [10, 100], "samplers": ["adm"], "n_samples": None,
+                    "batch_size": 512, "seed": 1234}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    assert load_config(tmp_path / "config.yaml") == build_config({})
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="eval: unknown key in '.*mine.yaml'"):
+        load_config(tmp_path / "mine.yaml")
+    with pytest.raises(ConfigError, match="eval: unknown key"):
+        load_config(tmp_path / "config.yaml", ["eval.steps=[0]"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=true", "train.steps: Input should be a valid integer"),
+    ("train.cpu=1", "train.cpu: Input should be a valid boolean"),
+    ("train.lr=true", "train.lr: Input should be a valid number"),
+    ("data.toy=3", "data.toy: Input should be a valid string"),
+    ("train.steps=1e3", "train.steps: Input should be a valid integer"),
+    ("train.grad_accum=200", "grad_accum 200 splits train.batch_size 128"),
+    ("method.swa.start=1500", "method.swa.start: step 1500 is not before the last step"),
+    ("train.seed=4294967296", "train.seed: Input should be less than or equal to 4294967295"),
+])
+def test_types_and_bounds_are_strict(override, message):
+    overrides = ["method.preset=swa", override] if "swa" in override else [override]
+    with pytest.raises(ConfigError, match=message):
+        build_config({}, overrides)
+    # the edges that are allowed
+    assert build_config({}, ["train.grad_accum=128"]).train.grad_accum == 128
+    assert build_config({}, ["method.preset=swa", "method.swa.start=1499"]).method.swa.start == 1499

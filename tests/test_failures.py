@@ -29,6 +29,8 @@ from tests.failure_world import (
     _deny_writes,
     _disk_full_at_checkpoint,
     _fail_study_training,
+    _hidden_only,
+    _hold_lock,
     _image_folder,
     _internal_bug,
     _kept_step,
@@ -37,9 +39,12 @@ from tests.failure_world import (
     _nan_weights,
     _nothing_saved,
     _pickle_payload,
+    _pretrained,
     _resume,
+    _set,
     _study,
     _text,
+    _user_run_lookalike,
     _write_yaml,
     invoke,
     snapshot,
@@ -230,11 +235,91 @@ CASES = [
        writes=True),
     _c("internal-error", lambda w, m: (_internal_bug(m), ["sample", w / "run"])[1], 1,
        r"internal error: TypeError: unsupported operand"),
+    # ---- issue 20: types and shapes that escaped the validators
+    _c("set-list-for-a-name", lambda w, m: _set(w, "method.preset=[sam]"), 2,
+       r"method.preset must be one of .*got \['sam'\]"),
+    _c("set-truncated-flow", lambda w, m: _set(w, "train.lr=[1,"), 2,
+       r"--set train.lr: the value is not valid YAML"),
+    _c("set-python-tag", lambda w, m: _set(w, f"train.lr=!!python/object/apply:os.system "
+                                              f"['touch {w / 'pwned'}']"), 2,
+       r"--set train.lr: .*constructor for the tag", after=lambda w: _assert(
+           not (w / "pwned").exists())),
+    _c("config-nested-3000-deep", lambda w, m: ["train", _text(w / "d.yaml", "train: " + "[" * 3000
+                                                               + "]" * 3000), "--out", w / "r"],
+       2, r"d.yaml' is not valid YAML \(nested more than 64 levels deep\)"),
+    _c("pretrained-null-beta", lambda w, m: _pretrained(w, beta_start=None), 2,
+       r"model.pretrained"),
+    _c("pretrained-list-timesteps", lambda w, m: _pretrained(w, num_train_timesteps=[1000]), 2,
+       r"model.pretrained"),
+    # ---- accepted when they should be refused
+    _c("config-duplicate-key", lambda w, m: ["train", _text(w / "k.yaml", "train: {steps: 3}\n"
+                                                            "train: {steps: 4}\n"), "--out",
+                                             w / "r"], 2, r"duplicate key 'train' \(line 2"),
+    _c("set-steps-true", lambda w, m: _set(w, "train.steps=true"), 2,
+       r"train.steps: Input should be a valid integer"),
+    _c("set-eval-section", lambda w, m: _set(w, "eval.steps=[0]"), 2, r"eval: unknown key"),
+    _c("swa-start-past-last-step", lambda w, m: _set(w, "method.swa.start=500"), 2,
+       r"method.swa.start: step 500 is not before the last step \(train.steps=12\)"),
+    _c("study-empty-file", lambda w, m: ["study", _text(w / "s.yaml", ""), "--out", w / "S"], 2,
+       r"study config .*s.yaml' is empty"),
+    _c("study-name-a-path", lambda w, m: ["study", _text(w / "s.yaml", "name: ../../x\n"),
+                                          "--out", w / "S"], 2, r"name: String should match"),
+    _c("study-override-typo", lambda w, m: ["study", _text(w / "s.yaml", "methods: [sam]\n"
+                                                           "overrides: {sma: [a=1]}\n"),
+                                            "--out", w / "S"], 2, r"'sma' is not a base"),
+    _c("robustness-set-nested-3000-deep", lambda w, m: [
+        "robustness", w / "run", "--set", "robustness.bits=" + "[" * 3000 + "]" * 3000], 2,
+       r"--set robustness.bits: the value is not valid YAML: nested more than 64"),
+    _c("dro-duplicate-key", lambda w, m: ["dro", _text(w / "d.yaml", "seeds: [0]\nseeds: [1]\n"),
+                                          "--out", w / "dro"], 2,
+       r"d.yaml' is not valid YAML \(duplicate key 'seeds'"),
+    # ---- resource bounds, before any write
+    _c("batch-size-10-to-12", lambda w, m: _set(w, "train.batch_size=1000000000000"), 2,
+       r"train.batch_size: Input should be less than or equal to 65536"),
+    _c("grad-accum-over-batch", lambda w, m: _set(w, "train.grad_accum=32"), 2,
+       r"grad_accum 32 splits train.batch_size 16 into empty micro-batches: at most 16"),
+    _c("seed-negative", lambda w, m: _set(w, "train.seed=-1"), 2,
+       r"train.seed: Input should be greater than or equal to 0"),
+    _c("image-size-unet-cannot-take", lambda w, m: ["train", _write_yaml(w / "i.yaml", {
+        "data": {"name": "image_folder", "path": str(w / "user"), "image_size": 9,
+                 "channels": 1}, "model": {"preset": "unet-digits"}}), "--out", w / "r"], 2,
+       r"model.preset 'unet-digits' cannot take samples of shape \(1, 9, 9\)"),
+    _c("sample-n-huge", lambda w, m: ["sample", w / "run", "--n", "1000000000"], 2,
+       r"Invalid value for '--n'"),
+    # ---- what counts as a run; nothing written where it should not be
+    _c("force-on-a-folder-with-its-own-config", lambda w, m: (_user_run_lookalike(w), [
+        "train", w / "toy.yaml", "--out", w / "user", "--force"])[1], 2,
+       r"holds 'config.yaml', which flatgen did not write"),
+    _c("hidden-file-is-content", lambda w, m: ["train", w / "toy.yaml", "--out", _hidden_only(w)],
+       2, r"not empty and holds no flatgen run"),
+    _c("export-inside-a-run", lambda w, m: ["export", w / "unet", "--out", w / "run" / "sub"], 2,
+       r"inside the flatgen run"),
+    _c("evaluate-out-inside-a-model", lambda w, m: ["evaluate", w / "run", "--out",
+                                                    w / "export" / "eval"], 2,
+       r"inside the model folder"),
+    _c("sharpness-out-read-only", lambda w, m: (_deny_writes(m, w / "user", errno.EROFS),
+                                                ["sharpness", w / "run", "--out",
+                                                 w / "user" / "o"])[1], 2,
+       r"cannot write to .*Read-only file system"),
+    _c("landscape-run-read-only", lambda w, m: (_deny_writes(m, w / "run", errno.EROFS),
+                                                ["landscape", w / "run", "--grid", "3"])[1], 2,
+       r"cannot write to .*Read-only file system"),
+    # ---- the lock, and faults inside libraries
+    _c("train-run-locked", lambda w, m: (_hold_lock(m, w / "run", 4242), _resume(w))[1], 2,
+       r"is in use by process 4242"),
+    _c("disk-full-inside-safetensors", lambda w, m: (_disk_full_at_checkpoint(m, 10, rust=True),
+                                                     ["train", w / "toy.yaml", "--out",
+                                                      w / "r"])[1], 1,
+       r"No space left on device: .*step-10.*what was saved before is kept", writes=True,
+       after=_kept_step("r", 5)),
+    _c("debug-0-is-off", lambda w, m: (m.setenv("FLATGEN_DEBUG", "0"), _internal_bug(m),
+                                       ["sample", w / "run"])[2], 1,
+       r"internal error: TypeError"),
 ]
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) >= 85 and len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

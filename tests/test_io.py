@@ -51,3 +51,59 @@ def test_output_checks(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", read_only)
     with pytest.raises(OutputError, match=r"cannot write to .* \(Read-only file system\)"):
         check_writable(tmp_path / "out")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "is not valid JSON"), ('{"a": NaN}', "NaN is not JSON"), ("[1]", "JSON object"),
+    ("[" * 3000 + "]" * 3000, "nests too deep|JSON object"), ("\xff", "not valid JSON|cannot"),
+    ('{"a": ' + "[" * 100 + "]" * 100 + "}", "nested more than 64"),
+])
+def test_results_files_refused_in_one_line(tmp_path, text, message):
+    from flatgen.errors import InputError
+    from flatgen.io import read_json_object
+
+    path = tmp_path / "study_adm.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        read_json_object(path)
+    assert str(path) in str(err.value) and len(str(err.value).splitlines()) == 1
+    path.write_text('{"w2": 0.5}')
+    assert read_json_object(path) == {"w2": 0.5}
+
+
+def test_yaml_loader_refuses_what_safe_load_lets_through():
+    from flatgen.io import YAMLInputError, load_yaml
+
+    assert load_yaml("a: 1e-3\nb: [1, 2]\n") == {"a": 0.001, "b": [1, 2]}
+    for text, message in [("a: 1\na: 2\n", "duplicate key 'a'"),
+                          ("[" * 3000 + "]" * 3000, "nested more than"),
+                          ("!!python/object/apply:os.system [true]", "constructor"),
+                          ("a: [1,", "expected"),
+                          # an alias bomb: 9 levels of 10 references each
+                          ("a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+                              f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+                              for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+                           "more than 200000")]:
+        with pytest.raises(YAMLInputError, match=message):
+            load_yaml(text)
+
+
+def test_empty_folders_and_runs(tmp_path):
+    from flatgen.errors import OutputError
+    from flatgen.io import RUN_MARKER, check_outside_runs, is_empty_dir, is_run_dir
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    assert is_empty_dir(folder)
+    (folder / ".config.yaml.ab12cd_9.tmp").write_text("")  # a killed atomic write of ours
+    assert is_empty_dir(folder)
+    (folder / ".x.tmp").write_text("")  # a user's hidden file
+    assert not is_empty_dir(folder)
+    (folder / "config.yaml").write_text("{}")
+    assert not is_run_dir(folder)  # a user's config.yaml alone makes no run
+    (folder / RUN_MARKER).write_text("{}")
+    assert is_run_dir(folder)
+    with pytest.raises(OutputError, match="inside the flatgen run"):
+        check_outside_runs(folder / "a" / "b")
+    check_outside_runs(folder / "eval", own=folder)  # the run's own outputs
+    check_outside_runs(tmp_path / "elsewhere")

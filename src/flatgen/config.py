@@ -10,13 +10,32 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from flatgen.io import YAMLInputError, load_yaml
 from flatgen.optim.wrm import WRMConfig
 
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the offending key."""
+
+
+# resource bounds, checked before anything is written (the limit is in pydantic's message)
+MAX_STEPS = 10**9  # training steps, and the step counts of logging and checkpointing
+MAX_BATCH = 65536  # a global batch larger than this cannot fit any device flatgen targets
+MAX_SAMPLES = 10**7  # sample counts (toy2d sizes, evaluation samples)
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit; torch's are wider
+MAX_IMAGE_SIZE = 4096
+MAX_TIMESTEPS = 100_000
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 def _distinct_seeds(v: list[int]) -> list[int]:
@@ -26,12 +45,14 @@ def _distinct_seeds(v: list[int]) -> list[int]:
 
 
 # the seeds of a study: at least one, duplicates dropped (order kept)
-Seeds = Annotated[list[int], AfterValidator(_distinct_seeds)]
+Seeds = Annotated[list[Seed], AfterValidator(_distinct_seeds)]
 
 
 class Section(BaseModel):
-    # inf / nan are refused: `train.lr=.inf` would train to NaN weights
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # inf / nan are refused: `train.lr=.inf` would train to NaN weights. strict: a boolean is
+    # not a number (`train.steps=true` must not train one step), a number is not a name
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              strict=True)
 
 
 def _registered_dataset(v: str) -> str:
@@ -47,10 +68,11 @@ class DataConfig(Section):
 
     name: Annotated[str, AfterValidator(_registered_dataset)] = "digits"
     toy: str = "8gaussians"  # toy2d distribution
-    n_train: int = Field(20000, gt=0)  # toy2d only; digits and real data use their own split
-    n_test: int = Field(2000, gt=0)
+    # toy2d only; digits and real data use their own split
+    n_train: int = Field(20000, gt=0, le=MAX_SAMPLES)
+    n_test: int = Field(2000, gt=0, le=MAX_SAMPLES)
     path: str | None = None  # image_folder / cifar10
-    image_size: int = Field(32, gt=0)  # image_folder
+    image_size: int = Field(32, gt=0, le=MAX_IMAGE_SIZE)  # image_folder
     channels: int = Field(3, ge=1, le=4)  # image_folder
     test_fraction: float = Field(0.1, gt=0, lt=1)  # image_folder: held-out share
 
@@ -80,7 +102,7 @@ class ModelConfig(Section):
 
 class DiffusionConfig(Section):
     schedule: Literal["linear", "cosine", "scaled_linear"] = "linear"
-    timesteps: int = Field(1000, ge=2)
+    timesteps: int = Field(1000, ge=2, le=MAX_TIMESTEPS)
     beta_start: float = Field(0.0001, gt=0, lt=1)  # linear / scaled_linear only
     beta_end: float = Field(0.02, gt=0, lt=1)
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
@@ -98,7 +120,7 @@ class SAMConfig(Section):
     rho: float = Field(0.05, gt=0)
     adaptive: bool = False  # ASAM
     eta: float = Field(0.01, ge=0)  # ASAM's offset in T = |w| + eta (Kwon et al. 2021)
-    k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
+    k: int = Field(5, ge=1, le=MAX_STEPS)  # LookSAM / SAM-every-k period
     alpha: float = Field(0.7, ge=0)  # LookSAM gradient-reuse weight
     sync_perturbation: bool = False  # DDP: all-reduce the ascent gradient too
 
@@ -110,7 +132,7 @@ class EMAConfig(Section):
 
 class SWAConfig(Section):
     start: float = Field(0.5, ge=0)  # fraction of train.steps if < 1, else a step number
-    every: int = Field(10, ge=1)
+    every: int = Field(10, ge=1, le=MAX_STEPS)
 
 
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
@@ -139,10 +161,10 @@ class MethodConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _expand_preset(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not data.get("preset"):
+        if not isinstance(data, dict) or data.get("preset") is None:
             return data
         preset = data["preset"]
-        if preset not in METHOD_PRESETS:
+        if not isinstance(preset, str) or preset not in METHOD_PRESETS:
             raise ValueError(f"method.preset must be one of {', '.join(METHOD_PRESETS)}, "
                              f"got {preset!r}")
         merged = dict(METHOD_PRESETS[preset])
@@ -158,31 +180,34 @@ class MethodConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(1500, gt=0)
-    batch_size: int = Field(128, gt=0)  # global batch, split over processes and micro-batches
-    grad_accum: int = Field(1, ge=1)
+    steps: int = Field(1500, gt=0, le=MAX_STEPS)
+    # global batch, split over processes and micro-batches
+    batch_size: int = Field(128, gt=0, le=MAX_BATCH)
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(100, ge=0, le=MAX_STEPS)
     lr_decay: Literal["constant", "cosine"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    log_every: int = Field(25, gt=0)
-    ckpt_every: int = Field(250, gt=0)
-    keep_checkpoints: int = Field(3, ge=0)  # checkpoints/step-<n> kept besides checkpoints/last
+    seed: Seed = 0
+    log_every: int = Field(25, gt=0, le=MAX_STEPS)
+    ckpt_every: int = Field(250, gt=0, le=MAX_STEPS)
+    # checkpoints/step-<n> kept besides checkpoints/last
+    keep_checkpoints: int = Field(3, ge=0, le=10_000)
     # None: what `accelerate launch` / `accelerate config` / ACCELERATE_MIXED_PRECISION say
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None
     cpu: bool = False  # force the CPU even where a GPU exists
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # Accelerate's trackers
-    sample_every: int | None = Field(None, gt=0)  # a sample grid in samples/step-<n>.png
+    # a sample grid in samples/step-<n>.png
+    sample_every: int | None = Field(None, gt=0, le=MAX_STEPS)
 
-
-class EvalConfig(Section):
-    steps: list[int] = Field(default_factory=lambda: [10, 100])  # T' values
-    samplers: list[Literal["adm", "ddim"]] = Field(default_factory=lambda: ["adm", "ddim"])
-    n_samples: int | None = Field(None, gt=0)  # None: the size of the test set
-    batch_size: int = Field(512, gt=0)
-    seed: int = 1234
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.grad_accum > self.batch_size:  # each micro-batch needs one sample at least
+            raise ValueError(f"grad_accum {self.grad_accum} splits train.batch_size "
+                             f"{self.batch_size} into empty micro-batches: at most "
+                             f"{self.batch_size}")
+        return self
 
 
 class Config(Section):
@@ -192,7 +217,6 @@ class Config(Section):
     diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -204,11 +228,17 @@ class Config(Section):
             return data
         from flatgen.models.pretrained import diffusion_fields
 
+        if not isinstance(model["pretrained"], str):
+            return data  # the field's own validation says what is wrong
         try:
             fields = diffusion_fields(model["pretrained"])
-        except (ValueError, OSError) as err:
-            raise ValueError(f"model.pretrained: {err}") from None
-        given = dict(data.get("diffusion") or {})
+        except (ValueError, OSError, TypeError, KeyError, AttributeError) as err:
+            # a malformed diffusers config (null or a list for a number) is an input error
+            raise ValueError(f"model.pretrained: {_one_line(err)}") from None
+        given = data.get("diffusion") or {}
+        if not isinstance(given, dict):
+            return data
+        given = dict(given)
         for key, value in given.items():
             if key in fields and value != fields[key]:
                 raise ValueError(f"diffusion.{key} {value!r} contradicts the pretrained model's "
@@ -220,6 +250,12 @@ class Config(Section):
         from flatgen.data import sample_shape
         from flatgen.models import check_fits
 
+        swa = self.method.swa
+        if swa is not None and swa.start >= 1 and swa.start >= self.train.steps:
+            # the average would hold no step: the "swa" weights would be the initial ones
+            raise ValueError(f"method.swa.start: step {swa.start:g} is not before the last step "
+                             f"(train.steps={self.train.steps}): give a smaller step or a "
+                             "fraction < 1")
         shape = sample_shape(self.data)
         if self.model.pretrained:
             if len(shape) != 3:
@@ -256,26 +292,53 @@ def config_changes(old: Any, new: Any, prefix: str = "", *,
     return [] if old == new or key in ignore else [(key, old, new)]
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _apply_override(data: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
+    if not all(part.strip() for part in parts):
+        raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except YAMLInputError as err:
+        raise ConfigError(f"--set {key}: the value is not valid YAML: {err}") from None
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a section")
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])!r} is not a section")
+        node[part] = child = dict(child)  # a copy: the caller's nested dicts stay as they were
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    node[parts[-1]] = value
+
+
+def check_set_values(assignments: list[str]) -> list[str]:
+    """The `--set KEY=VALUE` assignments, unchanged, once every VALUE has passed the one YAML
+    loader (no repeated key, no tag, no deep nesting); ConfigError naming the key if not."""
+    for assignment in assignments:
+        key, _, raw = assignment.partition("=")
+        try:
+            load_yaml(raw) if raw.strip() else None
+        except YAMLInputError as err:
+            raise ConfigError(f"--set {key.strip()}: the value is not valid YAML: {err}") from None
+    return assignments
 
 
 def build_config(data: dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Validate a config dict after applying `key.sub=value` overrides; raise ConfigError."""
     data = dict(data or {})
     for assignment in overrides:
+        if not isinstance(assignment, str):
+            raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
         _apply_override(data, assignment)
     try:
         return Config.model_validate(data)
@@ -293,10 +356,9 @@ def read_yaml_mapping(path: str | Path, what: str = "config file", fix: str = ""
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} not found{tail}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        first = f"{err}".splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML ({first}){tail}") from None
+        data = load_yaml(path.read_text())
+    except YAMLInputError as err:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML ({err}){tail}") from None
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or type(err).__name__
         raise ConfigError(f"{what} {str(path)!r} cannot be read ({reason}){tail}") from None
@@ -309,17 +371,21 @@ def read_yaml_mapping(path: str | Path, what: str = "config file", fix: str = ""
     return data
 
 
+RUN_CONFIG = "config.yaml"  # the name of a run's own config
+
+
 def load_config(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, fix: str = ""
 ) -> Config:
     """Read a YAML config file, apply overrides, validate; `fix` ends any error message."""
     data = read_yaml_mapping(path, fix=fix)
-    if not fix:
-        return build_config(data, overrides)
+    if Path(path).name == RUN_CONFIG and isinstance(data.get("eval"), dict):
+        # a run's own config.yaml from before the `eval:` section went (nothing ever read it)
+        data.pop("eval")
     try:
         return build_config(data, overrides)
     except ConfigError as err:
-        raise ConfigError(f"{err} in {str(path)!r}: {fix}") from None
+        raise ConfigError(f"{err} in {str(path)!r}" + (f": {fix}" if fix else "")) from None
 
 
 def dump_config(cfg: Config) -> str:

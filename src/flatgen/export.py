@@ -10,7 +10,7 @@ from pathlib import Path
 from diffusers import DDPMPipeline, DDPMScheduler
 
 from flatgen.errors import OutputError
-from flatgen.io import check_writable, dir_mode
+from flatgen.io import check_outside_runs, check_writable, dir_mode
 from flatgen.models import UNetDenoiser
 from flatgen.train.run import Run
 
@@ -34,7 +34,25 @@ def check_export_dir(out: str | Path, *, force: bool = False) -> None:
         if not force:
             raise OutputError(f"--out {str(out)!r} holds an export already: pass --force to "
                               "replace it, or choose another --out")
+    check_outside_runs(out.parent)  # never a pipeline inside a run or another model
     check_writable(out.parent if not out.exists() else out)
+
+
+def _temporary_prefix(out: Path) -> str:
+    return f".tmp-{out.name}-"
+
+
+def remove_stale_exports(out: str | Path) -> list[Path]:
+    """Delete the `.tmp-NAME-*` folders beside `out` that an export of NAME killed before its
+    rename left (an export writes only there until the rename)."""
+    out = Path(out)
+    removed = []
+    if out.parent.is_dir():
+        for p in out.parent.glob(_temporary_prefix(out) + "*"):
+            if p.is_dir() and len(p.name) == len(_temporary_prefix(out)) + 8:  # mkdtemp's
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
 
 
 def export_pipeline(
@@ -54,7 +72,8 @@ def export_pipeline(
     # timestep_spacing "linspace": DDPMPipeline then walks the ADM sampler's respaced chain
     scheduler = DDPMScheduler.from_config(run.schedule.scheduler_config())
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    remove_stale_exports(out)
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(out), dir=out.parent))
     try:
         os.chmod(tmp, dir_mode())
         pipeline = DDPMPipeline(unet=model.unet, scheduler=scheduler)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from flatgen.errors import OutputError
 
@@ -114,18 +117,172 @@ def check_new_file(path: str | Path, *, force: bool, what: str = "--out") -> Non
     check_writable(path.parent, what)
 
 
-def is_empty_dir(path: Path) -> bool:
-    """A folder holding nothing but temporaries that flatgen's atomic writes leave when killed."""
-    return path.is_dir() and all(p.name.startswith(".") and p.name.endswith(".tmp")
-                                 for p in path.iterdir())
+# a run directory holds this file, written by flatgen before anything else: a folder is a run
+# only if flatgen made it one (a user's folder with a config.yaml of its own is not)
+RUN_MARKER = ".flatgen-run"
+RUN_LOCK = ".flatgen-lock"
+# atomic_write's temporaries: "." + the file's name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def is_temporary(path: Path, names: tuple[str, ...] | None = None) -> bool:
+    """Whether path is a temporary atomic_write left (of a file in `names`, if given)."""
+    match = _TEMPORARY.match(path.name)
+    return bool(match) and path.is_file() and (names is None or match["name"] in names)
+
+
+def is_empty_dir(path: Path, own: tuple[str, ...] = ("config.yaml", RUN_MARKER)) -> bool:
+    """A folder holding nothing, or only the temporaries of the files in `own` that a process
+    killed inside atomic_write left. Hidden files are content like any other."""
+    return path.is_dir() and all(is_temporary(p, own) for p in path.iterdir())
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the `.NAME.XXXX.tmp` files that a process killed inside atomic_write left."""
+    """Delete the `.NAME.XXXXXXXX.tmp` files that a process killed inside atomic_write left."""
     removed = []
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"):
+            if is_temporary(p):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
+
+
+def is_run_dir(path: Path) -> bool:
+    """A flatgen run: its marker and config.yaml, or (written before the marker existed) a
+    config.yaml beside a checkpoint flatgen wrote (checkpoints/*/trainer_state.*)."""
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        return False
+    return (path / RUN_MARKER).is_file() or any(
+        (path / "checkpoints").glob("*/trainer_state.*"))
+
+
+def is_model_dir(path: Path) -> bool:
+    """A diffusers pipeline or model folder (flatgen never writes into one)."""
+    path = Path(path)
+    return (path / "model_index.json").is_file() or (
+        (path / "config.json").is_file()
+        and any(path.glob("diffusion_pytorch_model*")))
+
+
+def check_outside_runs(out: str | Path, *, own: str | Path | None = None,
+                       what: str = "--out") -> None:
+    """OutputError if `out` lies in a run directory or a model folder (itself or any folder
+    above it), unless that folder is `own` (the run whose outputs these are)."""
+    out = Path(out).resolve()
+    own_dir = Path(own).resolve() if own is not None else None
+    for folder in (out, *out.parents):
+        if own_dir is not None and folder == own_dir:
+            return
+        if is_run_dir(folder):
+            raise OutputError(f"{what} {str(out)!r} is inside the flatgen run {str(folder)!r}, "
+                              "which holds only its own outputs: choose another " + what)
+        if is_model_dir(folder):
+            raise OutputError(f"{what} {str(out)!r} is inside the model folder {str(folder)!r}, "
+                              "which flatgen never writes into: choose another " + what)
+
+
+# ---------------------------------------------------------------- YAML input
+
+MAX_YAML_DEPTH = 64  # no config nests deeper than a handful of levels
+MAX_YAML_NODES = 200_000  # and none holds more values: refuses alias bombs before they expand
+
+
+class YAMLInputError(ValueError):
+    """A YAML text that cannot be used as input; one line, without the file name."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (where SafeLoader keeps the
+    last silently): the one loader every config, study and results file is read with."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader says so below
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's floats: `1e-3` is a number (YAML 1.1, and so SafeLoader, reads it as a string,
+# which strict validation would then refuse)
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _check_shape(data: Any) -> None:
+    """YAMLInputError if data nests deeper than MAX_YAML_DEPTH or holds over MAX_YAML_NODES
+    values (aliases count each time they are used)."""
+    stack, count = [(data, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_YAML_DEPTH:
+            raise YAMLInputError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        if count > MAX_YAML_NODES:
+            raise YAMLInputError(f"holds more than {MAX_YAML_NODES} values")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def load_yaml(text: str) -> Any:
+    """The value a YAML text holds, read with StrictLoader; YAMLInputError (one line) if it is
+    not valid YAML, repeats a key, uses an unknown tag, or nests too deep."""
+    try:
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise YAMLInputError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except yaml.YAMLError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        problem = getattr(err, "problem", None) or (lines[0] if lines else type(err).__name__)
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise YAMLInputError(f"{problem}{where}") from None
+    _check_shape(data)
+    return data
+
+
+def read_json_object(path: str | Path, what: str = "results file") -> dict:
+    """The JSON object a file holds; InputError (one line naming the file) if it cannot be read,
+    is not strict JSON (NaN is not), nests too deep, or is not an object. For files flatgen
+    wrote and reads back (a study's results, for --collect)."""
+    from flatgen.errors import InputError
+
+    path = Path(path)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    try:
+        data = json.loads(path.read_text(), parse_constant=refuse)
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or type(err).__name__
+        raise InputError(f"{what} {str(path)!r} cannot be read ({reason})") from None
+    except RecursionError:
+        raise InputError(f"{what} {str(path)!r} nests too deep") from None
+    except ValueError as err:
+        raise InputError(f"{what} {str(path)!r} is not valid JSON ({err}): delete it and "
+                         "measure again") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {str(path)!r} must hold a JSON object: delete it and "
+                         "measure again")
+    try:
+        _check_shape(data)
+    except YAMLInputError as err:
+        raise InputError(f"{what} {str(path)!r} {err}") from None
+    return data

@@ -25,7 +25,8 @@ RENAMED = {"asam": "{method: sam, adaptive: true}", "sam_every_k": "sam-every-k"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a boolean is not a number, a number not a name; inf / nan are refused
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _labelled_dataset(v: str) -> str:

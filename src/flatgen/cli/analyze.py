@@ -21,6 +21,7 @@ from flatgen.cli.common import (
     console,
 )
 
+MAX_SEED, MAX_SAMPLES = 2**32 - 1, 10**7  # as flatgen.config (kept torch- and pydantic-free)
 RUN_HELP = "Run directory written by flatgen train, or a diffusers pipeline / UNet directory."
 DataOpt = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
 OutOpt = Annotated[Path | None, typer.Option(
@@ -30,11 +31,21 @@ BatchOpt = Annotated[int, typer.Option(
 
 
 def _open(run_dir: Path, data: str | None, out: Path | None):
-    """(run, output folder): a flatgen run writes into its eval/, a diffusers dir into --out."""
+    """(run, output folder): a flatgen run writes into its eval/, a diffusers dir into --out,
+    checked before any work: outside other runs and model folders, writable."""
+    from flatgen.io import check_outside_runs, check_writable, remove_stale_temporaries
     from flatgen.open_model import open_model
 
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} is a file: give a folder")
+        check_outside_runs(out, own=run_dir)
     run = open_model(run_dir, data=data, out=out)
-    return run, out if out is not None else run_dir / "eval"
+    eval_dir = out if out is not None else run_dir / "eval"
+    check_writable(eval_dir, "--out" if out is not None else "the run directory")
+    if out is None:  # the run's own eval/: what a killed atomic write left there goes
+        remove_stale_temporaries(eval_dir)
+    return run, eval_dir
 
 
 def _label(run) -> str:
@@ -49,10 +60,10 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help=RUN_HELP)],
     steps: Annotated[str, typer.Option(help="Comma-separated sampling steps T'.")] = "10,100",
     n: Annotated[int | None, typer.Option(
-        help="Samples per setting (default: test-set size).", min=2)] = None,
+        help="Samples per setting (default: test-set size).", min=2, max=MAX_SAMPLES)] = None,
     sampler: Annotated[str, typer.Option(help="Comma-separated samplers: adm, ddim.")] = "adm,ddim",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+    seed: Annotated[int, typer.Option(help="Sampling seed.", min=0, max=MAX_SEED)] = 1234,
     inception: Annotated[Path | None, typer.Option(
         "--inception-weights", help="FID Inception-v3 weights file: adds Inception FID / KID "
         "on RGB images (default: $FLATGEN_INCEPTION_WEIGHTS, if set).")] = None,
@@ -148,7 +159,8 @@ def landscape(
         help="Half-width of the grid, in filter-normalized units.")] = 1.0,
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
     batch: BatchOpt = 256,
-    seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="Seed of the random directions.", min=0, max=MAX_SEED)] = 0,
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
@@ -180,7 +192,7 @@ def robustness(
         help="Comma-separated suites (see flatgen.robustness.SUITES).")] = "all",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
     n: Annotated[int | None, typer.Option(
-        help="Samples per evaluation (default 128).", min=2)] = None,
+        help="Samples per evaluation (default 128).", min=2, max=MAX_SAMPLES)] = None,
     selection: Annotated[bool, typer.Option(
         "--selection", help="Also measure the ladders on the separate selection noise.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
@@ -194,6 +206,7 @@ def robustness(
     --set takes the keys of a study config's evaluations.robustness section, under the section
     name `robustness` (as `train --set section.key=value`).
     """
+    from flatgen.config import check_set_values
     from flatgen.diffusion import as_epsilon_model
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
@@ -202,7 +215,7 @@ def robustness(
     from flatgen.robustness.settings import parse_settings
 
     suites = list(SUITES) if suite == "all" else _str_list(suite, tuple(SUITES), "--suite")
-    settings = parse_settings(set_ or [], n_samples=n)
+    settings = parse_settings(check_set_values(set_ or []), n_samples=n)
     run, eval_dir = _open(run_dir, data, out)
     names = _weights_list(run, weights)
     train, test = run.data()

@@ -11,9 +11,11 @@ never a traceback (FLATGEN_DEBUG=1 shows it):
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
 import os
+import re
 import sys
 from typing import Any
 
@@ -31,6 +33,7 @@ from flatgen.data import named_datasets  # the registry only: no torch
 
 DEBUG_ENV = "FLATGEN_DEBUG"
 EXIT_RUNTIME, EXIT_INPUT = 1, 2
+MAX_LIST_INT = 100_000  # sampling steps and the like: a larger one is a typo
 
 # `--data` of the analysis commands, for a diffusers directory: the names from the registry
 DATA_HELP = (f"For a diffusers directory: {', '.join(named_datasets())}, or the path of a "
@@ -99,10 +102,46 @@ def _input_errors() -> tuple[type[BaseException], ...]:
             FileExistsError, PermissionError)
 
 
+def debug_enabled() -> bool:
+    """FLATGEN_DEBUG read as a boolean: unset, "", "0", "false", "no", "off" are off."""
+    value = os.environ.get(DEBUG_ENV, "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+# how libraries that do their I/O outside Python (safetensors' Rust, PIL, POT) name an OS error
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)|\[Errno (\d+)\]")
+_PATH_TEXT = re.compile(r'at path "([^"]+)"')
+
+
+def library_os_error(err: BaseException) -> OSError | None:
+    """The OSError a library wrapped in its own exception (SafetensorError "No space left on
+    device (os error 28)", an exception raised from an OSError), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return err
+        match = _OS_ERROR_TEXT.search(str(err))
+        if match:
+            code = int(next(g for g in match.groups() if g))
+            path = _PATH_TEXT.search(str(err))
+            return OSError(code, os.strerror(code), path[1] if path else None)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return None
+
+
+RUNTIME_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EIO,
+                  errno.EFBIG, errno.EPERM)
+
+
 def exit_code_and_message(err: BaseException) -> tuple[int, str, str | None]:
     """(exit code, one-line message, optional hint line) for an exception a command raised."""
     from flatgen.errors import RunFailed
 
+    known = (RunFailed, OSError, *_input_errors())  # already told apart below
+    wrapped = None if isinstance(err, known) else library_os_error(err)
+    if wrapped is not None and wrapped.errno in RUNTIME_ERRNOS:
+        err = wrapped  # a disk full or a read-only disk met at run time, not a bug
     if isinstance(err, RunFailed):
         return EXIT_RUNTIME, _first_line(err), None
     if isinstance(err, _input_errors()):
@@ -127,7 +166,7 @@ def cli_command(fn):
         except (typer.Exit, KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # noqa: BLE001 - the one place errors become exit codes
-            if os.environ.get(DEBUG_ENV):
+            if debug_enabled():
                 raise
             code, text, hint = exit_code_and_message(err)
             _say_error(text, hint)
@@ -143,6 +182,8 @@ def _int_list(text: str, what: str) -> list[int]:
         raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise ValueError(f"{what} must be positive integers, got {text!r}")
+    if max(values) > MAX_LIST_INT:
+        raise ValueError(f"{what} must be at most {MAX_LIST_INT}, got {text!r}")
     return values
 
 

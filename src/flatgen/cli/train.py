@@ -42,9 +42,12 @@ def train(
     checkpoints/last. A non-finite loss stops training with exit code 1, keeping the last
     finite checkpoint.
     """
+    from contextlib import nullcontext
+
     from flatgen.config import load_config
     from flatgen.train import train as run_training
     from flatgen.train.loop import LOSS_WINDOW
+    from flatgen.train.rundir import dry_build, plan_run, run_lock
 
     out = out or Path("runs") / config.stem
     overrides = list(set_ or [])
@@ -53,9 +56,16 @@ def train(
         cfg = load_config(out / "config.yaml", overrides, fix="restore the run's own config.yaml")
     else:
         cfg = load_config(config, overrides)
-    result = run_training(cfg, out, resume=resume, resume_from=resume_from, force=force,
-                          progress=progress,
-                          notify=lambda text: console.print(text, soft_wrap=True, highlight=False))
+    # every check before the run directory is made or locked: the output, the resume state...
+    plan = plan_run(cfg, out, resume=resume, resume_from=resume_from, force=force)
+    if not plan.finished:  # ...and a model that cannot take the data's shape
+        dry_build(cfg)
+    # one writer per run directory (under torchrun / accelerate launch, rank 0 holds the lock)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(out) if main_process else nullcontext():
+        result = run_training(
+            cfg, out, resume=resume, resume_from=resume_from, force=force, progress=progress,
+            notify=lambda text: console.print(text, soft_wrap=True, highlight=False))
     import torch.distributed as dist
 
     # under torchrun: exiting with a live gloo group can abort at teardown
@@ -82,12 +92,12 @@ def train(
 def sample(
     run_dir: Annotated[Path, typer.Argument(
         help="Run directory written by flatgen train, or a diffusers pipeline / UNet directory.")],
-    steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1)] = 20,
-    n: Annotated[int, typer.Option(help="Number of samples.", min=1)] = 64,
+    steps: Annotated[int, typer.Option(help="Sampling steps T'.", min=1, max=100_000)] = 20,
+    n: Annotated[int, typer.Option(help="Number of samples.", min=1, max=100_000)] = 64,
     sampler: Annotated[str, typer.Option(
         help="adm (stochastic, respaced) or ddim (eta=0).")] = "adm",
     weights: Annotated[str, typer.Option(help="raw, ema or swa.")] = "raw",
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.", min=0, max=2**32 - 1)] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
                                              "required for a diffusers directory).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
@@ -95,7 +105,7 @@ def sample(
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
-    from flatgen.io import check_new_file, check_writable
+    from flatgen.io import check_new_file, check_outside_runs, check_writable
     from flatgen.open_model import open_model
     from flatgen.plotting import save_samples_png
 
@@ -104,6 +114,7 @@ def sample(
     model = run.model(weights)
     if out is not None:  # the user's file: never overwritten without --force
         check_new_file(out, force=force)
+        check_outside_runs(out.parent, own=run_dir)
     else:  # the run's own samples/ folder: a re-run replaces its picture
         out = run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
         check_writable(out.parent, "the run directory")

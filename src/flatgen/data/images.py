@@ -34,6 +34,22 @@ def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.astype(np.float32) / 127.5 - 1.0)
 
 
+# 16-bit grayscale PNGs open in these modes; convert("L") would clip them to white
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _eight_bit(im: Any) -> Any:
+    """A 16-bit grayscale image scaled to 8 bits (x 255/65535), any other image as it is."""
+    from PIL import Image
+
+    if im.mode not in _SIXTEEN_BIT:
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    if a.min() < 0 or a.max() > 65535:
+        raise ValueError(f"{im.mode} pixel values outside 0..65535")
+    return Image.fromarray(np.rint(a * (255 / 65535)).astype(np.uint8), mode="L")
+
+
 def load_image_folder(path: str | Path, size: int, channels: int = 3) -> torch.Tensor:
     """Load every PNG/JPEG under path (recursively), resized to size x size, in [-1, 1]."""
     from PIL import Image
@@ -54,7 +70,7 @@ def load_image_folder(path: str | Path, size: int, channels: int = 3) -> torch.T
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert(mode).resize((size, size), Image.BICUBIC)
+                im = _eight_bit(im).convert(mode).resize((size, size), Image.BICUBIC)
                 a = np.asarray(im, dtype=np.uint8)
         except (OSError, ValueError, Image.DecompressionBombError):  # unreadable or truncated
             corrupt.append(f)

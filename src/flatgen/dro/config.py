@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 OTSolverName = Literal["exact", "sinkhorn", "sliced"]
 MethodName = Literal["game", "minw", "wgan_gp", "ns_gan"]
@@ -14,7 +14,13 @@ Activation = Literal["softplus", "elu", "silu"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a boolean is not a number, a number not a name; inf / nan are refused
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# Adam's (beta1, beta2): a YAML list of two numbers, each in [0, 1)
+_Beta = Annotated[float, Strict(), Field(ge=0, lt=1)]
+Betas = Annotated[tuple[_Beta, _Beta], Field(strict=False)]
 
 
 class OTConfig(_Strict):
@@ -73,7 +79,7 @@ class WGANGPConfig(_Strict):
     n_critic: int = Field(5, ge=1)
     gp_weight: float = Field(10.0, ge=0)
     lr: float | None = Field(None, gt=0, description="None: train.lr")
-    betas: tuple[float, float] = (0.5, 0.9)
+    betas: Betas = (0.5, 0.9)
     hidden: int = Field(128, ge=1)
     depth: int = Field(3, ge=1)
 
@@ -83,7 +89,7 @@ class GANConfig(_Strict):
 
     n_disc: int = Field(1, ge=1)
     lr: float | None = Field(None, gt=0, description="None: train.lr")
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: Betas = (0.5, 0.999)
     hidden: int = Field(128, ge=1)
     depth: int = Field(3, ge=1)
 
@@ -91,12 +97,12 @@ class GANConfig(_Strict):
 class TrainConfig(_Strict):
     """Generator iterations, shared by every method."""
 
-    iters: int = Field(1000, ge=1)
-    batch_size: int = Field(256, ge=2)
+    iters: int = Field(1000, ge=1, le=10**9)
+    batch_size: int = Field(256, ge=2, le=65536)
     lr: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: Betas = (0.5, 0.999)
     eval_every: int = Field(100, ge=1)
-    n_eval: int = Field(1000, ge=2, description="generated samples per W2 evaluation")
+    n_eval: int = Field(1000, ge=2, le=10**6, description="generated samples per W2 evaluation")
 
 
 class ShiftConfig(_Strict):
@@ -114,8 +120,8 @@ class DatasetConfig(_Strict):
 
     kind: Literal["toy2d", "digits"]
     name: str | None = None
-    n_train: int | None = Field(None, ge=2, description="toy2d only (default 5000)")
-    n_test: int | None = Field(None, ge=2, description="toy2d only (default 1000)")
+    n_train: int | None = Field(None, ge=2, le=10**7, description="toy2d only (default 5000)")
+    n_test: int | None = Field(None, ge=2, le=10**7, description="toy2d only (default 1000)")
 
     @model_validator(mode="after")
     def _check_name(self) -> DatasetConfig:
@@ -142,7 +148,8 @@ class DROExperimentConfig(_Strict):
     """The DRO-game comparison: every method x dataset x seed, the same generator and budget."""
 
     name: str = "dro"
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1)
     datasets: list[DatasetConfig] = Field(min_length=1)
     methods: list[MethodName] = Field(default_factory=lambda: list(METHODS), min_length=1)
     train: TrainConfig = TrainConfig()

@@ -6,10 +6,10 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_serializer
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from flatgen.config import (
+    MAX_SAMPLES,
     METHOD_PRESETS,
     Config,
     ConfigError,
@@ -17,6 +17,7 @@ from flatgen.config import (
     Seeds,
     build_config,
     format_validation_error,
+    read_yaml_mapping,
 )
 from flatgen.report.claims import CLAIMS, Verdicts
 from flatgen.robustness.settings import RobustnessSettings
@@ -88,12 +89,23 @@ class StudyEvaluations(Section):
 
 
 class StudyConfig(Section):
-    name: str = "study"
+    # a plain name (letters, digits, . _ -): it names folders, so no path and no `..`
+    name: str = Field("study", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     base: dict[str, Any] = Field(default_factory=dict)  # a flatgen training config
     methods: list[str] = Field(default_factory=lambda: ["adm", "ema", "sam", "sam+ema"])
     seeds: Seeds = Field(default_factory=lambda: [0])
     # extra --set overrides per base trajectory, e.g. {"sam": ["method.sam.rho=0.5"]}
     overrides: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_overrides(self) -> StudyConfig:
+        # a typo in a trajectory's name would apply its overrides to nothing, silently
+        bases = list(dict.fromkeys(split_method(m)[0] for m in self.methods))
+        bad = [b for b in self.overrides if b not in bases]
+        if bad:
+            raise ValueError(f"overrides: {bad[0]!r} is not a base trajectory of this study's "
+                             f"methods ({', '.join(bases)})")
+        return self
     evaluations: StudyEvaluations = Field(default_factory=StudyEvaluations)
     verdicts: Verdicts = Field(default_factory=Verdicts)
     slurm: SlurmSettings | None = None  # `flatgen study --executor slurm`: one job per unit
@@ -145,22 +157,26 @@ def unit_config(study: StudyConfig, base: str, seed: int) -> Config:
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
+    """The validated study config of a YAML file; ConfigError (one line naming the file and the
+    key) if it is missing, empty, not valid YAML or invalid."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study config {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        msg = f"study config {str(path)!r} is not valid YAML: {err}".splitlines()[0]
-        raise ConfigError(msg) from None
+    data = read_yaml_mapping(path, "study config")  # an empty file is refused, not defaulted
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as err:
         msg = format_validation_error(err).replace("invalid config", "invalid study config")
-        raise ConfigError(msg) from None
+        raise ConfigError(f"{msg} in {str(path)!r}") from None
+    n = study.evaluations.n_samples
+    if n is not None and n > MAX_SAMPLES:  # a resource bound, checked before any work
+        raise ConfigError(f"invalid study config: evaluations.n_samples: {n} is more than "
+                          f"{MAX_SAMPLES} in {str(path)!r}")
     for base in {split_method(m)[0] for m in study.methods}:
         for seed in study.seeds:
-            cfg = unit_config(study, base, seed)  # fail now, not after an hour of training
+            try:  # fail now, not after an hour of training
+                cfg = unit_config(study, base, seed)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (study {str(path)!r}, base and overrides of "
+                                  f"{base!r})") from None
             try:
                 study.evaluations.robustness.check_timesteps(
                     cfg.diffusion.timesteps, study.evaluations.suites

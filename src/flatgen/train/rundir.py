@@ -7,8 +7,12 @@ the run as it was. prepare_run_dir() then makes the changes the plan calls for.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +20,14 @@ from typing import Any
 from flatgen.config import Config, config_changes, dump_config, load_config
 from flatgen.errors import InputError
 from flatgen.io import (
+    RUN_LOCK,
+    RUN_MARKER,
     check_writable,
-    is_empty_dir,
+    file_mode,
+    is_run_dir,
+    is_temporary,
     remove_stale_temporaries,
+    write_json_atomic,
     write_text_atomic,
 )
 from flatgen.train.checkpoint import (
@@ -32,10 +41,12 @@ from flatgen.train.checkpoint import (
 CKPT_ROOT = "checkpoints"
 # what a resumed run really applies; anything else (the optimizer's lr, the method, the model,
 # the data...) is fixed by the checkpoint, or would make the run a different one
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_checkpoints",
-                  "eval")
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_checkpoints")
 TRAINING_FILES = ("metrics.jsonl", "train_summary.json")
 TRAINING_DIRS = (CKPT_ROOT, "eval")
+# the names flatgen writes in a run directory: a folder that is no run but holds one of them
+# is refused even with --force, so that no file of the user's is replaced
+RUN_NAMES = ("config.yaml", *TRAINING_FILES, *TRAINING_DIRS, "samples", "logs")
 
 
 class RunDirError(InputError):
@@ -111,7 +122,7 @@ def plan_run(cfg: Config, run_dir: Path, *, resume: bool, resume_from: int | Non
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--out {str(run_dir)!r} is a file, not a folder: choose another --out")
     check_writable(run_dir)
-    has_run = (run_dir / "config.yaml").is_file()
+    has_run = is_run_dir(run_dir)
     ckpt_root = run_dir / CKPT_ROOT
     plan = RunPlan()
     if not (resume or resume_from is not None):
@@ -120,9 +131,15 @@ def plan_run(cfg: Config, run_dir: Path, *, resume: bool, resume_from: int | Non
                 raise RunDirError(_stopped_early_hint(run_dir))
             raise RunDirError(f"run directory {str(run_dir)!r} already holds a run: pass --resume "
                               "to continue it, or choose another --out (--force starts over)")
-        if run_dir.is_dir() and not has_run and not is_empty_dir(run_dir) and not force:
-            raise RunDirError(f"--out {str(run_dir)!r} is not empty and holds no flatgen run: "
-                              "choose another --out, or pass --force to write into it")
+        if run_dir.is_dir() and not has_run and not _fresh(run_dir):
+            if not force:
+                raise RunDirError(f"--out {str(run_dir)!r} is not empty and holds no flatgen "
+                                  "run: choose another --out, or pass --force to write into it")
+            taken = [name for name in RUN_NAMES if (run_dir / name).exists()]
+            if taken:  # --force deletes or replaces only what flatgen wrote
+                raise RunDirError(f"--out {str(run_dir)!r} holds {taken[0]!r}, which flatgen "
+                                  "did not write (the folder is no flatgen run): choose "
+                                  "another --out")
         plan.start_over, plan.metrics_lines = has_run, []
         if has_run:
             plan.notes.append(f"--force: replacing the run in {str(run_dir)!r} "
@@ -155,6 +172,10 @@ def prepare_run_dir(cfg: Config, run_dir: Path, plan: RunPlan) -> list[str]:
     """
     notes = []
     run_dir.mkdir(parents=True, exist_ok=True)
+    from flatgen import __version__
+
+    # first: from here on the folder is a run, whose files flatgen may replace
+    write_json_atomic(run_dir / RUN_MARKER, {"flatgen_run": 1, "written_by": __version__})
     ckpt_root = run_dir / CKPT_ROOT
     if plan.start_over:
         for name in TRAINING_FILES:
@@ -172,6 +193,81 @@ def prepare_run_dir(cfg: Config, run_dir: Path, plan: RunPlan) -> list[str]:
         text = "".join(ln + "\n" for ln in plan.metrics_lines)
         write_text_atomic(run_dir / "metrics.jsonl", text)
     return notes
+
+
+def dry_build(cfg: Config) -> None:
+    """Build the model and run it once on a batch of one zero sample of the data's shape, so a
+    shape the model cannot take is refused (exit 2) before the run directory is made. The
+    global RNG is left as it was."""
+    if cfg.model.pretrained:  # its sample_size is checked against the data when it loads
+        return
+    import torch
+
+    from flatgen.data import sample_shape
+    from flatgen.models import model_from_config
+
+    shape = sample_shape(cfg.data)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model = model_from_config(cfg.model, shape).eval()
+            model(torch.zeros(1, *shape), torch.zeros(1, dtype=torch.long))
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"model.preset {cfg.model.preset!r} cannot take samples of shape "
+                         f"{shape} (data {cfg.data.name!r}): {reason[:200]}; choose another "
+                         "data.image_size or model.preset") from None
+
+
+def _fresh(run_dir: Path) -> bool:
+    """A folder holding nothing but what a fresh run killed in its first writes left: the
+    marker, the lock file, and temporaries of the marker and config.yaml. A user's files,
+    hidden ones included, are content."""
+    own = (RUN_MARKER, "config.yaml")
+    return all(p.name in (RUN_MARKER, RUN_LOCK) or is_temporary(p, own)
+               for p in run_dir.iterdir())
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive OS lock (flock) on the run directory's lock file while training writes
+    there; the OS releases it when the process exits or dies. RunDirError, naming the holder's
+    pid, if another process holds it. A folder (and lock file) made here for a run that
+    wrote nothing (refused) is removed again."""
+    run_dir = Path(run_dir)
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_LOCK
+    existed = path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise RunDirError(f"run directory {str(run_dir)!r} is in use by {holder} (another "
+                          "flatgen train): wait for it to end, or stop it") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        if not existed and [p.name for p in run_dir.iterdir()] == [RUN_LOCK]:
+            path.unlink(missing_ok=True)  # refused before any write: leave no trace
+            for folder in made:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        else:
+            os.ftruncate(fd, 0)  # an idle lock file is empty: the run's files stay as they were
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def finished_result(run_dir: Path, step: int) -> dict[str, float]:
