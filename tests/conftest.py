@@ -27,5 +27,4 @@ def tiny_toy_config():
         "model": {"preset": "mlp2d"},
         "train": {"steps": 12, "batch_size": 32, "warmup_steps": 2, "log_every": 2,
                   "ckpt_every": 5},
-        "eval": {"steps": [5], "samplers": ["ddim"], "n_samples": 64},
     })

@@ -231,9 +231,8 @@ def test_resume_with_more_steps_continues(tmp_path, tiny_toy_config):
               progress=False)
     assert "train.steps" not in str(err.value)
     assert (run / "config.yaml").read_bytes() == before
-    # what resuming applies goes through: more steps, another log/checkpoint period, eval settings
-    cfg = _resume_config(run, "train.steps=20", "train.log_every=4", "train.ckpt_every=3",
-                         "eval.steps=[7]")
+    # what resuming applies goes through: more steps, another log/checkpoint period
+    cfg = _resume_config(run, "train.steps=20", "train.log_every=4", "train.ckpt_every=3")
     result = train(cfg, run, resume=True, progress=False)
     assert result.steps == 20
     assert load_trainer_state(find_checkpoint(run / "checkpoints" / "last"))["step"] == 20

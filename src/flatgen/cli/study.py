@@ -13,6 +13,7 @@ from flatgen.cli.common import (
     cli_command,
     console,
 )
+from flatgen.io import check_outside_runs, check_writable
 
 # ---------------------------------------------------------------- study / demo
 
@@ -178,6 +179,8 @@ def study(
     out = out or Path("studies") / cfg.name
     if plan:
         return _plan(config, cfg, out, jobs)
+    check_outside_runs(out)
+    check_writable(out)
     if until_decided and not collect:
         seq = {"max_seeds": max_seeds, "budget": budget}
         return _print_study_summary(_until_decided(cfg, out, run, seq), out)
@@ -215,6 +218,8 @@ def demo(
 
     t0 = time.perf_counter()
     out = out or Path("demo-quick" if quick else "demo")
+    check_outside_runs(out)
+    check_writable(out)
     cfg = demo_study(quick, seeds=seeds)
     run = {"executor": executor, "jobs": jobs, "only": None, "progress": True}
     if until_decided:

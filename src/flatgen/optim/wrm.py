@@ -41,7 +41,7 @@ SMOOTHNESS_METHOD = (
 class WRMConfig(BaseModel):
     """WRM robust training (`method.dro`): sup_x loss(x) - gamma * ||x - x0||^2 by ascent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     gamma: float = Field(gt=0, description="penalty on the squared transport distance")
     steps: int = Field(15, ge=0, description="inner gradient-ascent steps")

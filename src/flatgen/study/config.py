@@ -32,7 +32,7 @@ class StudyEvaluations(Section):
 
     quality_steps: list[int] = Field(default_factory=lambda: [20, 100])  # T' (paper: 20, 100)
     sampler: Literal["adm", "ddim"] = "adm"  # the paper's stochastic sampler
-    n_samples: int | None = Field(None, gt=1)  # None: the test-set size
+    n_samples: int | None = Field(None, gt=1, le=MAX_SAMPLES)  # None: the test-set size
     sharpness: bool = True
     sharpness_batch: int = Field(256, gt=0)  # fixed (x0, t, noise) triples for the Hessian
     trace_matvecs: int = Field(30, ge=3)

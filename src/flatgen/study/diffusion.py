@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from flatgen.config import load_config
 from flatgen.study.config import StudyConfig, load_study_config, split_method, unit_config
 from flatgen.study.kind import StudyKind, Unit
 from flatgen.train import load_run, train
+from flatgen.train.rundir import run_lock
 
 
 def plan_diffusion_units(study: StudyConfig) -> list[Unit]:
@@ -63,7 +66,10 @@ def train_unit(
     tracking = f", tracking {' and '.join(a.upper() for a in averages)}" if averages else ""
     console.print(f"[bold]{unit.name}[/bold]: training {unit.base} "
                   f"({cfg.train.steps} steps{tracking})")
-    train(cfg, run_dir, resume=resume, progress=progress)
+    # one writer per run directory (a second study on the same --out is refused); rank 0 holds
+    # it for a multi-GPU unit
+    with run_lock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        train(cfg, run_dir, resume=resume, progress=progress)
 
 
 def measure(

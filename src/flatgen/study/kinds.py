@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flatgen.config import ConfigError
+from flatgen.io import YAMLInputError, load_yaml
 from flatgen.registry import Registry
 from flatgen.study.classifier import CLASSIFIER
 from flatgen.study.diffusion import DIFFUSION
@@ -51,8 +50,8 @@ def task_of(path: str | Path) -> str:
     the default, whose loader then reports the problem."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except (yaml.YAMLError, UnicodeDecodeError):
+        data = load_yaml(path.read_text()) if path.is_file() else None
+    except (YAMLInputError, UnicodeDecodeError):
         return DEFAULT_TASK
     task = data.get("task", DEFAULT_TASK) if isinstance(data, dict) else DEFAULT_TASK
     return task if isinstance(task, str) else str(task)

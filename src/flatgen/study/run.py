@@ -34,7 +34,7 @@ import yaml
 from rich.console import Console
 
 from flatgen.config import config_changes
-from flatgen.io import write_json_atomic, write_text_atomic
+from flatgen.io import read_json_object, write_json_atomic, write_text_atomic
 from flatgen.study.executors import EXECUTORS, make_executor, run_local, submit_slurm
 from flatgen.study.kind import StudyKind, Unit
 from flatgen.study.kinds import kind_of
@@ -47,7 +47,7 @@ def measured_with(path: Path, evaluations: dict[str, Any]) -> bool:
     that predates the stored settings counts as measured with them)."""
     if not path.is_file():
         return False
-    saved = json.loads(path.read_text()).get("evaluations")
+    saved = read_json_object(path, "results file").get("evaluations")
     return saved is None or saved == evaluations
 
 
@@ -293,7 +293,7 @@ def load_results(out: Path, study: Any) -> tuple[list[dict[str, Any]], list[str]
         for method in unit.methods:
             path = kind.result_path(out, unit, method)
             if measured_with(path, evaluations):
-                rows.append(json.loads(path.read_text()))
+                rows.append(read_json_object(path, "results file"))
             else:
                 missing.append(f"{method} seed {unit.seed}")
     return rows, missing
