@@ -15,6 +15,7 @@ from torch import nn
 from flatgen.diffusion import NoiseSchedule
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites import SUITES, SuiteContext
+from flatgen.robustness.suites.base import suite_ticks
 from flatgen.robustness.util import jsonable, model_device
 
 
@@ -127,7 +128,7 @@ def run_robustness_suite(
         **{suite: {} for suite in suites},
         "timing_s": {},
     }
-    total = len(models) * sum(SUITES[x].ticks(s) for x in suites)
+    total = len(models) * sum(suite_ticks(SUITES[x], s, selection=selection) for x in suites)
     with make_progress(progress) as bar:
         task = bar.add_task("robustness", total=total) if bar is not None else None
 

@@ -42,7 +42,8 @@ class Suite(Protocol):
     name: str
 
     def ticks(self, settings: RobustnessSettings) -> int:
-        """How many progress ticks run() takes per model."""
+        """How many progress ticks run() takes per model. A suite that measures the selection
+        stream may take a keyword `selection` (bool) and count those runs too (suite_ticks)."""
         ...
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
@@ -56,6 +57,21 @@ class Suite(Protocol):
     def plot(self, results: Mapping[str, Any], out_dir: Path) -> list[Path]:
         """PNGs from the whole suite output (results[self.name] holds model -> run() result)."""
         ...
+
+
+def stream_count(selection: bool) -> int:
+    """How many noise streams a suite measures: the verdict one, and the selection one."""
+    return 2 if selection else 1
+
+
+def suite_ticks(suite: Suite, settings: RobustnessSettings, *, selection: bool) -> int:
+    """suite.ticks(settings, selection=...) where the suite counts selection runs, else
+    suite.ticks(settings) (a suite that ignores the selection stream)."""
+    import inspect
+
+    if "selection" in inspect.signature(suite.ticks).parameters:
+        return suite.ticks(settings, selection=selection)
+    return suite.ticks(settings)
 
 
 @dataclass

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from flatgen import records as keys
-from flatgen.robustness.attacks import ladder_record
+from flatgen.robustness.record import ladder_record
 from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of
+from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of, stream_count
 
 
 class StepsSuite:
@@ -19,8 +19,8 @@ class StepsSuite:
 
     name = "steps"
 
-    def ticks(self, settings: RobustnessSettings) -> int:
-        return len(settings.samplers) * len(settings.steps)
+    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+        return len(settings.samplers) * len(settings.steps) * stream_count(selection)
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -32,10 +32,12 @@ class StepsSuite:
                 rows["quality"].append(ctx.clean_run(sampler=sampler, steps=steps).quality)
                 ctx.tick()
             if ctx.selection:
-                rows["select_quality"] = [
-                    ctx.clean_run(sampler=sampler, steps=k, stream="select").quality
-                    for k in ctx.settings.steps
-                ]
+                rows["select_quality"] = []
+                for steps in ctx.settings.steps:
+                    ctx.describe(f"{ctx.name}: {sampler} T'={steps} (selection)")
+                    run = ctx.clean_run(sampler=sampler, steps=steps, stream="select")
+                    rows["select_quality"].append(run.quality)
+                    ctx.tick()
             out[sampler] = rows
         return out
 
