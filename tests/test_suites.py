@@ -81,9 +81,18 @@ def toy_suite():
 
 
 def test_a_toy_suite_runs_through_the_registry_alone(toy_suite, tmp_path) -> None:
+    from flatgen.registry import Registry
+
+    assert isinstance(SUITES, Registry)
     assert "toy" in SUITES and list(SUITES)[:2] == ["steps", "exposure"]
+    assert list(SUITES)[-1] == "toy"  # after the built-in ones
     with pytest.raises(ValueError, match="already registered"):
         register_suite(ToySuite())
+    with pytest.raises(TypeError, match="lacks"):
+        register_suite(object())
+    with SUITES.temporary("toy2", ToySuite()):
+        assert "toy2" in SUITES
+    assert "toy2" not in SUITES
     torch.manual_seed(0)
     models = {"raw": build_model("mlp2d", (2,)), "ema": build_model("mlp2d", (2,))}
     ref = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))

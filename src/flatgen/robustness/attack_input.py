@@ -68,7 +68,7 @@ def xt_attack_rows(
     drawn = []
     for s, e in blocks:
         gen = make_generator(seed, "xt-pgd", s, t, attack["norm"], e)
-        drawn.append([random_start(base[s]["x_t"], e, attack["norm"], gen)
+        drawn.append([random_start(base[s]["x_t"], e, attack["norm"], generator=gen)
                       for _ in range(n_random)])
     starts = [torch.cat([d[r] for d in drawn]) for r in range(n_random)]
     tt = torch.full((len(radius),), t, device=rows["x_t"].device, dtype=torch.long)

@@ -58,7 +58,7 @@ def xT_attack_rows(  # noqa: N802 - x_T
     drawn = []  # random starts only: the objective's gradient vanishes at delta = 0
     for s, e in blocks:
         gen = make_generator(seed, "xT-pgd", s, attack["norm"], e)
-        drawn.append([random_start(noises[s], e, attack["norm"], gen)
+        drawn.append([random_start(noises[s], e, attack["norm"], generator=gen)
                       for _ in range(attack["restarts"])])
     starts = [torch.cat([d[r] for d in drawn]) for r in range(attack["restarts"])]
     attacked = []

@@ -60,7 +60,7 @@ def _clamp(x: torch.Tensor, delta: torch.Tensor, clamp: tuple[float, float] | No
 
 
 def random_start(
-    x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None
+    x: torch.Tensor, eps: float, norm: str, *, generator: torch.Generator | None
 ) -> torch.Tensor:
     """A uniform random point of the eps-ball around 0, shaped like x (drawn on the CPU in
     float64 from `generator`): what pgd starts a random restart from."""
@@ -155,7 +155,7 @@ def pgd(
             start = None
             if random_start and not (zero_first and k == 0):
                 start = (next(given, None) if given is not None
-                         else random_start_delta(x, eps, norm, generator))
+                         else random_start_delta(x, eps, norm, generator=generator))
                 if start is None:
                     raise ValueError("starts holds fewer tensors than the random restarts")
             _ascend(objective, x, best, radius, norm, steps, alpha, start, clamp)
@@ -165,12 +165,12 @@ def pgd(
 
 
 def random_start_delta(
-    x: torch.Tensor, eps: Radius, norm: str, generator: torch.Generator | None
+    x: torch.Tensor, eps: Radius, norm: str, *, generator: torch.Generator | None
 ) -> torch.Tensor:
     """random_start for one radius or one per row (each row scaled to its own radius)."""
     if not isinstance(eps, torch.Tensor):
-        return random_start(x, eps, norm, generator)
-    unit = random_start(x, 1.0, norm, generator)
+        return random_start(x, eps, norm, generator=generator)
+    unit = random_start(x, 1.0, norm, generator=generator)
     return unit * eps.to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 
