@@ -251,3 +251,25 @@ def test_the_progress_total_equals_the_ticks_taken(monkeypatch, selection: bool)
                          progress=True)
     assert seen["done"] == seen["total"] > 0
     assert math.isfinite(seen["total"])
+
+
+def test_stacked_ddim_streams_equal_each_stream_alone() -> None:
+    from flatgen.robustness.exposure import EpsNormRecorder
+    from flatgen.robustness.steps import generate, generate_streams
+
+    model = TinyDenoiser()
+    kw = {"shape": (1, 8, 8), "n": 7, "steps": 4, "seed": 3}
+    recorders = {s: EpsNormRecorder() for s in ("verdict", "select")}
+    # batch size 5 cuts the stacked 14 rows across the two streams
+    stacked = generate_streams(model, SCHEDULE, streams=["verdict", "select"], batch_size=5,
+                               on_step=recorders, **kw)
+    for stream in ("verdict", "select"):
+        alone_rec = EpsNormRecorder()
+        alone = generate(model, SCHEDULE, sampler="ddim", stream=stream, batch_size=5,
+                         on_step=alone_rec, **kw)
+        torch.testing.assert_close(stacked[stream], alone, rtol=1e-5, atol=1e-6)
+        assert recorders[stream].counts == alone_rec.counts
+        for form in ("l2", "sq"):
+            for t, v in alone_rec.means(form).items():
+                assert recorders[stream].means(form)[t] == pytest.approx(v, rel=1e-5)
+    assert not torch.allclose(stacked["verdict"], stacked["select"])

@@ -16,7 +16,7 @@ from torch import nn
 from flatgen.diffusion import NoiseSchedule
 from flatgen.robustness.exposure import EpsNormRecorder
 from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.steps import generate
+from flatgen.robustness.steps import generate, generate_streams
 
 
 @dataclass
@@ -131,6 +131,23 @@ class SuiteContext:
             samples = self.generate(sampler=sampler, steps=steps, stream=stream, on_step=recorder)
             self._runs[key] = CleanRun(self.quality(samples), recorder)
         return self._runs[key]
+
+    def clean_runs(self, *, sampler: str, steps: int) -> dict[str, CleanRun]:
+        """clean_run on every stream (self.streams); the DDIM runs not made yet are sampled in
+        one stacked call (generate_streams: the same x_T per stream, float rounding apart)."""
+        missing = [st for st in self.streams if (st, sampler, steps) not in self._runs]
+        if sampler == "ddim" and len(missing) > 1:
+            recorders = {st: EpsNormRecorder() for st in missing}
+            samples = generate_streams(
+                self.model, self.schedule, shape=self.shape, n=self.n, steps=steps,
+                streams=missing, seed=self.settings.seed, batch_size=self.settings.batch_size,
+                on_step=recorders,
+            )
+            for st in missing:
+                self._runs[(st, sampler, steps)] = CleanRun(self.quality(samples[st]),
+                                                            recorders[st])
+        return {st: self.clean_run(sampler=sampler, steps=steps, stream=st)
+                for st in self.streams}
 
     def evaluate(self, model: nn.Module | None = None, *, stream: str = "verdict") -> dict:
         """Quality of a (perturbed) model on the evaluation sampler and T' (settings.eval_*);

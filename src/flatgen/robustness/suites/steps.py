@@ -26,17 +26,16 @@ class StepsSuite:
         out: dict[str, Any] = {}
         for sampler in ctx.settings.samplers:
             rows: dict[str, list] = {"steps": [], "quality": []}
-            for steps in ctx.settings.steps:
-                ctx.describe(f"{ctx.name}: {sampler} T'={steps}")
-                rows["steps"].append(steps)
-                rows["quality"].append(ctx.clean_run(sampler=sampler, steps=steps).quality)
-                ctx.tick()
             if ctx.selection:
                 rows["select_quality"] = []
-                for steps in ctx.settings.steps:
-                    ctx.describe(f"{ctx.name}: {sampler} T'={steps} (selection)")
-                    run = ctx.clean_run(sampler=sampler, steps=steps, stream="select")
-                    rows["select_quality"].append(run.quality)
+            for steps in ctx.settings.steps:
+                ctx.describe(f"{ctx.name}: {sampler} T'={steps}")
+                runs = ctx.clean_runs(sampler=sampler, steps=steps)  # DDIM: streams stacked
+                rows["steps"].append(steps)
+                rows["quality"].append(runs["verdict"].quality)
+                if ctx.selection:
+                    rows["select_quality"].append(runs["select"].quality)
+                for _ in runs:
                     ctx.tick()
             out[sampler] = rows
         return out
