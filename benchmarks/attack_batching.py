@@ -1,5 +1,6 @@
 """The x_t and x_T attacks batched over eps levels and noise streams, against the same attacks
-one (stream, eps) per call (how the suite ran them before), side by side in one process.
+one (stream, eps) per call (how the suite ran them before), and the DDIM steps ladder's two
+streams sampled in one stacked call against one call per stream, side by side in one process.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attack_batching.py [--pgd-steps 5] [--rounds 3]
 
@@ -26,6 +27,7 @@ from flatgen.models import build_model
 from flatgen.robustness.attack_input import xt_attack_rows
 from flatgen.robustness.attack_noise import xT_attack_rows
 from flatgen.robustness.record import pgd_settings
+from flatgen.robustness.steps import generate, generate_streams
 from flatgen.robustness.util import evaluating
 
 EPS_LINF = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
@@ -73,11 +75,21 @@ def main() -> None:
                 xT_attack_rows(model, schedule, {s: x}, levels=[e], attack=xT, chain=chain,
                                seed=0, batch_size=bs)
 
+    gen = {"shape": (1, 8, 8), "n": 128, "steps": 20, "seed": 0, "batch_size": bs}
+
+    def ddim_stacked() -> None:
+        generate_streams(model, schedule, streams=["verdict", "select"], **gen)
+
+    def ddim_alone() -> None:
+        for s in ("verdict", "select"):
+            generate(model, schedule, sampler="ddim", stream=s, **gen)
+
     print(f"machine: {machine()}; torch {torch.__version__}; threads {args.threads}; "
           f"load before: {load()}")
     print(f"pgd steps {args.pgd_steps}, batch size {bs}, rounds {args.rounds}")
     with evaluating(model, freeze=True):
-        for name, alone, batched in (("x_t", xt_alone, xt_batched), ("x_T", xT_alone, xT_batched)):
+        for name, alone, batched in (("x_t", xt_alone, xt_batched), ("x_T", xT_alone, xT_batched),
+                                     ("DDIM streams", ddim_alone, ddim_stacked)):
             t_alone, t_batched = [], []
             for _ in range(args.rounds):
                 for fn, times in ((alone, t_alone), (batched, t_batched)):
@@ -85,7 +97,7 @@ def main() -> None:
                     fn()
                     times.append(time.perf_counter() - t0)
             ratios = [a / b for a, b in zip(t_alone, t_batched, strict=True)]
-            print(f"{name}: one (stream, eps) per call {statistics.median(t_alone):.2f} s, "
+            print(f"{name}: one (stream[, eps]) per call {statistics.median(t_alone):.2f} s, "
                   f"batched {statistics.median(t_batched):.2f} s, speed-up "
                   f"{statistics.median(ratios):.2f}x (per round: "
                   f"{', '.join(f'{r:.2f}' for r in ratios)})")

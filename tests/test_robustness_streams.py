@@ -186,6 +186,8 @@ def test_xT_attack_per_sample_distance_and_flips_match_a_linear_sampler() -> Non
     assert np.shape(dist["per_sample"]) == (3, n) == np.shape(flip["per_sample"])
     np.testing.assert_allclose(dist["per_sample"], [[k * e] * n for e in eps], rtol=1e-4)
     np.testing.assert_allclose(dist["values"], [k * e for e in eps], rtol=1e-4)
+    spread = (k * (x_T - x_T.roll(1, 0))).norm(dim=1).mean().item()
+    assert dist["extra"]["spread_l2"] == pytest.approx(spread, rel=1e-4)
     np.testing.assert_allclose(dist["extra"]["select_per_sample"], [[k * e] * n for e in eps],
                                rtol=1e-4)
     for row, e, value in zip(flip["per_sample"], eps, flip["values"], strict=True):

@@ -133,7 +133,8 @@ def attack_initial_noise_ladders(
       clean samples), norm, sampling_steps, n, steps, restarts};
     - "dist": per sample, the L2 distance (data units) of the attacked sample from the
       unattacked one: values = mean over the initial noises, clean = 0, per_sample = levels x
-      samples;
+      samples; extra["spread_l2"]: the mean L2 distance between two different clean samples,
+      the scale on which a distance means "turned into another sample";
     - "flip" (None without `labels`): per sample, 1 where labels(attacked) != labels(clean):
       values = the share flipped, clean = 0 (the unattacked sample against itself).
     select=True adds select_clean/select_values (and extra["select_per_sample"] for the
@@ -173,6 +174,8 @@ def attack_initial_noise_ladders(
             continue
         means = [sum(row) / len(row) for row in m[kind]]
         sub = {"norm": norm, "n": int(x_T.shape[0]), "score": "mean over the initial noises"}
+        if kind == "dist":  # the scale: how far apart two different clean samples are
+            sub["spread_l2"] = (main - main.roll(1, 0)).flatten(1).norm(dim=1).mean().item()
         select_means = None
         if sel is not None:
             sub["select_per_sample"] = sel[kind]
