@@ -3,6 +3,7 @@ one (stream, eps) per call (how the suite ran them before), and the DDIM steps l
 streams sampled in one stacked call against one call per stream, side by side in one process.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attack_batching.py [--pgd-steps 5] [--rounds 3]
+        [--parts x_t,x_T,ddim]
 
 The digits U-Net (unet-digits, random init: the cost does not depend on the weights) is
 attacked at the suite's default sizes: x_t on 64 test-sized images at one timestep, 6 eps
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--pgd-steps", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--parts", default="x_t,x_T,ddim", help="comma-separated: x_t,x_T,ddim")
     add_threads_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,8 +90,10 @@ def main() -> None:
           f"load before: {load()}")
     print(f"pgd steps {args.pgd_steps}, batch size {bs}, rounds {args.rounds}")
     with evaluating(model, freeze=True):
-        for name, alone, batched in (("x_t", xt_alone, xt_batched), ("x_T", xT_alone, xT_batched),
-                                     ("DDIM streams", ddim_alone, ddim_stacked)):
+        parts = {"x_t": ("x_t", xt_alone, xt_batched), "x_T": ("x_T", xT_alone, xT_batched),
+                 "ddim": ("DDIM streams", ddim_alone, ddim_stacked)}
+        for key in args.parts.split(","):
+            name, alone, batched = parts[key]
             t_alone, t_batched = [], []
             for _ in range(args.rounds):
                 for fn, times in ((alone, t_alone), (batched, t_batched)):

@@ -96,7 +96,9 @@ def run_robustness_suite(
     settings.metric or "quality"); default flatgen.metrics.quality_report against
     reference/floor. selection=True also measures every ladder on the separate selection noise
     stream (select_clean / select_values of the ladder records).
-    Every model sees the same x_T, sampler noise, attack starts and weight-noise directions.
+    Every model sees the same x_T, sampler noise, attacked test images, attack starts and
+    weight-noise directions: all are drawn from settings.seed (set it per training seed: common
+    to the models of a seed, new across seeds), the selection stream's apart from the verdict's.
     Returns plain JSON-ready data: per suite, model -> its result; "summary": model -> flat
     numbers; "ladders": model -> {ladder id: record}. "timing_s" is the only part that varies
     between runs.
