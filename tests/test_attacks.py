@@ -293,9 +293,12 @@ def test_weight_noise_ladder_by_hand() -> None:
 
     rec = weight_noise_sweep(model, evaluate, sigmas=[0.2, 0.0, 0.1], draws=3, metric="score",
                              threshold=1.15)
-    assert set(rec) == RECORD_KEYS and rec["level_name"] == "sigma"
+    assert set(rec) == RECORD_KEYS | {"per_sample"} and rec["level_name"] == "sigma"
     assert rec["levels"] == [0.1, 0.2] and rec["clean"] == 1.0 and len(calls) == 1 + 2 * 3
     np.testing.assert_allclose(rec["values"], [1.1, 1.2], rtol=1e-5)
+    # per draw (levels x draws): the values are their means
+    np.testing.assert_allclose(rec["per_sample"], [[1.1] * 3, [1.2] * 3], rtol=1e-5)
+    assert rec["per_sample"] == rec["extra"]["per_draw"]
     np.testing.assert_allclose(rec["extra"]["std"], [0.0, 0.0], atol=1e-6)
     assert rec["extra"]["robust"]["level"] == pytest.approx(0.15, rel=1e-4)
     assert rec["select_values"] is None

@@ -81,9 +81,18 @@ def toy_suite():
 
 
 def test_a_toy_suite_runs_through_the_registry_alone(toy_suite, tmp_path) -> None:
+    from flatgen.registry import Registry
+
+    assert isinstance(SUITES, Registry)
     assert "toy" in SUITES and list(SUITES)[:2] == ["steps", "exposure"]
+    assert list(SUITES)[-1] == "toy"  # after the built-in ones
     with pytest.raises(ValueError, match="already registered"):
         register_suite(ToySuite())
+    with pytest.raises(TypeError, match="lacks"):
+        register_suite(object())
+    with SUITES.temporary("toy2", ToySuite()):
+        assert "toy2" in SUITES
+    assert "toy2" not in SUITES
     torch.manual_seed(0)
     models = {"raw": build_model("mlp2d", (2,)), "ema": build_model("mlp2d", (2,))}
     ref = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
@@ -110,15 +119,23 @@ def _ladder_run(selection: bool, calls: Counter | None = None, monkeypatch=None)
     torch.manual_seed(0)
     model = build_model("mlp2d", (2,))
     ref = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
-    if calls is not None:  # count generations of the unperturbed model
-        real = suite_base.generate
+    if calls is not None:  # count generations of the unperturbed model, per stream
+        real, real_streams = suite_base.generate, suite_base.generate_streams
 
         def counting(m, schedule, **kw):
             if m is model:
                 calls[(kw["stream"], kw["sampler"], kw["steps"])] += 1
             return real(m, schedule, **kw)
 
+        def counting_streams(m, schedule, **kw):  # DDIM: both streams in one call
+            if m is model:
+                for stream in kw["streams"]:
+                    calls[(stream, "ddim", kw["steps"])] += 1
+                calls["stacked"] += 1
+            return real_streams(m, schedule, **kw)
+
         monkeypatch.setattr(suite_base, "generate", counting)
+        monkeypatch.setattr(suite_base, "generate_streams", counting_streams)
     return run_robustness_suite(
         {"raw": model}, SCHEDULE, ref, floor_reference=ref,
         suites=["steps", "exposure", "quant"], settings=RobustnessSettings(**LADDERS),
@@ -130,6 +147,8 @@ def _ladder_run(selection: bool, calls: Counter | None = None, monkeypatch=None)
 def test_ladders_with_selection_share_clean_runs(monkeypatch) -> None:
     calls: Counter = Counter()
     res = _ladder_run(True, calls, monkeypatch)
+    # the DDIM ladder samples both streams in one call per T'
+    assert calls.pop("stacked") == 3
     # each clean (stream, sampler, T') run happens once: the quant ladder's float quality and
     # the exposure gap's sampling norms reuse the steps ladder's T'=4 ADM runs
     assert set(calls.values()) == {1} and len(calls) == 2 * 2 * 3

@@ -15,8 +15,8 @@ from typing import Any
 from flatgen.robustness.pgd import pgd  # noqa: F401 - exported through __all__
 
 _EXPORTS = {
-    "attacks": ("attack_denoiser_input", "attack_initial_noise", "classifier_robust_accuracy",
-                "fgsm", "ladder_record", "robust_level"),
+    "attacks": ("attack_denoiser_input", "attack_initial_noise", "attack_initial_noise_ladders",
+                "classifier_robust_accuracy", "fgsm", "ladder_record", "robust_level"),
     "chain": ("ddim_generate", "denoise_chain"),
     "exposure": ("EpsNormRecorder", "epsilon_norm_gap", "training_eps_norms", "variance_error"),
     "gaussian": ("GaussianDenoiser", "sampler_only_gap"),

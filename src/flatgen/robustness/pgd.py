@@ -2,17 +2,20 @@
 L-inf or L2 ball.
 
 All norms are per sample over every axis but the first. Objectives map a batch to one value
-per sample (shape (N,)) or to a scalar; the attack maximizes them.
+per sample (shape (N,)) or to a scalar; the attack maximizes them. The radius eps (and the step
+size) may be one number or one per row (a tensor of shape (N,)): a batch then holds several
+attack strengths at once, each row the same algorithm as alone (batched ladders).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 NORMS = ("linf", "l2")
 Objective = Callable[[torch.Tensor], torch.Tensor]
+Radius = float | torch.Tensor  # one radius, or one per row
 
 
 def check_norm(norm: str) -> None:
@@ -20,9 +23,19 @@ def check_norm(norm: str) -> None:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
 
 
-def _check_eps(eps: float) -> None:
-    if eps < 0:
+def _check_eps(eps: Radius) -> None:
+    if bool(torch.as_tensor(eps).lt(0).any()):
         raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def _rows(eps: Radius, x: torch.Tensor) -> Radius:
+    """eps shaped to broadcast against x: a number stays one, a per-row tensor gets x's
+    trailing axes (float64 until the arithmetic, so a row equals its scalar run to rounding)."""
+    if not isinstance(eps, torch.Tensor):
+        return eps
+    if eps.shape != (x.shape[0],):
+        raise ValueError(f"per-row eps needs shape ({x.shape[0]},), got {tuple(eps.shape)}")
+    return eps.to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 
 def per_sample_norm(v: torch.Tensor) -> torch.Tensor:
@@ -30,8 +43,10 @@ def per_sample_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
 
 
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def _project(delta: torch.Tensor, eps: Radius, norm: str) -> torch.Tensor:
     if norm == "linf":
+        if isinstance(eps, torch.Tensor):
+            return torch.maximum(torch.minimum(delta, eps), -eps)
         return delta.clamp(-eps, eps)
     n = per_sample_norm(delta)
     # the 1e-6 margin keeps the rounded norm at or below eps
@@ -44,9 +59,11 @@ def _clamp(x: torch.Tensor, delta: torch.Tensor, clamp: tuple[float, float] | No
     return (x + delta).clamp(*clamp) - x
 
 
-def _random_start(
-    x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None
+def random_start(
+    x: torch.Tensor, eps: float, norm: str, *, generator: torch.Generator | None
 ) -> torch.Tensor:
+    """A uniform random point of the eps-ball around 0, shaped like x (drawn on the CPU in
+    float64 from `generator`): what pgd starts a random restart from."""
     if norm == "linf":
         u = torch.rand(tuple(x.shape), generator=generator, dtype=torch.float64)
         return ((2 * u - 1) * eps).to(x.device, x.dtype)
@@ -95,15 +112,16 @@ def pgd(
     objective: Objective,
     x: torch.Tensor,
     *,
-    eps: float,
+    eps: Radius,
     norm: str = "linf",
     steps: int = 10,
-    step_size: float | None = None,
+    step_size: Radius | None = None,
     random_start: bool = True,
     restarts: int = 1,
     zero_first: bool = False,
     clamp: tuple[float, float] | None = None,
     generator: torch.Generator | None = None,
+    starts: Sequence[torch.Tensor] | None = None,
     return_values: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Projected gradient ascent on objective within the eps-ball (L-inf or L2) around x.
@@ -116,6 +134,9 @@ def pgd(
     ball turn slowly towards the best direction). Returns the best point per sample (per batch
     for a scalar objective) among x itself, the starts and all iterates of all restarts.
     eps = 0 returns x unchanged.
+    eps and step_size may be tensors of shape (N,): one radius (step) per row. starts, when
+    given, are the random starts (one tensor like x per random restart, in order) instead of
+    draws from `generator`: a caller that batches several attacks draws each one's own.
     return_values=True also returns the objective at the returned point (no extra call).
     """
     check_norm(norm)
@@ -126,30 +147,46 @@ def pgd(
     best = _Best(x)
     with torch.no_grad():  # the clean input is a candidate: the attack never lowers the objective
         best.offer(_values(objective, x), best.delta)
-    if eps > 0:
+    if bool(torch.as_tensor(eps).gt(0).any()):
         alpha = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+        radius, alpha = _rows(eps, x), _rows(alpha, x)
+        given = iter(starts) if starts is not None else None
         for k in range(restarts):
-            rand = random_start and not (zero_first and k == 0)
-            _ascend(objective, x, best, eps, norm, steps, alpha, rand, clamp, generator)
+            start = None
+            if random_start and not (zero_first and k == 0):
+                start = (next(given, None) if given is not None
+                         else random_start_delta(x, eps, norm, generator=generator))
+                if start is None:
+                    raise ValueError("starts holds fewer tensors than the random restarts")
+            _ascend(objective, x, best, radius, norm, steps, alpha, start, clamp)
     adv = (x + best.delta).detach()
     assert best.value is not None
     return (adv, best.value) if return_values else adv
+
+
+def random_start_delta(
+    x: torch.Tensor, eps: Radius, norm: str, *, generator: torch.Generator | None
+) -> torch.Tensor:
+    """random_start for one radius or one per row (each row scaled to its own radius)."""
+    if not isinstance(eps, torch.Tensor):
+        return random_start(x, eps, norm, generator=generator)
+    unit = random_start(x, 1.0, norm, generator=generator)
+    return unit * eps.to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
 
 
 def _ascend(
     objective: Objective,
     x: torch.Tensor,
     best: _Best,
-    eps: float,
+    eps: Radius,
     norm: str,
     steps: int,
-    alpha: float,
-    random_start: bool,
+    alpha: Radius,
+    start: torch.Tensor | None,
     clamp: tuple[float, float] | None,
-    generator: torch.Generator | None,
 ) -> None:
-    """One PGD run from one start, offering every iterate to `best`."""
-    delta = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
+    """One PGD run from one start (None: from x itself), offering every iterate to `best`."""
+    delta = start.to(x.device, x.dtype) if start is not None else torch.zeros_like(x)
     delta = _clamp(x, _project(delta, eps, norm), clamp)
     for _ in range(steps):
         delta.requires_grad_(True)

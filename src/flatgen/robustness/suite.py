@@ -15,6 +15,7 @@ from torch import nn
 from flatgen.diffusion import NoiseSchedule
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites import SUITES, SuiteContext
+from flatgen.robustness.suites.base import suite_ticks
 from flatgen.robustness.util import jsonable, model_device
 
 
@@ -95,7 +96,9 @@ def run_robustness_suite(
     settings.metric or "quality"); default flatgen.metrics.quality_report against
     reference/floor. selection=True also measures every ladder on the separate selection noise
     stream (select_clean / select_values of the ladder records).
-    Every model sees the same x_T, sampler noise, attack starts and weight-noise directions.
+    Every model sees the same x_T, sampler noise, attacked test images, attack starts and
+    weight-noise directions: all are drawn from settings.seed (set it per training seed: common
+    to the models of a seed, new across seeds), the selection stream's apart from the verdict's.
     Returns plain JSON-ready data: per suite, model -> its result; "summary": model -> flat
     numbers; "ladders": model -> {ladder id: record}. "timing_s" is the only part that varies
     between runs.
@@ -127,7 +130,7 @@ def run_robustness_suite(
         **{suite: {} for suite in suites},
         "timing_s": {},
     }
-    total = len(models) * sum(SUITES[x].ticks(s) for x in suites)
+    total = len(models) * sum(suite_ticks(SUITES[x], s, selection=selection) for x in suites)
     with make_progress(progress) as bar:
         task = bar.add_task("robustness", total=total) if bar is not None else None
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flatgen.robustness.attacks import (
+from flatgen.robustness.record import (
     ladder_levels,
     ladder_record,
     score_value,
@@ -90,8 +90,8 @@ def weight_noise_sweep(
     model: nn.Module,
     evaluate: Callable[[nn.Module], Any],
     *,
-    sigmas: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.5),
-    draws: int = 2,
+    sigmas: Sequence[float] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+    draws: int = 4,
     seed: int = 0,
     metric: str = "quality",
     clean: Any = None,
@@ -106,8 +106,9 @@ def weight_noise_sweep(
     noise directions (draw k uses one direction at every sigma).
 
     evaluate(model) -> a lower-is-better score: a number or a dict holding `metric`; pass the
-    unperturbed model's result as `clean` to skip that run. extra = {draws, per_draw (scores
-    per sigma and draw), std (over draws, 0 for one draw)}. select=True adds select_clean /
+    unperturbed model's result as `clean` to skip that run. per_sample = the scores per sigma
+    and draw (levels x draws; also extra["per_draw"]); extra = {draws, per_draw, std (over
+    draws, 0 for one draw)}. select=True adds select_clean /
     select_values: other draws (a separate generator stream), evaluated by select_evaluate
     (e.g. separate sampling noise; default evaluate), its clean score given as select_clean
     or computed. threshold (absolute, optional) adds extra["robust"], for a single run.
@@ -136,5 +137,6 @@ def weight_noise_sweep(
         extra["select_per_draw"] = s_rows
         sel = (score_value(select_clean, metric), [statistics.fmean(r) for r in s_rows])
     record = ladder_record(levels=levels, clean=base, values=[statistics.fmean(r) for r in rows],
-                           select=sel, metric=metric, level_name="sigma", extra=extra)
+                           select=sel, metric=metric, level_name="sigma", extra=extra,
+                           per_sample=rows)
     return with_robust_level(record, threshold)

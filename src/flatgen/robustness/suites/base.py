@@ -16,7 +16,7 @@ from torch import nn
 from flatgen.diffusion import NoiseSchedule
 from flatgen.robustness.exposure import EpsNormRecorder
 from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.steps import generate
+from flatgen.robustness.steps import generate, generate_streams
 
 
 @dataclass
@@ -42,7 +42,8 @@ class Suite(Protocol):
     name: str
 
     def ticks(self, settings: RobustnessSettings) -> int:
-        """How many progress ticks run() takes per model."""
+        """How many progress ticks run() takes per model. A suite that measures the selection
+        stream may take a keyword `selection` (bool) and count those runs too (suite_ticks)."""
         ...
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
@@ -56,6 +57,21 @@ class Suite(Protocol):
     def plot(self, results: Mapping[str, Any], out_dir: Path) -> list[Path]:
         """PNGs from the whole suite output (results[self.name] holds model -> run() result)."""
         ...
+
+
+def stream_count(selection: bool) -> int:
+    """How many noise streams a suite measures: the verdict one, and the selection one."""
+    return 2 if selection else 1
+
+
+def suite_ticks(suite: Suite, settings: RobustnessSettings, *, selection: bool) -> int:
+    """suite.ticks(settings, selection=...) where the suite counts selection runs, else
+    suite.ticks(settings) (a suite that ignores the selection stream)."""
+    import inspect
+
+    if "selection" in inspect.signature(suite.ticks).parameters:
+        return suite.ticks(settings, selection=selection)
+    return suite.ticks(settings)
 
 
 @dataclass
@@ -115,6 +131,23 @@ class SuiteContext:
             samples = self.generate(sampler=sampler, steps=steps, stream=stream, on_step=recorder)
             self._runs[key] = CleanRun(self.quality(samples), recorder)
         return self._runs[key]
+
+    def clean_runs(self, *, sampler: str, steps: int) -> dict[str, CleanRun]:
+        """clean_run on every stream (self.streams); the DDIM runs not made yet are sampled in
+        one stacked call (generate_streams: the same x_T per stream, float rounding apart)."""
+        missing = [st for st in self.streams if (st, sampler, steps) not in self._runs]
+        if sampler == "ddim" and len(missing) > 1:
+            recorders = {st: EpsNormRecorder() for st in missing}
+            samples = generate_streams(
+                self.model, self.schedule, shape=self.shape, n=self.n, steps=steps,
+                streams=missing, seed=self.settings.seed, batch_size=self.settings.batch_size,
+                on_step=recorders,
+            )
+            for st in missing:
+                self._runs[(st, sampler, steps)] = CleanRun(self.quality(samples[st]),
+                                                            recorders[st])
+        return {st: self.clean_run(sampler=sampler, steps=steps, stream=st)
+                for st in self.streams}
 
     def evaluate(self, model: nn.Module | None = None, *, stream: str = "verdict") -> dict:
         """Quality of a (perturbed) model on the evaluation sampler and T' (settings.eval_*);

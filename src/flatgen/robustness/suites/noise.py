@@ -8,7 +8,12 @@ from typing import Any
 
 from flatgen import records as keys
 from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, legacy_robust
+from flatgen.robustness.suites.base import (
+    SuiteContext,
+    SuiteSummary,
+    legacy_robust,
+    stream_count,
+)
 from flatgen.robustness.weight_noise import weight_noise_sweep
 
 
@@ -18,8 +23,9 @@ class NoiseSuite:
 
     name = "noise"
 
-    def ticks(self, settings: RobustnessSettings) -> int:
-        return len(settings.noise_sigmas) * settings.noise_draws
+    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+        sigmas = [v for v in settings.noise_sigmas if v > 0]  # sigma 0 is the clean run
+        return len(sigmas) * settings.noise_draws * stream_count(selection)
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
         s = ctx.settings

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from flatgen import records as keys
-from flatgen.robustness.attacks import ladder_record
 from flatgen.robustness.quantize import (
     calibration_inputs,
     model_size_bytes,
     quantize_activations,
     quantize_weights,
 )
+from flatgen.robustness.record import ladder_record
 from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of
+from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of, stream_count
 from flatgen.robustness.util import make_generator
 
 # result keys per scheme: weights only keep the names they always had
@@ -33,8 +33,9 @@ class QuantSuite:
 
     name = "quant"
 
-    def ticks(self, settings: RobustnessSettings) -> int:
-        return len(settings.bits) * len(settings.granularity) * len(settings.quant_schemes)
+    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+        return (len(settings.bits) * len(settings.granularity) * len(settings.quant_schemes)
+                * stream_count(selection))
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
         s = ctx.settings
@@ -72,7 +73,7 @@ class QuantSuite:
                     for stream in ctx.streams:
                         key = ("select_" if stream == "select" else "") + _QUALITY[scheme]
                         rows[key].append(ctx.evaluate(model, stream=stream))
-                    ctx.tick()
+                        ctx.tick()
             out[gran] = rows
         return out
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from flatgen import records as keys
-from flatgen.robustness.attacks import ladder_record
+from flatgen.robustness.record import ladder_record
 from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of
+from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of, stream_count
 
 
 class StepsSuite:
@@ -19,23 +19,24 @@ class StepsSuite:
 
     name = "steps"
 
-    def ticks(self, settings: RobustnessSettings) -> int:
-        return len(settings.samplers) * len(settings.steps)
+    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+        return len(settings.samplers) * len(settings.steps) * stream_count(selection)
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for sampler in ctx.settings.samplers:
             rows: dict[str, list] = {"steps": [], "quality": []}
+            if ctx.selection:
+                rows["select_quality"] = []
             for steps in ctx.settings.steps:
                 ctx.describe(f"{ctx.name}: {sampler} T'={steps}")
+                runs = ctx.clean_runs(sampler=sampler, steps=steps)  # DDIM: streams stacked
                 rows["steps"].append(steps)
-                rows["quality"].append(ctx.clean_run(sampler=sampler, steps=steps).quality)
-                ctx.tick()
-            if ctx.selection:
-                rows["select_quality"] = [
-                    ctx.clean_run(sampler=sampler, steps=k, stream="select").quality
-                    for k in ctx.settings.steps
-                ]
+                rows["quality"].append(runs["verdict"].quality)
+                if ctx.selection:
+                    rows["select_quality"].append(runs["select"].quality)
+                for _ in runs:
+                    ctx.tick()
             out[sampler] = rows
         return out
 
