@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
+from flatgen.records import LADDERS
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites import SUITES, SuiteContext
 from flatgen.robustness.suites.base import suite_ticks
@@ -194,7 +195,7 @@ def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
             k: (v / first[k] if v is not None and first.get(k) else None)
             for k, v in summary[name]["robust_epsilon"].items()
         }
-    return {"summary": summary, "ladders": ladders}
+    return {"summary": summary, LADDERS: ladders}
 
 
 def plot_robustness(results: Mapping[str, Any], out_dir: Path) -> list[Path]:
