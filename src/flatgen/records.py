@@ -138,6 +138,12 @@ def quality_key(metric: str, steps: int) -> str:
     return f"{metric}@T{int(steps)}"
 
 
+def quality_key_steps(key: str) -> int | None:
+    """T' of a quality_key ('digits_fid@T20' -> 20), None for any other key."""
+    _, sep, steps = key.rpartition("@T")
+    return int(steps) if sep and steps.isdigit() else None
+
+
 def is_quality_key(key: str, metric: str) -> bool:
     """Whether `key` is a quality entry (any T', sampler, bits) of `metric`."""
     return key.startswith(f"{metric}@")

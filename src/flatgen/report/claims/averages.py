@@ -1,6 +1,6 @@
 """Weight averages: EMA (and SWA) improve quality; they flatten less than SAM."""
 
-from flatgen.records import LAMBDA_MAX, quality_key
+from flatgen.records import LAMBDA_MAX, quality_key, quality_key_steps
 from flatgen.report.claims.registry import ClaimContext, ClaimSpec, SourceEffect, register
 
 
@@ -15,6 +15,7 @@ EMA_QUALITY = register(ClaimSpec(
     text="EMA improves quality over the plain baseline.", source="Lee et al. 2025, Table 1",
     source_effect=SourceEffect(-0.69, "relative", "−69% FID at T'=20 (34.47 → 10.63)"),
     decides="quality at the fewest steps measured",
+    extra={"regime": lambda key: f"quality at T'={quality_key_steps(key)}"},
 ))
 EMA_FLATNESS = register(ClaimSpec(
     id="ema_flattens_less", kind="scalar", key=LAMBDA_MAX, direction="lower",

@@ -95,7 +95,8 @@ def scalar_sample(spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: st
         censored[m] = {s: bool(rows[s].get(f"{key}_censored")) for s in values[m]}
     if not values[a] or not values[b]:
         return None
-    return Sample(a, b, key, values, censored, regime=spec.extra.get("regime", key))
+    regime = spec.extra.get("regime", key)  # a text, or a function of the key
+    return Sample(a, b, key, values, censored, regime=regime(key) if callable(regime) else regime)
 
 
 def _judged_level(spec: ClaimSpec, ctx: ClaimContext, levels: list, curve: list,

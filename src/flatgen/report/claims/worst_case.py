@@ -34,4 +34,5 @@ WORST_CASE = register(ClaimSpec(
     text="SAM's loss rises less under worst-case weight perturbations.",
     source="Lee et al. 2025, sec. 5 (loss under perturbation)",
     decides="supporting evidence, not in the family", label=ascent_label, in_family=False,
+    extra={"regime": lambda key: f"per-filter ball ρ={loss_increase_radius(key):g}"},
 ))
