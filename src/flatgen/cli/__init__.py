@@ -12,7 +12,7 @@ import typer
 # isort: off
 from flatgen.cli import train, analyze, study, dro  # noqa: F401
 # isort: on
-from flatgen.cli.common import app
+from flatgen.cli.common import app, cli_command
 
 
 def _print_version(value: bool) -> None:
@@ -24,11 +24,15 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
+@cli_command
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Train generative models toward flat minima and measure what flatness buys."""
+    from flatgen.optional import check_versions
+
+    check_versions()  # an incompatible torch / diffusers pair, named in one line (exit 2)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import Field
 
 from flatgen.config import Section
+from flatgen.optional import require
 
 EXECUTORS = ("inline", "local", "slurm")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -96,7 +97,7 @@ def job_command(config: Path, out: Path, unit: str, *, gpus: int = 1,
 
 def make_executor(kind: str, folder: Path, slurm: SlurmSettings | None = None):
     """A submitit executor writing its logs under folder (OUT/submitit)."""
-    import submitit
+    submitit = require("submitit", "slurm", feature="--executor slurm")
 
     if kind == "slurm":
         try:
@@ -118,8 +119,8 @@ def submit_units(
 ) -> dict[str, Any]:
     """Submit one job per unit; returns unit name -> submitit job. The job's environment is
     the node's (env=None), never this shell's: job_command adds flatgen's variables."""
-    import submitit
-    from submitit.helpers import CommandFunction
+    submitit = require("submitit", "slurm", feature="--executor slurm")
+    CommandFunction = require("submitit.helpers", "slurm").CommandFunction  # noqa: N806
 
     jobs = {}
     for unit in units:
