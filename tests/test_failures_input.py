@@ -107,17 +107,7 @@ def test_training_config_refuses(tmp_path, key, kind):
         assert key in line, line
 
 
-# study/kinds.py's task_of reads the file with yaml.safe_load first and lets RecursionError out
-# (the fix, in a file this branch does not own: read it with flatgen.io.load_yaml)
-TASK_OF_DEPTH = pytest.mark.xfail(strict=True, reason="study/kinds.py task_of: RecursionError")
-
-
-def _study_cases() -> list:
-    return [pytest.param(*c.values, id=c.id, marks=TASK_OF_DEPTH) if c.values[1] == "deep"
-            else c for c in _cases(STUDY_KEYS)]
-
-
-@pytest.mark.parametrize("key, kind", _study_cases())
+@pytest.mark.parametrize("key, kind", _cases(STUDY_KEYS))
 def test_study_config_refuses(tmp_path, key, kind):
     study = tmp_path / "s.yaml"
     base = "{data: {name: toy2d, n_train: 64, n_test: 16}, model: {preset: mlp2d}}"
