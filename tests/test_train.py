@@ -244,7 +244,7 @@ def test_resume_with_more_steps_continues(tmp_path, tiny_toy_config):
 
 
 def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypatch):
-    from flatgen.train import loop
+    from flatgen.train import writer
 
     run = tmp_path / "run"
     trained = train(tiny_toy_config, run, progress=False)
@@ -256,7 +256,7 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
     def no_progress_bar(*args, **kwargs):
         raise AssertionError("a finished run needs no progress bar")
 
-    monkeypatch.setattr(loop, "make_progress", no_progress_bar)
+    monkeypatch.setattr(writer, "make_progress", no_progress_bar)
     # fewer steps than done is refused, naming both numbers (it used to pass as "finished")
     with pytest.raises(RunDirError, match=r"at step 12 with train.steps=8, fewer than done"):
         train(_resume_config(run, "train.steps=8"), run, resume=True, progress=False)

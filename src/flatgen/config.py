@@ -175,6 +175,8 @@ class TrainConfig(Section):
     cpu: bool = False  # force the CPU even where a GPU exists
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # Accelerate's trackers
     sample_every: int | None = Field(None, gt=0)  # a sample grid in samples/step-<n>.png
+    # torch.compile the training forward (inductor, cache in RUN/.cache); None: on with CUDA
+    compile: bool | None = None
 
 
 class EvalConfig(Section):
@@ -183,6 +185,7 @@ class EvalConfig(Section):
     n_samples: int | None = Field(None, gt=0)  # None: the size of the test set
     batch_size: int = Field(512, gt=0)
     seed: int = 1234
+    compile: bool | None = None  # torch.compile the sampling network; None: on with CUDA
 
 
 class Config(Section):
