@@ -364,3 +364,15 @@ def test_checkpoints_follow_the_umask(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last"
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
     assert {stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()} == {0o644}
+
+
+def test_step_seeding_leaves_the_cpu_generator_as_manual_seed_does():
+    """seed_dropout (cheaper per step) keeps runs bitwise those of torch.manual_seed."""
+    from flatgen.train.loop import seed_dropout, step_seed
+
+    seed = step_seed(3, 17, stream=1)
+    torch.manual_seed(seed)
+    expected = torch.get_rng_state()
+    torch.manual_seed(0)
+    seed_dropout(seed, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), expected)

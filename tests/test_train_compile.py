@@ -16,11 +16,9 @@ import torch
 from flatgen.train import load_weights, train
 from flatgen.train.compile import CACHE_DIR, compile_wanted, compiler_missing
 
-pytestmark = [
-    pytest.mark.usefixtures("one_thread"),
-    pytest.mark.skipif(compiler_missing() is not None,
-                       reason=f"inductor cannot compile here: {compiler_missing()}"),
-]
+pytestmark = pytest.mark.usefixtures("one_thread")
+needs_compiler = pytest.mark.skipif(compiler_missing() is not None,
+                                    reason=f"inductor cannot compile here: {compiler_missing()}")
 
 
 class Crash(RuntimeError):
@@ -50,6 +48,18 @@ def test_compile_default_is_on_for_cuda_only():
     assert compile_wanted(True, "cpu") and not compile_wanted(False, "cuda")
 
 
+def test_compile_without_a_compiler_is_refused_before_any_write(tmp_path, tiny_toy_config,
+                                                                monkeypatch):
+    from flatgen.errors import InputError
+    from flatgen.train import compile as compile_module
+
+    monkeypatch.setattr(compile_module.shutil, "which", lambda name: None)
+    with pytest.raises(InputError, match="needs a C.. compiler"):
+        train(_config(tiny_toy_config, True), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@needs_compiler
 def test_compiled_resume_is_bitwise_equal_and_reuses_the_cache(tmp_path, tiny_toy_config):
     from torch._dynamo.utils import counters
 
@@ -72,6 +82,7 @@ def test_compiled_resume_is_bitwise_equal_and_reuses_the_cache(tmp_path, tiny_to
     assert json.loads((parts / "train_summary.json").read_text())["compiled"] is True
 
 
+@needs_compiler
 def test_compiled_and_eager_agree_to_rounding(tmp_path, tiny_toy_config):
     eager = train(_config(tiny_toy_config, None), tmp_path / "eager", progress=False)  # CPU: off
     comp = train(_config(tiny_toy_config, True), tmp_path / "compiled", progress=False)
@@ -85,6 +96,7 @@ def test_compiled_and_eager_agree_to_rounding(tmp_path, tiny_toy_config):
     assert not (tmp_path / "eager" / ".cache").exists()
 
 
+@needs_compiler
 def test_compiled_sampling_agrees_with_eager(tmp_path, tiny_toy_config):
     from flatgen.diffusion import generate
     from flatgen.train import load_run

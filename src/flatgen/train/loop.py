@@ -100,15 +100,15 @@ def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, *
 
 def seed_dropout(seed: int, device: torch.device) -> None:
     """Seed the generators that dropout draws from on `device` (the CPU's, and the current
-    GPU's on CUDA).
+    accelerator's).
 
     torch.manual_seed would do it, but it also queues a seed for every lazily initialized
     backend (CUDA, XPU, MTIA on a CPU machine), formatting a stack trace each time: per step,
     that is measurable overhead. The CPU generator ends in the same state either way.
     """
     torch.default_generator.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
+    if device.type != "cpu":  # the device's own generator (CUDA, MPS, XPU): initialized by now
+        torch.get_device_module(device.type).manual_seed(seed)
 
 
 class _StopFlag:
