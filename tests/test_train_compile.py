@@ -90,7 +90,7 @@ def test_compiled_and_eager_agree_to_rounding(tmp_path, tiny_toy_config):
     for k in a:  # apart by rounding only: far less than what the last 7 steps moved them
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-4)
     earlier = load_weights(tmp_path / "eager" / "checkpoints" / "step-5", "model")
-    assert max((a[k] - earlier[k]).abs().max().item() for k in a) > 1e-2
+    assert max((a[k] - earlier[k]).abs().max().item() for k in a) > 1e-3  # 10x the tolerance
     assert comp.final_loss == pytest.approx(eager.final_loss, rel=1e-4)
     assert json.loads((tmp_path / "eager" / "train_summary.json").read_text())["compiled"] is False
     assert not (tmp_path / "eager" / ".cache").exists()
