@@ -243,7 +243,7 @@ def test_resume_with_more_steps_continues(tmp_path, tiny_toy_config):
 
 
 def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypatch):
-    from flatgen.train import loop
+    from flatgen.train import writer
 
     run = tmp_path / "run"
     trained = train(tiny_toy_config, run, progress=False)
@@ -255,7 +255,7 @@ def test_resume_finished_run_changes_nothing(tmp_path, tiny_toy_config, monkeypa
     def no_progress_bar(*args, **kwargs):
         raise AssertionError("a finished run needs no progress bar")
 
-    monkeypatch.setattr(loop, "make_progress", no_progress_bar)
+    monkeypatch.setattr(writer, "make_progress", no_progress_bar)
     # fewer steps than done is refused, naming both numbers (it used to pass as "finished")
     with pytest.raises(RunDirError, match=r"at step 12 with train.steps=8, fewer than done"):
         train(_resume_config(run, "train.steps=8"), run, resume=True, progress=False)
@@ -363,3 +363,15 @@ def test_checkpoints_follow_the_umask(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last"
     assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
     assert {stat.S_IMODE(f.stat().st_mode) for f in ckpt.iterdir()} == {0o644}
+
+
+def test_step_seeding_leaves_the_cpu_generator_as_manual_seed_does():
+    """seed_dropout (cheaper per step) keeps runs bitwise those of torch.manual_seed."""
+    from flatgen.train.loop import seed_dropout, step_seed
+
+    seed = step_seed(3, 17, stream=1)
+    torch.manual_seed(seed)
+    expected = torch.get_rng_state()
+    torch.manual_seed(0)
+    seed_dropout(seed, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), expected)

@@ -200,6 +200,8 @@ class TrainConfig(Section):
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # Accelerate's trackers
     # a sample grid in samples/step-<n>.png
     sample_every: int | None = Field(None, gt=0, le=MAX_STEPS)
+    # torch.compile the training forward (inductor, cache in RUN/.cache); None: on with CUDA
+    compile: bool | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

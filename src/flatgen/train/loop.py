@@ -7,14 +7,17 @@ steps an uninterrupted run would take, and ends with bitwise-equal weights.
 Failures: the run directory, the checkpoint to resume from and the data are all checked before
 anything is written (flatgen.train.rundir); a non-finite loss or gradient stops training with
 TrainingDiverged, keeping the last (finite) checkpoint.
+
+What the run leaves on disk (metrics, checkpoints, summary, and the kill-point test hooks) is
+train/writer.py's; the model, optimizer and their restoring, train/setup.py's.
 """
 
 from __future__ import annotations
 
 import math
 import signal
-import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,34 +34,24 @@ from flatgen.diffusion import (
     draw_training_noise,
     schedule_from_config,
 )
-from flatgen.errors import CheckpointError, TrainingDiverged
-from flatgen.io import dumps_strict, write_json_atomic
-from flatgen.models import model_from_config
+from flatgen.errors import InputError, TrainingDiverged
 from flatgen.optim.wrm import diffusion_per_sample_loss, wrm_perturb
-from flatgen.progress import make_progress
-from flatgen.train.checkpoint import (
-    check_finite,
-    commit_checkpoint,
-    load_trainer_state,
-    load_weights,
+from flatgen.train.compile import (
+    CACHE_DIR,
+    compile_wanted,
+    compiled,
+    compiler_missing,
+    inductor_cache,
 )
-from flatgen.train.killpoints import kill_point, kill_requested
-from flatgen.train.method import Method
-from flatgen.train.rundir import (
-    CKPT_ROOT,
-    RunDirError,
-    finished_result,
-    plan_run,
-    prepare_run_dir,
-)
+from flatgen.train.killpoints import kill_point
+from flatgen.train.rundir import RunDirError, finished_result, plan_run, prepare_run_dir
 from flatgen.train.schedule import lr_lambda as schedule_lr_lambda
 from flatgen.train.schedule import make_accelerator as shared_accelerator
-
-CKPT_DIR = "checkpoints/last"
-LOSS_WINDOW = 50  # the progress bar's loss and the summary's final loss: mean of the last 50 steps
+from flatgen.train.setup import Trainer, build_trainer
+from flatgen.train.writer import LOSS_WINDOW, RunWriter
 
 __all__ = ["LOSS_WINDOW", "RunDirError", "TrainResult", "lr_lambda", "make_accelerator",
-           "micro_batches", "step_seed", "train"]
+           "micro_batches", "seed_dropout", "step_seed", "train"]
 
 
 @dataclass
@@ -105,6 +98,19 @@ def micro_batches(cfg: Config, train_x: torch.Tensor, schedule: NoiseSchedule, *
     return [tuple(v.chunk(k)[i] for v in shard) for i in range(k)]
 
 
+def seed_dropout(seed: int, device: torch.device) -> None:
+    """Seed the generators that dropout draws from on `device` (the CPU's, and the current
+    accelerator's).
+
+    torch.manual_seed would do it, but it also queues a seed for every lazily initialized
+    backend (CUDA, XPU, MTIA on a CPU machine), formatting a stack trace each time: per step,
+    that is measurable overhead. The CPU generator ends in the same state either way.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type != "cpu":  # the device's own generator (CUDA, MPS, XPU): initialized by now
+        torch.get_device_module(device.type).manual_seed(seed)
+
+
 class _StopFlag:
     """First Ctrl-C: finish the current step, save, exit. Second: stop at once."""
 
@@ -127,59 +133,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _mean_over_processes(accelerator, value: float, world: int) -> float:
-    """The mean of a per-process number over all processes (each sees its shard of the batch)."""
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.reduce(t, reduction="mean"))
-
-
-def _restore(ckpt: Path, model: nn.Module, method: Method, optimizer, scheduler,
-             accelerator: Accelerator) -> tuple[dict[str, Any], int, list[float]]:
-    """Load a checkpoint into the model, averages, optimizer, scheduler and RNG;
-    (averages, step, the last losses).
-
-    Every file is read and checked (readable, fits the model, finite) before training writes.
-    """
-    weights = load_weights(ckpt, "model")
-    check_finite(weights, ckpt / "model.safetensors")
-    _load_into(model, weights, ckpt / "model.safetensors")
-    averages = method.attach_averages(model)
-    state = load_trainer_state(ckpt)
-    average_weights = {name: load_weights(ckpt, name) for name in averages}
-    for name, tensors in average_weights.items():
-        check_finite(tensors, ckpt / f"{name}.safetensors")
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for name, avg in averages.items():
-            avg.load_state_dict({**state["averages"][name], "module": average_weights[name]})
-        if accelerator.scaler is not None and state.get("scaler"):
-            accelerator.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        reason = _first_line(err)[:80]
-        raise CheckpointError(
-            f"the trainer state in {str(ckpt)!r} does not fit this run ({reason}): "
-            "resume from another checkpoint with --resume-from") from None
-    return averages, int(state["step"]), list(state.get("recent_losses", []))
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _load_into(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError:
-        raise CheckpointError(
-            f"{str(path)!r} does not fit the model of the run's config.yaml "
-            "(another model.preset?): restore the run's own config.yaml") from None
 
 
 def _diverged(step: int, result: Any, lr: float, saved: int | None) -> TrainingDiverged:
@@ -216,8 +169,6 @@ def train(
     the run directory. Raises RunDirError / CheckpointError (nothing written) or
     TrainingDiverged (the last finite checkpoint kept).
     """
-    from flatgen.train.step import train_step  # the SAM-aware step (accumulation, DDP, AMP)
-
     run_dir = Path(run_dir)
     say = notify or (lambda text: None)
     accelerator = make_accelerator(cfg, run_dir)
@@ -228,23 +179,15 @@ def train(
     if plan.finished:  # nothing to train: leave the run's files as they are
         done = finished_result(run_dir, plan.start_step)
         return TrainResult(run_dir=run_dir, steps=plan.start_step, **done)
+    use_compile = compile_wanted(cfg.train.compile, accelerator.device)
+    if use_compile and accelerator.device.type == "cpu" and compiler_missing():
+        raise InputError(f"train.compile: {compiler_missing()}; or set train.compile false")
 
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # the model's initial weights
     train_x, _ = load_dataset(cfg.data)
-    train_x = train_x.to(accelerator.device)
     schedule = schedule_from_config(cfg.diffusion)
-    model = model_from_config(cfg.model, tuple(train_x.shape[1:]))
-    method = Method(cfg.method, cfg.train)
-    optimizer = method.build_optimizer(model.parameters())
-    base_optimizer = getattr(optimizer, "base_optimizer", optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(base_optimizer, lr_lambda(cfg))
-
-    start_step, losses = 0, []
-    if plan.ckpt is not None:
-        averages, start_step, losses = _restore(plan.ckpt, model, method, optimizer, scheduler,
-                                                accelerator)
-    else:
-        averages = method.attach_averages(model)
+    t, start_step, losses = build_trainer(cfg, accelerator, train_x=train_x.to(accelerator.device),
+                                          schedule=schedule, ckpt=plan.ckpt)
 
     # everything is checked: from here on the run directory changes
     for note in plan.notes:
@@ -255,128 +198,90 @@ def train(
         kill_point("config")
     accelerator.wait_for_everyone()
 
-    model, optimizer = accelerator.prepare(model, optimizer)
+    t.model, t.optimizer = accelerator.prepare(t.model, t.optimizer)
+    t.raw_model = accelerator.unwrap_model(t.model)
     from flatgen.train.tracking import Tracking
 
-    tracking = Tracking(accelerator, cfg, run_dir)
-    metrics_path = run_dir / "metrics.jsonl"
-    saved = start_step if plan.ckpt is not None else None  # the last checkpoint written
+    writer = RunWriter(cfg, run_dir, t, start_step=start_step, losses=losses,
+                       saved=start_step if plan.ckpt is not None else None, progress=progress,
+                       tracking=Tracking(accelerator, cfg, run_dir),
+                       sample_shape=tuple(train_x.shape[1:]))
+    with inductor_cache(run_dir / CACHE_DIR) if use_compile else nullcontext():
+        forward = compiled(t.model) if use_compile else None
+        with writer:
+            step = _train_steps(cfg, t, writer, start_step=start_step, forward=forward,
+                                on_step=on_step)
+    final_loss, seconds = writer.finish(step, facts=run_facts(accelerator, compiled=use_compile))
+    return TrainResult(run_dir=run_dir, steps=step, final_loss=final_loss, seconds=seconds,
+                       it_per_s=(step - start_step) / max(seconds, 1e-9))
 
-    wrm = cfg.method.dro
+
+def _train_steps(cfg: Config, t: Trainer, writer: RunWriter, *, start_step: int,
+                 forward: nn.Module | None,
+                 on_step: Callable[[int, float], None] | None) -> int:
+    """The optimizer steps from start_step on (Algorithm: draw the step's batch and noise,
+    one train_step, guard, LR schedule, averages); the step reached."""
+    from flatgen.train.step import train_step  # the SAM-aware step (accumulation, DDP, AMP)
+
+    accelerator = t.accelerator
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    loss_fn = _loss_fn(cfg, t, forward)
+    step = start_step
+    t.model.train()
+    with _StopFlag() as stop:
+        while step < cfg.train.steps:
+            seed_dropout(step_seed(cfg.train.seed, step, stream=1 + rank), device)
+            batches = micro_batches(cfg, t.train_x, t.schedule, step=step, rank=rank, world=world)
+            result = train_step(
+                t.model, t.optimizer, batches, loss_fn=loss_fn, accelerator=accelerator,
+                grad_clip=cfg.train.grad_clip, sync_perturbation=t.method.sync_perturbation,
+            )
+            step += 1
+            if not _finite_step(result):  # stop before a checkpoint could save NaN weights
+                raise _diverged(step, result, cfg.train.lr, writer.saved)
+            if not result.skipped:  # an fp16 overflow step changed nothing: nothing to average
+                t.scheduler.step()
+                t.method.after_step(t.raw_model, step)
+            if on_step is not None:
+                on_step(step, result.loss)
+            writer.after_step(step, result, stop=stop.requested)
+            if stop.requested:
+                break
+    return step
+
+
+def _loss_fn(cfg: Config, t: Trainer,
+             forward: nn.Module | None) -> Callable[[nn.Module, tuple], torch.Tensor]:
+    """loss_fn(net, micro_batch) for train_step: the diffusion loss (with DDPM-IP), at the WRM
+    inner maximizer if the method says so; `forward`, if given, is the compiled net."""
+    wrm, schedule, ip_gamma = cfg.method.dro, t.schedule, t.method.ip_gamma
 
     def loss_fn(net: nn.Module, mb: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x0, t, noise, ip_noise = mb
+        x0, steps, noise, ip_noise = mb
         if wrm is not None:  # WRM: move x0 to the inner maximizer (no sync needed: unwrapped)
-            unwrapped = accelerator.unwrap_model(net)
-            inner = diffusion_per_sample_loss(unwrapped, schedule, t=t, noise=noise)
+            inner = diffusion_per_sample_loss(t.raw_model, schedule, t=steps, noise=noise)
             x0 = wrm_perturb(inner, x0, wrm.gamma, steps=wrm.steps, step_size=wrm.step_size)
-        return diffusion_loss(net, x0, schedule, t=t, noise=noise, ip_gamma=method.ip_gamma,
+        net = net if forward is None else forward  # (a compiled module refuses bool())
+        return diffusion_loss(net, x0, schedule, t=steps, noise=noise, ip_gamma=ip_gamma,
                               ip_noise=ip_noise)
 
-    def checkpoint(step: int) -> None:
-        nonlocal saved
-        accelerator.wait_for_everyone()
-        saved = step
-        if not accelerator.is_main_process:
-            return
-        weights = {"model": accelerator.unwrap_model(model)}
-        weights.update({name: avg.module for name, avg in averages.items()})
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            # the averaged weights themselves are in <name>.safetensors
-            "averages": {name: {k: v for k, v in avg.state_dict().items() if k != "module"}
-                         for name, avg in averages.items()},
-            "rng_cpu": torch.get_rng_state(),
-            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "recent_losses": losses[-keep_losses:],
-        }
-        commit_checkpoint(run_dir / CKPT_ROOT, weights, state, keep=cfg.train.keep_checkpoints)
+    return loss_fn
 
-    rank, world = accelerator.process_index, accelerator.num_processes
-    total = cfg.train.steps
-    # the last losses are part of the state, so a resumed run logs the same windowed means
-    keep_losses = max(LOSS_WINDOW, cfg.train.log_every)
-    t_start = time.perf_counter()
-    step = start_step
-    bar = make_progress(progress and accelerator.is_main_process,
-                        fields=f"loss (last {LOSS_WINDOW}) {{task.fields[loss]:.4f}}")
-    log = metrics_path.open("a") if accelerator.is_main_process else None
-    try:
-        with _StopFlag() as stop, bar as bar_ctx:
-            task = (bar_ctx.add_task("train", total=total, completed=start_step, loss=float("nan"))
-                    if bar_ctx else None)
-            model.train()
-            while step < total:
-                torch.manual_seed(step_seed(cfg.train.seed, step, stream=1 + rank))  # dropout
-                batches = micro_batches(cfg, train_x, schedule, step=step, rank=rank, world=world)
-                result = train_step(
-                    model, optimizer, batches, loss_fn=loss_fn, accelerator=accelerator,
-                    grad_clip=cfg.train.grad_clip, sync_perturbation=method.sync_perturbation,
-                )
-                step += 1
-                if not _finite_step(result):  # stop before a checkpoint could save NaN weights
-                    raise _diverged(step, result, cfg.train.lr, saved)
-                if not result.skipped:  # an fp16 overflow step changed nothing: nothing to average
-                    scheduler.step()
-                    method.after_step(accelerator.unwrap_model(model), step)
-                losses.append(result.loss)
-                if on_step is not None:
-                    on_step(step, result.loss)
-                if step % cfg.train.log_every == 0 or step == total:
-                    recent = losses[-cfg.train.log_every:]
-                    # a collective: every process takes part, the main one writes
-                    mean_loss = _mean_over_processes(accelerator, sum(recent) / len(recent), world)
-                    if log is not None:
-                        record = {
-                            "step": step,
-                            "loss": mean_loss,
-                            "lr": scheduler.get_last_lr()[0],
-                            "grad_norm": result.grad_norm,
-                            "skipped": result.skipped,
-                            "it_per_s": (step - start_step) / (time.perf_counter() - t_start),
-                        }
-                        line = dumps_strict(record) + "\n"  # strict JSON: null for inf / nan
-                        if kill_requested("metrics-write", step):
-                            log.write(line[: len(line) // 2])
-                            log.flush()
-                            kill_point("metrics-write", step)
-                        log.write(line)
-                        log.flush()
-                        tracking.log(record)
-                tracking.after_step(accelerator.unwrap_model(model), schedule=schedule, step=step,
-                                    sample_shape=tuple(train_x.shape[1:]))
-                if task is not None:
-                    window = losses[-LOSS_WINDOW:]
-                    bar_ctx.update(task, completed=step, loss=sum(window) / len(window))
-                kill_point("step", step)
-                if step % cfg.train.ckpt_every == 0 or step == total or stop.requested:
-                    checkpoint(step)
-                if stop.requested:
-                    break
-    finally:
-        if log is not None:
-            log.close()
-    tracking.finish()
-    seconds = time.perf_counter() - t_start
-    window = losses[-LOSS_WINDOW:]
-    final_loss = sum(window) / max(1, len(window))
-    if step == total:  # an interrupted process may have stopped at another step: no collective then
-        final_loss = _mean_over_processes(accelerator, final_loss, world)
-    result = TrainResult(
-        run_dir=run_dir,
-        steps=step,
-        final_loss=final_loss,
-        seconds=seconds,
-        it_per_s=(step - start_step) / max(seconds, 1e-9),
-    )
-    kill_point("summary", step)
-    if accelerator.is_main_process:
-        write_json_atomic(run_dir / "train_summary.json", {
-            "steps": result.steps, "final_loss": result.final_loss,
-            "seconds": round(seconds, 2), "it_per_s": round(result.it_per_s, 3),
-            "method": cfg.method.name, "processes": world, "device": str(accelerator.device),
-            "interrupted": step < total, "loss_window": LOSS_WINDOW,
-        })
-    return result
+
+def run_facts(accelerator: Accelerator, *, compiled: bool) -> dict[str, Any]:
+    """What ran, for train_summary.json: the effective precision, device, world size, whether
+    the forward was compiled, and the versions of torch, diffusers and flatgen."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device),
+            "world_size": accelerator.num_processes, "compiled": compiled,
+            "versions": {"torch": torch.__version__, "diffusers": installed("diffusers"),
+                         "flatgen": installed("flatgen")}}
+
+
