@@ -197,7 +197,7 @@ def test_quantization_compares_the_rise_from_float():
     fixed = Verdicts(levels={"quantization": 4})
     c = only(evaluate_claims(rows, methods=["adm", "sam"], verdicts=fixed), "quantization")
     s = c.primary.sample
-    assert s.level == 4 and s.regime == "float→4 bits per-tensor (pre-registered; baseline +50%)"
+    assert s.level == 4 and s.regime == "float→4 bits (pre-registered; baseline +50%)"
     assert s.values["adm"] == pytest.approx({0: 0.5}) and s.values["sam"] == pytest.approx({0: 0.1})
     assert c.verdict == "direction only (1 seed): claimed way"
 
@@ -266,3 +266,19 @@ def test_a_new_claim_is_one_spec_and_verdicts_are_typed():
     # a smallest effect of interest from the config replaces the claim's own
     eoi = CLAIMS["weight_noise"].effect_of_interest(Verdicts(smallest_effects={"weight_noise": 2}))
     assert eoi.value == 2 and eoi.scale == "ratio" and not eoi.stated
+
+
+def test_a_pre_registered_level_must_be_one_the_study_measures():
+    from pydantic import ValidationError
+
+    from flatgen.study.config import StudyConfig
+
+    ok = StudyConfig.model_validate({"verdicts": {"levels": {"few_step_sampling": 5,
+                                                             "quantization": 4}}})
+    assert ok.verdicts.levels == {"few_step_sampling": 5, "quantization": 4}
+    for levels, message in (({"few_step_sampling": 7}, "7 is not a level the study measures"),
+                            ({"few_step_sampling": 100}, "not a level"),  # the clean T'
+                            ({"flatter_lambda_max": 5}, "is not judged on a ladder"),
+                            ({"nope": 5}, "unknown claim")):
+        with pytest.raises(ValidationError, match=message):
+            StudyConfig.model_validate({"verdicts": {"levels": levels}})

@@ -66,3 +66,20 @@ def test_the_budget_stops_before_a_batch_that_would_not_fit(tmp_path, monkeypatc
     out = sequential.run_until_decided(study(), tmp_path, console=QUIET, budget_s=250,
                                        run_seeds=lambda s: None)
     assert out.study.seeds == [0, 1] and out.stopped.startswith("budget")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-seeds", "5"], "--max-seeds and --budget go with --until-decided"),
+    (["--until-decided", "--plan"], "--plan lists the config's seeds"),
+    (["--until-decided", "--executor", "slurm"], "--until-decided judges each batch"),
+])
+def test_the_sequential_options_refuse_what_they_cannot_do(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from flatgen.cli import app
+
+    out = tmp_path / "s"
+    result = CliRunner().invoke(app, ["study", "configs/digits-study.yaml", "--out", str(out),
+                                      *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not out.exists()

@@ -13,6 +13,7 @@ from flatgen.cli.common import (
     cli_command,
     console,
 )
+from flatgen.cli.sequential import Budget, MaxSeeds, UntilDecided, check_sequential, until_decided
 from flatgen.io import check_outside_runs, check_writable
 
 # ---------------------------------------------------------------- study / demo
@@ -82,26 +83,8 @@ def _run(cfg, out: Path, *, config: Path | None, executor: str | None, jobs: int
 
 
 def _until_decided(cfg, out: Path, run: dict, seq: dict) -> dict:
-    """--until-decided: batches of seeds, a look after each (study/sequential.py); the report of
-    the last look. The jobs load each look's config from OUT/study.yaml."""
-    from flatgen.study.collect import collect_sequential
-    from flatgen.study.sequential import run_until_decided
-
-    budget = seq["budget"] * 60 if seq["budget"] is not None else None
-    outcome = run_until_decided(
-        cfg, out, console=console, max_seeds=seq["max_seeds"], budget_s=budget,
-        run_seeds=lambda current: _run(current, out, config=None, **run))
-    console.print(f"stopped: {outcome.stopped}; undecided: {', '.join(outcome.pending) or 'none'}")
-    return collect_sequential(outcome, out)
-
-
-UntilDecided = Annotated[bool, typer.Option(
-    "--until-decided", help="Add seeds in batches (verdicts.sequential) until every primary "
-    "claim is decided; O'Brien-Fleming alpha-spending over the looks.")]
-MaxSeeds = Annotated[int | None, typer.Option(
-    "--max-seeds", min=2, help="--until-decided: the most seeds (the last planned look).")]
-Budget = Annotated[float | None, typer.Option(
-    "--budget", min=1, help="--until-decided: stop before a batch that would pass N minutes.")]
+    return until_decided(cfg, out, seq, executor=run["executor"],
+                         run_seeds=lambda current: _run(current, out, config=None, **run))
 
 
 def _plan(config: Path, cfg, out: Path, jobs: int | None) -> None:
@@ -173,6 +156,8 @@ def study(
     from flatgen.study.collect import collect_study
 
     run = {"executor": executor, "jobs": jobs, "only": only, "progress": progress}
+    seq = {"max_seeds": max_seeds, "budget": budget}
+    check_sequential(until_decided, plan, seq)
     if task_of(config) == "classifier":
         return _classifier_study(config, out, plan=plan, collect=collect, run=run)
     cfg = load_study_config(config)
@@ -182,7 +167,6 @@ def study(
     check_outside_runs(out)
     check_writable(out)
     if until_decided and not collect:
-        seq = {"max_seeds": max_seeds, "budget": budget}
         return _print_study_summary(_until_decided(cfg, out, run, seq), out)
     status = None if collect else _run(cfg, out, config=config, **run)
     if not collect and (status is None or only is not None):
@@ -217,6 +201,7 @@ def demo(
     from flatgen.study.demo import demo_study
 
     t0 = time.perf_counter()
+    check_sequential(until_decided, False, {"max_seeds": max_seeds, "budget": budget})
     out = out or Path("demo-quick" if quick else "demo")
     check_outside_runs(out)
     check_writable(out)

@@ -82,7 +82,7 @@ def _img(path: Path) -> str:
 def _verdict_class(verdict: str) -> str:
     if verdict.startswith("reproduced"):
         return "reproduced"
-    if verdict.startswith("contradicted") or verdict.endswith("other way"):
+    if verdict.startswith("contradicted"):
         return "not"
     if verdict.startswith("excluded"):
         return "excluded"
@@ -185,6 +185,12 @@ seeds {html.escape(", ".join(map(str, meta.seeds)))}. Each primary claim is test
 effect and against the source's effect; adjusted p: Holm with Shaffer's constraint across the
 primary claims. One seed gives a direction only.</p>
 {_verdict_table(claims)}
+<p class="sub"><b>reproduced</b>: significant in the claimed direction; <b>contradicted</b>:
+significant the other way; <b>excluded at the source's size</b>: no effect shown, and an effect
+as large as the source's (column 4) is ruled out; <b>inconclusive</b>: the interval still holds
+both, with the seeds it would take; <b>untestable here</b>: the baseline is not hurt where the
+claim is judged; <b>direction only</b>: one seed, no test. Effects are method − baseline (×: a
+ratio of robust levels); "excl." is the adjusted p of ruling out the source's effect.</p>
 <h2>Claims in detail</h2>
 <p>Each claim of Lee et al. (ICCV 2025) on this study's per-seed values. Welch's t, a paired t
 where both sides share their seeds (the evaluation noise is drawn per training seed, common to
@@ -201,7 +207,7 @@ Supporting comparisons use their own unadjusted p and are not counted as evidenc
 <h2>Results</h2>
 <p>Mean ± standard deviation over seeds. W2: exact 2-Wasserstein distance to the test set;
 dFID: Fréchet distance in the features of flatgen's digits classifier (digits-FID, not Inception
-FID). Real-data floors are in <code>results.json</code>. Lower is better except for robust ε/σ.
+FID). Real-data floors are in <code>results.json</code>. Lower is better in every column.
 </p>
 <div class="scroll">{_table(*table)}</div>
 {missing_html}

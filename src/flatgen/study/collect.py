@@ -49,18 +49,20 @@ def report_meta(study: StudyConfig, rows: list[dict], out: Path, *,
                 looks: tuple[str, ...] = ()) -> ReportMeta:
     """What the report says about the study besides its results."""
     ev = study.evaluations
+    def subset(seeds: list[int] | None) -> str | None:  # only where it is not every seed
+        on = [s for s in study.seeds if seeds is None or s in seeds]
+        return f"seeds {', '.join(map(str, on))}" if len(on) < len(study.seeds) else None
+
     where = {}
-    if ev.selection_seeds is not None:
-        where["selection ladders (the baselines' separate noise)"] = (
-            f"seeds {', '.join(map(str, ev.selection_seeds))}")
-    if ev.sharpness and ev.expansion and ev.expansion_seeds is not None:
-        where["second-order expansion check"] = f"seeds {', '.join(map(str, ev.expansion_seeds))}"
+    if sel := subset(ev.selection_seeds):
+        where["selection ladders (the baselines' separate noise)"] = sel
+    if ev.sharpness and ev.expansion and (exp := subset(ev.expansion_seeds)):
+        where["second-order expansion check"] = exp
     return ReportMeta(
         name=study.name, data=str((study.base.get("data") or {}).get("name", "digits")),
         methods=tuple(study.methods), seeds=tuple(study.seeds),
         quality_steps=tuple(ev.quality_steps), config_json=study.model_dump_json(indent=2),
-        environment=f"{platform.machine()}, torch {torch.__version__}, "
-                    f"{torch.get_num_threads()} torch threads",
+        environment=f"{platform.machine()}, torch {torch.__version__}",
         measured_where=where, looks=looks, training_logs=training_logs(out, rows))
 
 

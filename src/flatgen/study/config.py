@@ -6,7 +6,13 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from flatgen.config import (
     MAX_SAMPLES,
@@ -77,7 +83,16 @@ class StudyEvaluations(Section):
         return list(dict.fromkeys(v))
 
     # RGB images: Inception FID / KID too, with the FID Inception weights at this local path
+    # (safetensors: `python -m flatgen.metrics.inception convert` makes them from the .pth)
     inception_weights: str | None = None
+
+    @field_validator("inception_weights")
+    @classmethod
+    def _safetensors(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith(".safetensors"):
+            raise ValueError(f"{v!r} is not a .safetensors file: convert the .pth once with "
+                             "python -m flatgen.metrics.inception convert SRC.pth DST.safetensors")
+        return v
 
     @model_serializer(mode="wrap")
     def _omit_unset_inception(self, handler):
@@ -126,6 +141,29 @@ class StudyConfig(Section):
             raise ValueError(f"verdicts name unknown claim(s) {', '.join(bad)}; claims: "
                              f"{', '.join(CLAIMS)}")
         return v
+
+    @model_validator(mode="after")
+    def _levels_on_ladders(self) -> StudyConfig:
+        """A pre-registered level must be a level the claim's ladder measures (a typo would
+        otherwise make the claim untestable after the whole study has run)."""
+        for claim, level in self.verdicts.levels.items():
+            spec = CLAIMS[claim]
+            if spec.level_setting is None:
+                raise ValueError(f"verdicts.levels.{claim}: {claim} is not judged on a ladder; "
+                                 "levels fix degradation claims only")
+            measured = ladder_levels(self.evaluations.robustness, spec.level_setting)
+            if level not in measured:
+                raise ValueError(f"verdicts.levels.{claim}: {level:g} is not a level the study "
+                                 f"measures ({', '.join(f'{x:g}' for x in measured)})")
+        return self
+
+
+def ladder_levels(settings: RobustnessSettings, setting: str) -> list[float]:
+    """The levels a ladder measures: the robustness setting it is built from ('steps': every T'
+    but the largest, the clean one; 'bits')."""
+    if setting == "steps":
+        return [float(x) for x in settings.ladder_steps()[1]]
+    return [float(x) for x in getattr(settings, setting)]
 
 
 def split_method(method: str) -> tuple[str, str]:

@@ -12,5 +12,6 @@ EXPOSURE = register(ClaimSpec(
     supporting_keys=(EXPOSURE_GAP_SQ_T20,),
     source_effect=SourceEffect(-0.71, "relative", "−71% gap (ADM +11.39 → SAM +3.32)"),
     decides="the unsquared relative L2 gap at T'=20 (ADM-ES's form); the squared form beside",
-    extra={"regime": "T'=20, unsquared relative gap"},
+    extra={"regime": lambda key: "T'=20, " + ("unsquared" if key == EXPOSURE_GAP_L2_T20
+                                              else "squared") + " relative gap"},
 ))

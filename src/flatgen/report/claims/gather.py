@@ -205,7 +205,7 @@ def threshold_sample(
     m = ctx.verdicts.threshold_margin
     if spec.threshold is not None:
         rise = spec.threshold
-        sample.regime = f"rise over own clean > {rise:g}"
+        sample.regime = spec.extra.get("threshold_text", f"rise over own clean > {rise:g}")
     else:
         rise = m * base_clean
         sample.regime = f"rise over own clean > {m:g}x baseline clean ({noise}; {rise:.3g})"

@@ -9,7 +9,7 @@ QUANTIZATION = register(ClaimSpec(
     text="Quality survives weight quantization better with SAM: it degrades less from float.",
     source="Lee et al. 2025 (8 bits: ADM +13.65 FID, SAM -0.07)",
     supporting_keys=(QUANT_W_CHANNEL, QUANT_WA_TENSOR, QUANT_WA_CHANNEL),
-    level_name="bits", level_format="float→{level:g} bits per-tensor",
+    level_name="bits", level_format="float→{level:g} bits", level_setting="bits",
     # ADM's FID rises 40% at 8 bits and SAM's not at all: the rise cut by 100% (-13.72 / 13.65)
     source_effect=SourceEffect(-1.0, "relative", "−100% of the rise (ADM +13.65, SAM −0.07 FID) "
                                "where ADM rises 40%", degradation=48.02 / 34.47),

@@ -84,6 +84,7 @@ class ClaimSpec:
     level_format: str = "{level:g}"  # how the judged level reads in the verdict table
     level_name: str = "level"  # what a ladder's levels are ("T'", "bits"), for the ranges shown
     default_level: float | None = None
+    level_setting: str | None = None  # the robustness setting a ladder's levels come from
     threshold: float | None = None
     source_effect: SourceEffect | None = None
     in_family: bool = True
