@@ -182,3 +182,12 @@ def test_export_force_replaces_an_export_whole(tmp_path):
     assert _invoke("export", tmp_path / "run", "--out", pipe, "--force").exit_code == 0
     assert not (pipe / "stale.txt").exists() and (pipe / "model_index.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_resume_of_a_finished_run_says_nothing_was_trained(trained_toy_run, toy_config_file):
+    before = (trained_toy_run / "metrics.jsonl").read_bytes()
+    result = _invoke("train", toy_config_file, "--out", trained_toy_run, "--resume",
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "had already finished" in result.output and "nothing was trained" in result.output
+    assert (trained_toy_run / "metrics.jsonl").read_bytes() == before

@@ -73,7 +73,11 @@ def train(
         dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch: rank 0 reports
         return
-    table = Table(title=f"trained {cfg.method.name} on {cfg.data.name}", show_header=False)
+    if plan.finished:  # --resume of a run that had already reached its steps
+        console.print(f"{out} had already finished its {cfg.train.steps} steps: nothing was "
+                      "trained (extend it with --resume --set train.steps=N)")
+    title = "finished run" if plan.finished else "trained"
+    table = Table(title=f"{title} {cfg.method.name} on {cfg.data.name}", show_header=False)
     table.add_row("run directory", str(out))
     table.add_row("steps", f"{result.steps} / {cfg.train.steps}")
     table.add_row(f"final loss (mean of last {LOSS_WINDOW} steps)", f"{result.final_loss:.4f}")
