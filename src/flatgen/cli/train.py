@@ -75,7 +75,7 @@ def train(
         return
     if plan.finished:  # --resume of a run that had already reached its steps
         console.print(f"{out} had already finished its {cfg.train.steps} steps: nothing was "
-                      "trained (extend it with --resume --set train.steps=N)")
+                      "trained (extend it with --resume --set train.steps=N)", soft_wrap=True)
     title = "finished run" if plan.finished else "trained"
     table = Table(title=f"{title} {cfg.method.name} on {cfg.data.name}", show_header=False)
     table.add_row("run directory", str(out))
