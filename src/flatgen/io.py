@@ -257,10 +257,13 @@ def load_yaml(text: str) -> Any:
     return data
 
 
-def read_json_object(path: str | Path, what: str = "results file") -> dict:
+def read_json_object(path: str | Path, what: str = "results file", *,
+                     infinities: bool = False) -> dict:
     """The JSON object a file holds; InputError (one line naming the file) if it cannot be read,
     is not strict JSON (NaN is not), nests too deep, or is not an object. For files flatgen
-    wrote and reads back (a study's results, for --collect)."""
+    wrote and reads back (a study's results, for --collect). infinities: accept the Infinity,
+    -Infinity and NaN that Python's json writes (a study's results may hold an infinite
+    robust level)."""
     from flatgen.errors import InputError
 
     path = Path(path)
@@ -269,7 +272,7 @@ def read_json_object(path: str | Path, what: str = "results file") -> dict:
         raise ValueError(f"{constant} is not JSON")
 
     try:
-        data = json.loads(path.read_text(), parse_constant=refuse)
+        data = json.loads(path.read_text(), parse_constant=None if infinities else refuse)
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or type(err).__name__
         raise InputError(f"{what} {str(path)!r} cannot be read ({reason})") from None

@@ -47,7 +47,7 @@ def measured_with(path: Path, evaluations: dict[str, Any]) -> bool:
     that predates the stored settings counts as measured with them)."""
     if not path.is_file():
         return False
-    saved = read_json_object(path, "results file").get("evaluations")
+    saved = read_json_object(path, "results file", infinities=True).get("evaluations")
     return saved is None or saved == evaluations
 
 
@@ -293,7 +293,7 @@ def load_results(out: Path, study: Any) -> tuple[list[dict[str, Any]], list[str]
         for method in unit.methods:
             path = kind.result_path(out, unit, method)
             if measured_with(path, evaluations):
-                rows.append(read_json_object(path, "results file"))
+                rows.append(read_json_object(path, "results file", infinities=True))
             else:
                 missing.append(f"{method} seed {unit.seed}")
     return rows, missing
