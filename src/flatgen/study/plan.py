@@ -81,9 +81,11 @@ def _batches(n: int) -> float:
     return n / BATCH_U
 
 
-def measure_forwards(evals: Any, *, n: int, selection: bool) -> float:
+def measure_forwards(evals: Any, *, n: int, selection: bool, expansion: bool = True) -> float:
     """F: the forward-equivalents (in U) of measuring one method with these evaluations; n is
-    the robustness sample size (the formula is in the module docstring)."""
+    the robustness sample size (the formula is in the module docstring); selection and
+    expansion: whether this method and seed get the selection ladders and the expansion check
+    (evaluations.selection_seeds / expansion_seeds)."""
     r, suites = evals.robustness, set(evals.suites)
     ladders = 0.0
     if "steps" in suites:
@@ -114,9 +116,10 @@ def measure_forwards(evals: Any, *, n: int, selection: bool) -> float:
         rhos, sigmas = len(evals.perturbation_rhos), len(evals.perturbation_sigmas)
         total += b * (1 + (LANCZOS_MATVECS + evals.trace_matvecs) * HVP
                       + rhos * WORST_CASE_STEPS * GRAD + sigmas * evals.perturbation_draws)
-        if evals.expansion:  # the ascents again, and one HVP and forward per perturbation
+        if evals.expansion and expansion:  # one HVP and forward per perturbation (the worst-case
+            # ascents are the summary's own, reused)
             perturbations = rhos + len(r.bits) * len(r.granularity) + len(r.noise_sigmas)
-            total += b * (rhos * WORST_CASE_STEPS * GRAD + perturbations * (HVP + 1))
+            total += b * perturbations * (HVP + 1)
     return total * MEASURE_FACTOR
 
 
@@ -221,8 +224,12 @@ def estimate_costs(study: Any, *, calibrate_here: bool = True) -> dict[str, Unit
         cfg = unit_config(study, unit.base, unit.seed)
         passes = 2 if cfg.method.sam is not None else 1
         step = step_u.get(unit.base, GRAD * passes * _batches(cfg.train.batch_size))
-        measure = sum(measure_forwards(evals, n=n, selection=m in evals.selection_methods)
-                      for m in unit.methods)
+        def on(seeds: list[int] | None, seed: int = unit.seed) -> bool:
+            return seeds is None or seed in seeds
+
+        measure = sum(measure_forwards(
+            evals, n=n, selection=m in evals.selection_methods and on(evals.selection_seeds),
+            expansion=on(evals.expansion_seeds)) for m in unit.methods)
         costs[unit.name] = UnitCost(cfg.train.steps * step, measure, forward_s)
     return costs
 
