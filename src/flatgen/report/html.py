@@ -135,9 +135,12 @@ def _comparison(c: Comparison) -> str:
 def _claim_details(claims: Sequence[ClaimResult], ladder_plots: dict[str, Path]) -> str:
     items = []
     for r in claims:
-        plot = (f"<figure>{_img(ladder_plots[r.spec.id])}<figcaption>score vs level per method; "
-                "dashed: the judged level or the shared threshold</figcaption></figure>"
-                if r.spec.id in ladder_plots else "")
+        caption = ("rise over each model's own clean score vs strength (mean over seeds); "
+                   "dashed: the rise threshold" if r.spec.kind == "threshold" else
+                   "score vs level per method (mean over seeds); dotted: the baseline on its "
+                   "selection noise; dashed: the judged level")
+        plot = (f"<figure>{_img(ladder_plots[r.spec.id])}<figcaption>{caption}</figcaption>"
+                "</figure>" if r.spec.id in ladder_plots else "")
         label = f"<br><small>{html.escape(r.label)}</small>" if r.label else ""
         comps = "".join(_comparison(c) for c in (r.primary, *r.supporting))
         effect = (f"<br><small>Source's effect: {html.escape(fmt_source(r.primary, r))}"
