@@ -158,3 +158,12 @@ def test_sixteen_bit_pngs_are_scaled_not_clipped(tmp_path):
     expected = np.array([0, 64, 128, 255]) / 127.5 - 1.0  # 65535 -> 255, not all white
     # bicubic resizing at the same size leaves the columns as they are
     assert np.allclose(x[0, 0, 0].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("inside", ["sub", "checkpoints/step-2/new", "eval"])
+def test_a_run_is_never_made_inside_another_run(trained, inside):
+    before = snapshot(trained / "run")
+    out = trained / "run" / inside
+    result = invoke("train", trained / "toy.yaml", "--out", out, "--no-progress", "--force")
+    assert result.exit_code == 2 and "is inside the flatgen run" in result.output, result.output
+    assert snapshot(trained / "run") == before and not out.exists()

@@ -24,6 +24,7 @@ from flatgen.io import (
     RUN_MARKER,
     check_writable,
     file_mode,
+    is_model_dir,
     is_run_dir,
     is_temporary,
     remove_stale_temporaries,
@@ -122,6 +123,12 @@ def plan_run(cfg: Config, run_dir: Path, *, resume: bool, resume_from: int | Non
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--out {str(run_dir)!r} is a file, not a folder: choose another --out")
     check_writable(run_dir)
+    # a run is never made inside another run or a model folder (it holds its own outputs only)
+    for folder in run_dir.resolve().parents:
+        if is_run_dir(folder) or is_model_dir(folder):
+            kind = "flatgen run" if is_run_dir(folder) else "model folder"
+            raise RunDirError(f"--out {str(run_dir)!r} is inside the {kind} {str(folder)!r}, "
+                              "which holds only its own outputs: choose another --out")
     has_run = is_run_dir(run_dir)
     ckpt_root = run_dir / CKPT_ROOT
     plan = RunPlan()
