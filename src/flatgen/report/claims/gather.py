@@ -86,6 +86,20 @@ def _baseline_curve(base: dict[int, LadderRecord]) -> tuple[list, list, float, s
     return levels, _mean_per_level(recs, "values"), mean_std(cleans)[0], "verdict noise"
 
 
+def _ladder_start(ctx: ClaimContext, *, key: str, a: str, b: str):
+    """Both sides' ladder records, an empty Sample and the baseline's curve; or what to return
+    early: None where a side was not measured, an untestable Sample without a baseline curve."""
+    recs = {m: _ladders(ctx, m, key) for m in (a, b)}
+    if not recs[a] or not recs[b]:
+        return None
+    sample = Sample(a, b, key, {a: {}, b: {}}, {a: {}, b: {}})
+    curve = _baseline_curve(recs[b])
+    if isinstance(curve, str):
+        sample.untestable = curve
+        return sample
+    return recs, sample, curve
+
+
 def scalar_sample(spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str) -> Sample | None:
     values: dict[str, dict[int, float]] = {}
     censored: dict[str, dict[int, bool]] = {}
@@ -120,15 +134,10 @@ def degradation_sample(
     spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str, level: float | None = None
 ) -> Sample | None:
     """`level` given: that level (the per-level readings); else the judged one."""
-    recs = {m: _ladders(ctx, m, key) for m in (a, b)}
-    if not recs[a] or not recs[b]:
-        return None
-    sample = Sample(a, b, key, {a: {}, b: {}}, {a: {}, b: {}})
-    curve = _baseline_curve(recs[b])
-    if isinstance(curve, str):
-        sample.untestable = curve
-        return sample
-    levels, mean_base, clean, noise = curve
+    start = _ladder_start(ctx, key=key, a=a, b=b)
+    if not isinstance(start, tuple):
+        return start
+    recs, sample, (levels, mean_base, clean, noise) = start
     name, margin = spec.level_name, ctx.verdicts.margin
     first = degraded_level(levels, mean_base, clean, margin=margin)
     sample.first_degraded = None if first is None else float(levels[first])
@@ -193,15 +202,10 @@ def _geo_ratio(a: dict[int, tuple[float, bool]], b: dict[int, tuple[float, bool]
 def threshold_sample(
     spec: ClaimSpec, ctx: ClaimContext, *, key: str, a: str, b: str
 ) -> Sample | None:
-    recs = {m: _ladders(ctx, m, key) for m in (a, b)}
-    if not recs[a] or not recs[b]:
-        return None
-    sample = Sample(a, b, key, {a: {}, b: {}}, {a: {}, b: {}})
-    curve = _baseline_curve(recs[b])
-    if isinstance(curve, str):
-        sample.untestable = curve
-        return sample
-    levels, _, base_clean, noise = curve
+    start = _ladder_start(ctx, key=key, a=a, b=b)
+    if not isinstance(start, tuple):
+        return start
+    recs, sample, (levels, _, base_clean, noise) = start
     m = ctx.verdicts.threshold_margin
     if spec.threshold is not None:
         rise = spec.threshold
