@@ -167,3 +167,10 @@ def test_a_run_is_never_made_inside_another_run(trained, inside):
     result = invoke("train", trained / "toy.yaml", "--out", out, "--no-progress", "--force")
     assert result.exit_code == 2 and "is inside the flatgen run" in result.output, result.output
     assert snapshot(trained / "run") == before and not out.exists()
+
+
+def test_dro_takes_set_and_refuses_a_bad_key_before_writing(tmp_path):
+    out = tmp_path / "dro"
+    result = invoke("dro", "configs/toy2d-dro.yaml", "--out", out, "--set", "nope.x=1")
+    assert result.exit_code == 2 and "configs/toy2d-dro.yaml" in result.output
+    assert "nope" in result.output and not out.exists()

@@ -323,6 +323,17 @@ def _apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """A copy of a config dict with `key.sub=value` overrides applied (ConfigError if one is
+    malformed); the caller's dict is left as it was."""
+    data = dict(data)
+    for assignment in overrides:
+        if not isinstance(assignment, str):
+            raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
+        _apply_override(data, assignment)
+    return data
+
+
 def check_set_values(assignments: list[str]) -> list[str]:
     """The `--set KEY=VALUE` assignments, unchanged, once every VALUE has passed the one YAML
     loader (no repeated key, no tag, no deep nesting); ConfigError naming the key if not."""
@@ -337,11 +348,7 @@ def check_set_values(assignments: list[str]) -> list[str]:
 
 def build_config(data: dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Validate a config dict after applying `key.sub=value` overrides; raise ConfigError."""
-    data = dict(data or {})
-    for assignment in overrides:
-        if not isinstance(assignment, str):
-            raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
-        _apply_override(data, assignment)
+    data = apply_overrides(data or {}, overrides)
     try:
         return Config.model_validate(data)
     except ValidationError as err:

@@ -18,6 +18,8 @@ def dro(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Output directory (default runs/<config name>).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a key of the YAML: section.key=value (repeatable).")] = None,
 ) -> None:
     """The Wasserstein DRO game for generators against minimum-W2 training and WGAN-GP.
 
@@ -25,14 +27,22 @@ def dro(
     """
     from pydantic import ValidationError
 
-    from flatgen.config import ConfigError, format_validation_error, read_yaml_mapping
+    from flatgen.config import (
+        ConfigError,
+        apply_overrides,
+        format_validation_error,
+        read_yaml_mapping,
+    )
     from flatgen.dro import run_dro_experiment
+    from flatgen.io import check_outside_runs, check_writable
 
-    data = read_yaml_mapping(config)
+    data = apply_overrides(read_yaml_mapping(config), list(set_ or []))
     out = out or Path("runs") / config.stem
+    check_outside_runs(out)
+    check_writable(out)
     try:
         summary = run_dro_experiment(data, out, progress=progress)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        raise ConfigError(f"{config}: {format_validation_error(err)}") from None
     console.print(summary["table_markdown"])
     console.print(f"wrote {out}")
