@@ -38,7 +38,7 @@ def _print_study_summary(summary: dict, out: Path) -> None:
     from flatgen.report.tables import verdict_rows
 
     head, rows = verdict_rows(summary["claims"])  # the report's verdict table
-    verdicts = Table(title="verdicts (Holm-adjusted across the claims' primary comparisons)")
+    verdicts = Table(title="verdicts (adjusted p: Holm with Shaffer's constraint, primary claims)")
     for h in head:
         verdicts.add_column(h)
     for row in rows:
