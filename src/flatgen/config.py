@@ -300,7 +300,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def _apply_override(data: dict, assignment: str) -> None:
-    if "=" not in assignment:
+    if not isinstance(assignment, str) or "=" not in assignment:
         raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     key = key.strip()
@@ -324,12 +324,9 @@ def _apply_override(data: dict, assignment: str) -> None:
 
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """A copy of a config dict with `key.sub=value` overrides applied (ConfigError if one is
-    malformed); the caller's dict is left as it was."""
+    """A copy of `data` with `key.sub=value` overrides applied; ConfigError if one is malformed."""
     data = dict(data)
     for assignment in overrides:
-        if not isinstance(assignment, str):
-            raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
         _apply_override(data, assignment)
     return data
 
