@@ -18,6 +18,8 @@ from flatgen.study.kinds import kind_of
 from flatgen.study.run import run_units, snapshot_config
 
 runner = CliRunner()
+# one torch thread in this process, as each local job runs (CI runs at the default two)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
     "name": "tiny",
