@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState, GradientState
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -28,3 +29,13 @@ def tiny_toy_config():
         "train": {"steps": 12, "batch_size": 32, "warmup_steps": 2, "log_every": 2,
                   "ckpt_every": 5},
     })
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Accelerate's process-wide state reset around a test that builds an Accelerator."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -5,20 +5,11 @@ import importlib.util
 import json
 
 import pytest
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState
 
 from flatgen.config import build_config
 from flatgen.train import train
 from flatgen.train.loop import make_accelerator
-
-
-@pytest.fixture
-def fresh_accelerate():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 @pytest.mark.parametrize("env,configured,expected", [

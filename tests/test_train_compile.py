@@ -15,22 +15,11 @@ import torch
 
 from flatgen.train import load_weights, train
 from flatgen.train.compile import CACHE_DIR, compile_wanted, compiler_missing
+from tests.test_train import Crash, _crash_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 needs_compiler = pytest.mark.skipif(compiler_missing() is not None,
                                     reason=f"inductor cannot compile here: {compiler_missing()}")
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def _crash_at(step_to_crash):
-    def on_step(step, loss):
-        if step == step_to_crash:
-            raise Crash(f"simulated crash at step {step}")
-
-    return on_step
 
 
 def _config(tiny_toy_config, compile):

@@ -9,18 +9,8 @@ from importlib.metadata import version
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
 
 from flatgen.train import train
-
-
-@pytest.fixture
-def fresh_accelerate():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 @pytest.mark.parametrize("env", [None, "bf16"])
