@@ -91,3 +91,20 @@ def test_wandb_offline_logs_what_metrics_jsonl_logs(tmp_path, tiny_toy_config, f
     assert len(runs) == 1 and len(logged) == 2
     log = runs[0].read_bytes()  # history values are stored as their JSON text
     assert all(json.dumps(r["loss"]).encode() in log for r in logged)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
+def test_wandb_writes_under_the_runs_logs_folder(tmp_path, tiny_toy_config, fresh_accelerate,
+                                                 one_thread, monkeypatch):
+    """Without WANDB_DIR, W&B's offline run lands in RUN/logs (as the README says), not in
+    ./wandb of the working directory."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_toy_config.model_copy(deep=True)
+    cfg.train.steps, cfg.train.log_every, cfg.train.ckpt_every = 2, 2, 2
+    cfg.train.log_with = "wandb"
+    train(cfg, tmp_path / "run", progress=False)
+    assert list((tmp_path / "run" / "logs").rglob("offline-run-*/run-*.wandb"))
+    assert not (tmp_path / "wandb").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,17 @@ class Tracking:
         self.tracker = tracker_for(cfg.train.log_with)
         self.main = accelerator.is_main_process
         if self.tracker is not None:
-            accelerator.init_trackers(self.run_dir.name, config=_flat(cfg.model_dump(mode="json")))
+            accelerator.init_trackers(self.run_dir.name, config=_flat(cfg.model_dump(mode="json")),
+                                      init_kwargs=self._init_kwargs())
+
+    def _init_kwargs(self) -> dict[str, Any]:
+        # W&B writes to ./wandb of the working directory unless told: the run's logs/ folder
+        # (where TensorBoard writes too), unless the user chose one with WANDB_DIR
+        if self.tracker != "wandb" or os.environ.get("WANDB_DIR"):
+            return {}
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return {"wandb": {"dir": str(logs)}}
 
     def log(self, record: dict[str, Any]) -> None:
         if self.tracker is None:
