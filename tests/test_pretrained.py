@@ -318,3 +318,13 @@ def test_pickled_bin_weights_are_refused_in_one_line(tmp_path):
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert ".bin" in result.output and "save_pretrained" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_sample_needs_no_data_for_a_pipeline(pipeline_dir, tmp_path):
+    """Sampling a diffusers directory needs only the model's shape: no --data; the grid equals
+    the one sampled with --data digits at the same seed."""
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    base = ["sample", str(pipeline_dir), "--steps", "3", "--n", "4", "--seed", "3"]
+    assert runner.invoke(app, [*base, "--out", str(a)]).exit_code == 0
+    assert runner.invoke(app, [*base, "--data", "digits", "--out", str(b)]).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()

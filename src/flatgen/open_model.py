@@ -69,15 +69,17 @@ def pretrained_config(path: str | Path, data: str) -> Config:
     return build_config({"data": section, "model": {"pretrained": str(path)}})
 
 
-def open_model(path: str | Path, *, data: str | None = None, out: Path | None = None) -> Run:
-    """A flatgen run, or a diffusers directory (then `data` and `out` are required)."""
+def open_model(path: str | Path, *, data: str | None = None, out: Path | None = None,
+               needs_data: bool = True) -> Run:
+    """A flatgen run, or a diffusers directory (then `out` is required, and `data` unless
+    needs_data is False: sampling needs only the model's shape)."""
     path = Path(path)
     if (path / "config.yaml").is_file() or not is_diffusers_dir(path):
         if data is not None:
             raise ValueError(f"--data is for diffusers directories; the run {str(path)!r} "
                              "uses the data it was trained on")
         return load_run(path)
-    if data is None:
+    if data is None and needs_data:
         raise ValueError(f"{str(path)!r} is a diffusers directory: name the data with "
                          "--data digits|PATH (and the output folder with --out)")
     if out is None:

@@ -105,7 +105,8 @@ def sample(
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
                                              "required for a diffusers directory).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
+    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + " Not needed to "
+                                             "sample a diffusers directory.")] = None,
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
@@ -114,7 +115,7 @@ def sample(
     from flatgen.plotting import save_samples_png
 
     _str_list(sampler, SAMPLERS, "--sampler")
-    run = open_model(run_dir, data=data, out=out)
+    run = open_model(run_dir, data=data, out=out, needs_data=False)
     model = run.model(weights)
     if out is not None:  # the user's file: never overwritten without --force
         check_new_file(out, force=force)
@@ -122,11 +123,13 @@ def sample(
     else:  # the run's own samples/ folder: a re-run replaces its picture
         out = run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
         check_writable(out.parent, "the run directory")
-    _, test = run.data()
+    shape = tuple(run.sample_shape())
+    # the data are drawn under 2-D samples only; an image grid needs none
+    reference = run.data()[1] if len(shape) == 1 else None
     with console.status(f"sampling {n} with {sampler}, T'={steps}"):
-        x = generate(model, run.schedule, n=n, shape=tuple(test.shape[1:]), steps=steps,
+        x = generate(model, run.schedule, n=n, shape=shape, steps=steps,
                      sampler=sampler, seed=seed)
-    save_samples_png(x, out, reference=test)
+    save_samples_png(x, out, reference=reference)
     console.print(f"wrote {out}")
 
 
