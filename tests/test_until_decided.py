@@ -83,3 +83,10 @@ def test_the_sequential_options_refuse_what_they_cannot_do(tmp_path, args, messa
                                       *args])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not out.exists()
+
+
+def test_the_decision_text_names_the_look_only_where_there_are_several():
+    from flatgen.study.sequential import Decision
+
+    assert Decision("reproduced", 1, 1, 5).text() == ""
+    assert Decision("reproduced", 1, 2, 5).text() == "decided at look 1 of 2, n=5"

@@ -35,6 +35,10 @@ class Decision:
     n_seeds: int
 
     def text(self) -> str:
+        """What the verdict table adds to the verdict; nothing for a one-look design, where
+        every verdict is the fixed test's (the report's list of looks says so once)."""
+        if self.n_looks == 1:
+            return ""
         return f"decided at look {self.look} of {self.n_looks}, n={self.n_seeds}"
 
 
