@@ -74,6 +74,9 @@ def test_study_end_to_end(tmp_path, toy_study, monkeypatch):
     # self-contained: every image is inline, nothing is fetched
     assert "data:image/png;base64," in html and not re.search(r'src="(?!data:)', html)
     assert "Claims" in html and "sam+ema" in html
+    # the report names the chain each sampler walked and the quality protocol
+    assert "adm: flatgen respaced (linspace 0..T-1)" in html
+    assert "against the whole test split" in html
     results = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["seed"]) for r in results["results"]} == {
         (m, s) for m in ("adm", "sam", "sam+ema") for s in (0, 1)}

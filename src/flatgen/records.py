@@ -268,5 +268,7 @@ class ReportMeta:
     # where the measurements that are not taken on every seed were taken
     measured_where: dict[str, str] = field(default_factory=dict)
     looks: tuple[str, ...] = ()  # sequential studies: one line per look
+    # how the numbers were measured: the sampling chain of each sampler, the quality protocol
+    protocol: dict[str, str] = field(default_factory=dict)
     # '<base>-s<seed>' -> [(step, loss)]: the training loss of each run, for the loss plot
     training_logs: dict[str, list[tuple[int, float]]] = field(default_factory=dict)

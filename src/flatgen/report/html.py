@@ -180,6 +180,8 @@ def write_report(
     where = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
                     for k, v in meta.measured_where.items())
     looks = "".join(f"<li>{html.escape(x)}</li>" for x in meta.looks)
+    protocol = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
+                       for k, v in meta.protocol.items())
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>flatgen study: {html.escape(meta.name)}</title><style>{CSS}</style></head><body>
 <h1>Does flatness buy robustness? — {html.escape(meta.name)}</h1>
@@ -204,6 +206,7 @@ is significant; "inconclusive": the interval holds both. A ladder claim is judge
 fixed in the config before the run; where the baseline does not degrade there, the claim is
 untestable here. Threshold claims judge each model on the rise over its own clean score.
 Supporting comparisons use their own unadjusted p and are not counted as evidence.</p>
+{f"<p>How it was measured:</p><ul>{protocol}</ul>" if protocol else ""}
 {f"<p>Sequential looks:</p><ul>{looks}</ul>" if looks else ""}
 {f"<p>Measured on a subset of seeds:</p><ul>{where}</ul>" if where else ""}
 {_claim_details(claims, ladder_plots or {})}

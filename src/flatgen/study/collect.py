@@ -45,6 +45,32 @@ def training_logs(out: Path, rows: list[dict]) -> dict[str, list[tuple[int, floa
     return logs
 
 
+def measurement_protocol(study: StudyConfig, rows: list[dict], out: Path) -> dict[str, str]:
+    """What the report states about how the numbers were measured: the chain each sampler walks
+    (read from a finished run's schedule: flatgen's respaced chain, or a pipeline's own) and
+    the quality protocol (metric, n, reference, floor)."""
+    from flatgen.report.tables import quality_metric
+    from flatgen.train import load_run
+
+    ev = study.evaluations
+    protocol: dict[str, str] = {}
+    runs = sorted({(r["base"], r["seed"]) for r in rows})
+    if runs:
+        schedule = load_run(out / "runs" / f"{runs[0][0]}-s{runs[0][1]}").schedule
+        samplers = dict.fromkeys([ev.sampler, *ev.robustness.samplers])
+        protocol["sampling chain"] = "; ".join(f"{s}: {schedule.chain_name(s)}"
+                                               for s in samplers)
+    metric = {"digits_fid": "dFID (Fréchet distance in flatgen's digits-classifier features)",
+              "w2": "pixel W2 (exact 2-Wasserstein; cannot rank image models)"}
+    name = "inception_fid" if ev.inception_weights else quality_metric(rows)
+    what = metric.get(name, "Inception FID / KID (torch-fidelity FID Inception-v3, weights "
+                      f"{ev.inception_weights}; KID subsets of min(1000, n/2))")
+    n = ev.n_samples or "the test-set size"
+    protocol["quality"] = (f"{what} of n = {n} generated samples against the whole test split; "
+                           "the floor is the same metric on n training images")
+    return protocol
+
+
 def report_meta(study: StudyConfig, rows: list[dict], out: Path, *,
                 looks: tuple[str, ...] = ()) -> ReportMeta:
     """What the report says about the study besides its results."""
@@ -59,6 +85,7 @@ def report_meta(study: StudyConfig, rows: list[dict], out: Path, *,
     if ev.sharpness and ev.expansion and (exp := subset(ev.expansion_seeds)):
         where["second-order expansion check"] = exp
     return ReportMeta(
+        protocol=measurement_protocol(study, rows, out),
         name=study.name, data=str((study.base.get("data") or {}).get("name", "digits")),
         methods=tuple(study.methods), seeds=tuple(study.seeds),
         quality_steps=tuple(ev.quality_steps), config_json=study.model_dump_json(indent=2),
