@@ -10,7 +10,7 @@ TORCH_VERSION := 2.13.0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# the exact CPU torch first, so that pyproject's range (torch>=2.4,<2.14) is already met
+	# the exact CPU torch first, so that pyproject's floor (torch>=2.6) is met without a CUDA build
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]' torch==$(TORCH_VERSION)
 	# torch-fidelity's FID Inception only: its torchvision dependency has no CPU build for this
