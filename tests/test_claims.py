@@ -174,7 +174,7 @@ def test_the_judged_level_is_the_one_fixed_in_the_config():
     c = only(evaluate_claims(rows, methods=["adm", "sam"], verdicts=fixed), "few_step_sampling")
     s = c.primary.sample
     assert s.level == 5 and s.how_chosen == "pre-registered"
-    assert s.regime == "T'=5 (pre-registered; baseline +280%)"  # from the selection noise
+    assert s.regime == "T'=5 (pre-registered; baseline +280% on selection noise)"
     assert s.values["sam"] == pytest.approx({0: 2.0, 1: 2.1, 2: 2.2})
     assert c.verdict.startswith("reproduced")
     assert verdict_rows([c])[1][0][1] == s.regime
@@ -197,7 +197,8 @@ def test_quantization_compares_the_rise_from_float():
     fixed = Verdicts(levels={"quantization": 4})
     c = only(evaluate_claims(rows, methods=["adm", "sam"], verdicts=fixed), "quantization")
     s = c.primary.sample
-    assert s.level == 4 and s.regime == "float→4 bits (pre-registered; baseline +50%)"
+    assert s.level == 4
+    assert s.regime == "float→4 bits (pre-registered; baseline +50% on selection noise)"
     assert s.values["adm"] == pytest.approx({0: 0.5}) and s.values["sam"] == pytest.approx({0: 0.1})
     assert c.verdict == "direction only (1 seed): claimed way"
 
@@ -282,3 +283,24 @@ def test_a_pre_registered_level_must_be_one_the_study_measures():
                             ({"nope": 5}, "unknown claim")):
         with pytest.raises(ValidationError, match=message):
             StudyConfig.model_validate({"verdicts": {"levels": levels}})
+
+
+def test_the_xT_flip_share_threshold_is_the_flip_ladders_only():
+    """The x_T claim's absolute threshold (a quarter of the labels flip) judges the flip ladders;
+    the set-level quality ladder beside it is judged by the margin rule on its own scale."""
+    from flatgen.records import ATTACK_INIT_LINF, ATTACK_INIT_LINF_FLIP
+
+    eps = [0.05, 0.1, 0.2, 0.5]
+    flips = {"adm": [ladder(eps, 0.0, [0.1, 0.3, 0.6, 0.9])],
+             "sam": [ladder(eps, 0.0, [0.0, 0.1, 0.4, 0.8], select=False)]}
+    # dFID: clean 20; a rise of 0.25 dFID would be crossed at once, the margin rule (10) is not
+    dfid = {"adm": [ladder(eps, 20.0, [20.5, 22.0, 31.0, 40.0])],
+            "sam": [ladder(eps, 20.0, [20.4, 21.0, 26.0, 35.0], select=False)]}
+    rows = ladder_rows(ATTACK_INIT_LINF_FLIP, flips)
+    for r, d in zip(rows, ladder_rows(ATTACK_INIT_LINF, dfid), strict=True):
+        r["metrics"]["ladders"] |= d["metrics"]["ladders"]
+    c = only(evaluate_claims(rows, methods=["adm", "sam"]), "adversarial_xT")
+    assert c.primary.sample.tau == 0.25 and "labels change" in c.primary.sample.regime
+    (quality,) = [x for x in c.supporting if x.sample.key == ATTACK_INIT_LINF]
+    assert quality.sample.tau == pytest.approx(0.5 * 20.0)
+    assert "labels" not in quality.sample.regime

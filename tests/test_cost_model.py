@@ -83,3 +83,24 @@ def test_plan_prints_a_cost_estimate_and_writes_nothing(tmp_path):
     # the estimate is shell comments: the rest is the commands, the last one --collect
     commands = [ln for ln in result.output.splitlines() if ln and not ln.startswith("#")]
     assert len(commands) == 5 and commands[-1].endswith("--collect")
+
+
+def test_more_jobs_than_cores_are_no_faster(monkeypatch):
+    """--jobs 4 on 2 cores runs 2 at a time: the plan's wall time is the 2-core one."""
+    from flatgen.study.plan import format_costs
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    costs = estimate_costs(StudyConfig.model_validate(TINY), calibrate_here=False)
+    two, four = (re.search(r"about ([\d.]+) min wall", format_costs(costs, jobs=j)).group(1)
+                 for j in (2, 4))
+    assert two == four and "2 cores: 2 at a time" in format_costs(costs, jobs=4)
+
+
+def test_plan_with_an_unknown_executor_is_refused(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    result = CliRunner().invoke(app, ["study", str(config), "--out", str(tmp_path / "s"),
+                                      "--plan", "--executor", "foo"])
+    assert result.exit_code == 2 and "--executor must be one of inline, local, slurm" in \
+        result.output
+    assert not (tmp_path / "s").exists()

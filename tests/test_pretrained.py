@@ -328,3 +328,15 @@ def test_sample_needs_no_data_for_a_pipeline(pipeline_dir, tmp_path):
     assert runner.invoke(app, [*base, "--out", str(a)]).exit_code == 0
     assert runner.invoke(app, [*base, "--data", "digits", "--out", str(b)]).exit_code == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "name the PNG file with --out"),
+    (["--out", "OUT/grid.jpg"], "sample writes a PNG; name the file *.png"),
+])
+def test_sample_refuses_what_it_cannot_write(pipeline_dir, tmp_path, args, message):
+    args = [a.replace("OUT", str(tmp_path / "o")) for a in args]
+    before = _snapshot(pipeline_dir)
+    result = runner.invoke(app, ["sample", str(pipeline_dir), "--steps", "2", *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "o").exists() and _snapshot(pipeline_dir) == before

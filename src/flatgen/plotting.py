@@ -22,6 +22,22 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+# one colour and marker per method in every figure of a report (the study's usual methods first;
+# any other method takes the next free colour in the order it is first drawn)
+_METHOD_ORDER = ("adm", "ema", "sam", "sam+ema", "swa", "sam+swa")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_style(method: str, *, seen: list[str] | None = None) -> dict[str, str]:
+    """{"color", "marker"} of a method: fixed for the usual ones, the same in every figure."""
+    if method in _METHOD_ORDER:
+        i = _METHOD_ORDER.index(method)
+    else:
+        others = [m for m in (seen or []) if m not in _METHOD_ORDER]
+        i = len(_METHOD_ORDER) + (others.index(method) if method in others else len(others))
+    return {"color": f"C{i % 10}", "marker": _MARKERS[i % len(_MARKERS)]}
+
+
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
@@ -93,4 +109,5 @@ def save_samples_png(
     return save_figure(fig, path, dpi=100)
 
 
-__all__ = ["image_grid", "new_figure", "pyplot", "save_figure", "save_samples_png"]
+__all__ = ["image_grid", "method_style", "new_figure", "pyplot", "save_figure",
+           "save_samples_png"]

@@ -75,15 +75,24 @@ def _curve_panel(ax, curves: Mapping[str, Mapping], key: str, radius: str, title
         ax.legend(fontsize=7)
 
 
+def _worst_case_title(summaries) -> str:
+    """The ball the worst-case ascent searched (summary["worst_case"]["ball"])."""
+    balls = {(sm.get("worst_case") or {}).get("ball") for sm in summaries} - {None}
+    names = {"filter": "per-filter ball", "l2": "L2 ball"}
+    return "worst case (" + " / ".join(names.get(b, f"{b} ball") for b in sorted(balls)) + ")" \
+        if balls else "worst case"
+
+
 def plot_perturbation(curves: Mapping[str, Mapping], path: str | os.PathLike) -> Path:
     """Loss increase vs radius for one or more sharpness summaries ({label: summary}).
 
-    Left: worst case in an L2 ball of radius rho; right: mean (+- std) under per-filter
+    Left: worst case in the ball of radius rho its ascent searched (per-filter or L2); right:
+    mean (+- std) under per-filter
     Gaussian noise of relative size sigma.
     """
     fig = new_figure((10, 3.8))
     axes = fig.subplots(1, 2)
-    _curve_panel(axes[0], curves, "worst_case", "rho", "worst case (L2 ball)")
+    _curve_panel(axes[0], curves, "worst_case", "rho", _worst_case_title(curves.values()))
     _curve_panel(axes[1], curves, "average_case", "sigma", "Gaussian, per-filter scaled")
     return save_figure(fig, path, dpi=120, bbox_inches="tight")
 
@@ -110,7 +119,7 @@ def plot_sharpness(summary: Mapping, path: str | os.PathLike) -> Path:
     has_density = bool(summary.get("density"))
     fig = new_figure((15 if has_density else 10, 3.8))
     axes = fig.subplots(1, 3 if has_density else 2)
-    _curve_panel(axes[0], {"": summary}, "worst_case", "rho", "worst case (L2 ball)")
+    _curve_panel(axes[0], {"": summary}, "worst_case", "rho", _worst_case_title([summary]))
     _curve_panel(axes[1], {"": summary}, "average_case", "sigma", "Gaussian, per-filter scaled")
     if has_density:
         _density_panel(axes[2], summary["density"], "spectral density (SLQ)")
@@ -176,7 +185,10 @@ def plot_expansion(
 def _fit_label(name: str, fit: Mapping) -> str:
     if fit["r2"] is None:
         return f"{name}: no fit (n={fit['n']})"
-    return f"{name}: slope {fit['slope']:.3g}, R² = {fit['r2']:.2f} (n={fit['n']})"
+    # least squares on the raw values, every model pooled: the largest rises dominate the fit,
+    # so on log axes the line can miss the small ones
+    return (f"{name}: slope {fit['slope']:.3g}, R² = {fit['r2']:.2f} "
+            f"(pooled, n={fit['n']})")
 
 
 def _fit_series(ax, xs, ys, fit: Mapping, *, name: str, colour: str, marker: str) -> None:
@@ -227,6 +239,7 @@ def expansion_regression_figure(rows: Sequence[Mapping] | Mapping[str, Sequence[
         axes[1].set_title("does the loss rise predict the quality rise?", fontsize=12)
     for a in axes:  # legends below the axes, outside the data
         a.tick_params(labelsize=9)
+        a.tick_params(axis="x", labelrotation=45)  # symlog ticks around 0 would collide
         a.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=9, frameon=False)
     return fig
 

@@ -14,6 +14,7 @@ from flatgen.cli.common import (
     console,
 )
 from flatgen.cli.sequential import Budget, MaxSeeds, UntilDecided, check_sequential, until_decided
+from flatgen.errors import InputError
 from flatgen.io import check_outside_runs, check_writable
 
 # ---------------------------------------------------------------- study / demo
@@ -87,6 +88,13 @@ def _until_decided(cfg, out: Path, run: dict, seq: dict) -> dict:
                          run_seeds=lambda current: _run(current, out, config=None, **run))
 
 
+def check_executor(executor: str | None) -> None:
+    from flatgen.study.executors import EXECUTORS
+
+    if executor is not None and executor not in EXECUTORS:
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+
+
 def _plan(config: Path, cfg, out: Path, jobs: int | None) -> None:
     """--plan: the cost estimate (as # comments), then one command per unit; writes nothing."""
     from flatgen.study import plan_commands
@@ -157,6 +165,7 @@ def study(
 
     run = {"executor": executor, "jobs": jobs, "only": only, "progress": progress}
     seq = {"max_seeds": max_seeds, "budget": budget}
+    check_executor(executor)  # with --plan too: a plan for an executor that does not exist
     check_sequential(until_decided, plan, seq)
     if task_of(config) == "classifier":
         return _classifier_study(config, out, plan=plan, collect=collect, run=run)
@@ -201,6 +210,7 @@ def demo(
     from flatgen.study.demo import demo_study
 
     t0 = time.perf_counter()
+    check_executor(executor)
     check_sequential(until_decided, False, {"max_seeds": max_seeds, "budget": budget})
     out = out or Path("demo-quick" if quick else "demo")
     check_outside_runs(out)

@@ -10,12 +10,12 @@ import typer
 from rich.table import Table
 
 from flatgen.cli.common import (
-    DATA_HELP,
     _str_list,
     app,
     cli_command,
     console,
 )
+from flatgen.errors import InputError
 
 
 @app.command()
@@ -80,7 +80,8 @@ def train(
     table = Table(title=f"{title} {cfg.method.name} on {cfg.data.name}", show_header=False)
     table.add_row("run directory", str(out))
     table.add_row("steps", f"{result.steps} / {cfg.train.steps}")
-    table.add_row(f"final loss (mean of last {LOSS_WINDOW} steps)", f"{result.final_loss:.4f}")
+    window = min(LOSS_WINDOW, result.steps)  # a run shorter than the window averages them all
+    table.add_row(f"final loss (mean of last {window} steps)", f"{result.final_loss:.4f}")
     table.add_row("time", f"{result.seconds:.1f} s ({result.it_per_s:.2f} it/s)")
     console.print(table)
     if result.steps < cfg.train.steps:
@@ -105,16 +106,23 @@ def sample(
     out: Annotated[Path | None, typer.Option("--out", help="PNG file (default RUN_DIR/samples/...; "
                                              "required for a diffusers directory).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP + " Not needed to "
-                                             "sample a diffusers directory.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Optional: sampling needs no data "
+                                             "(a diffusers directory states its shape); given, "
+                                             "the same choices as the analysis commands.")] = None,
 ) -> None:
     """Generate samples and save them as a PNG grid (or a scatter plot for 2-D data)."""
     from flatgen.diffusion import SAMPLERS, generate
     from flatgen.io import check_new_file, check_outside_runs, check_writable
+    from flatgen.models.pretrained import is_diffusers_dir
     from flatgen.open_model import open_model
     from flatgen.plotting import save_samples_png
 
     _str_list(sampler, SAMPLERS, "--sampler")
+    if out is not None and out.suffix.lower() != ".png":
+        raise InputError(f"--out {str(out)!r}: sample writes a PNG; name the file *.png")
+    if out is None and is_diffusers_dir(run_dir) and not (run_dir / "config.yaml").is_file():
+        raise InputError(f"{str(run_dir)!r} is a diffusers directory, which flatgen never writes "
+                         "into: name the PNG file with --out")
     run = open_model(run_dir, data=data, out=out, needs_data=False)
     model = run.model(weights)
     if out is not None:  # the user's file: never overwritten without --force

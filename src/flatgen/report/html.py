@@ -30,8 +30,8 @@ pre{white-space:pre-wrap;font-size:.8em}
 """
 
 PLOT_CAPTIONS = {
-    "quality_vs_steps": "Quality versus the number of sampling steps T' "
-                        "(exposure bias shows at small T').",
+    "quality_vs_steps": "Quality at the T' of the quality table (evaluations.quality_steps); "
+                        "every ladder level is in the few-step claim's plot.",
     "sharpness": "Top Hessian eigenvalue of the training loss on a fixed batch (lower = flatter).",
     "loss_vs_worst_perturbation": "Training-loss increase under the worst weight perturbation "
                                   "found within radius ρ (a flatter minimum rises less).",

@@ -10,7 +10,7 @@ from typing import Any
 
 import matplotlib.ticker
 
-from flatgen.plotting import pyplot, save_figure
+from flatgen.plotting import method_style, pyplot, save_figure
 from flatgen.records import (
     EXPANSION,
     LADDERS,
@@ -54,7 +54,7 @@ def _line_plot(
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for m, (xs, mean, std) in curves.items():
-        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=m)
+        ax.errorbar(xs, mean, yerr=std, capsize=3, label=m, **method_style(m, seen=list(curves)))
     if logx:  # ticks at the measured x values, written plainly (not 3x10^-1)
         ax.set_xscale("log")
         ax.set_xticks(sorted({x for xs, _, _ in curves.values() for x in xs}))
@@ -167,8 +167,9 @@ def _lambda_bars(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> Pa
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     stats = [mean_std(v) for v in lam.values()]
-    ax.bar(list(lam), [s[0] for s in stats], yerr=[s[1] for s in stats], capsize=4,
-           color="tab:blue")
+    several = any(len(v) > 1 for v in lam.values())  # one seed has no spread to draw
+    ax.bar(list(lam), [s[0] for s in stats], yerr=[s[1] for s in stats] if several else None,
+           capsize=4, color=[method_style(m, seen=list(lam))["color"] for m in lam])
     ax.set(ylabel="top Hessian eigenvalue λmax", title="Sharpness per method (lower is flatter)")
     ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, pdir / "sharpness.png")
@@ -234,8 +235,8 @@ def _sample_grids(rows: Sequence[dict], methods: Sequence[str], pdir: Path) -> P
 
 def _ladder_means(rows: Sequence[dict], method: str, key: str, field: str = "values", *,
                   rise: bool = False):
-    """(levels, mean over seeds per level) of one ladder, or None; with rise, each seed's score
-    minus its own clean score (what threshold claims judge)."""
+    """(levels, mean over seeds per level, mean clean) of one ladder, or None; with rise, each
+    seed's score minus its own clean score (what threshold claims judge; its clean is 0)."""
     recs = [rec for r in rows if r["method"] == method
             and isinstance(rec := (r["metrics"].get(LADDERS) or {}).get(key), dict)
             and rec.get(field) is not None]
@@ -248,7 +249,8 @@ def _ladder_means(rows: Sequence[dict], method: str, key: str, field: str = "val
         vals = [v - (rec[clean] if rise else 0.0) for rec in recs
                 if (v := rec[field][i]) is not None and math.isfinite(v)]
         means.append(mean_std(vals)[0] if vals else math.nan)
-    return levels, means
+    cleans = [rec[clean] for rec in recs if rec.get(clean) is not None]
+    return levels, means, (0.0 if rise else mean_std(cleans)[0]) if cleans else math.nan
 
 
 def ladder_plot(claim, rows: Sequence[dict], path: Path) -> Path | None:
@@ -263,21 +265,25 @@ def ladder_plot(claim, rows: Sequence[dict], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     levels = next(iter(curves.values()))[0]
-    x = list(range(len(levels)))  # positions: levels run weakest first, on any scale
-    for m, (lv, means) in curves.items():
+    # positions: the clean score first (what a degradation is measured from), then the levels,
+    # weakest first, on any scale
+    x = list(range(len(levels) + 1))
+    for m, (lv, means, clean) in curves.items():
         if list(lv) == list(levels):
-            ax.plot(x, means, marker="o", label=m)
+            ax.plot(x, [clean, *means], label=m, **method_style(m, seen=list(curves)))
     sel = _ladder_means(rows, s.b, s.key, "select_values", rise=rise)
     if sel and list(sel[0]) == list(levels):
-        ax.plot(x, sel[1], ls=":", color="gray", label=f"{s.b} (selection noise)")
+        ax.plot(x, [sel[2], *sel[1]], ls=":", color="gray", label=f"{s.b} (selection noise)")
     if s.tau is not None:
         ax.axhline(s.tau, color="tab:red", ls="--", lw=1, label=f"rise threshold {s.tau:.3g}")
     if s.level is not None and s.level in levels:
-        ax.axvline(levels.index(s.level), color="tab:red", ls="--", lw=1, label="judged level")
-    ax.set_xticks(x, [f"{v:g}" for v in levels])
+        ax.axvline(levels.index(s.level) + 1, color="tab:red", ls="--", lw=1,
+                   label="judged level")
+    ax.set_xticks(x, ["clean", *(f"{v:g}" for v in levels)])
     name = claim.spec.level_name if claim.spec.level_name != "level" else "strength"
-    ax.set(xlabel=f"{name} (weakest first)",
-           ylabel="rise over own clean score" if rise else "score (lower is better)",
+    ylabel = claim.spec.extra.get("ylabel") or (
+        "rise over own clean score" if rise else "score (lower is better)")
+    ax.set(xlabel=f"{name} (weakest first)", ylabel=ylabel,
            title=claim.spec.title or claim.spec.id)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))

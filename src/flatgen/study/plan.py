@@ -24,6 +24,7 @@ counted U, calibrated on the quick demo (benchmarks/study_speed.py); the result 
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,9 +255,12 @@ def format_costs(costs: dict[str, UnitCost], *, jobs: int) -> str:
         lines.append(f"#   {name}: {_s(c.total_s)} s per unit (train {_s(c.train_s)} s, measure "
                      f"{_s(c.measure_s)} s; {c.total_u:.0f} U)")
     total = sum(c.total_s for c in costs.values())
-    wall = wall_time([c.total_s for c in costs.values()], jobs)
+    # one-thread processes beyond the cores share them: no faster than one per core
+    cores = os.cpu_count() or 1
+    wall = wall_time([c.total_s for c in costs.values()], min(jobs, cores))
+    shared = f" ({cores} cores: {cores} at a time)" if jobs > cores else ""
     lines.append(f"#   total: {_s(total)} CPU s; about {wall / 60:.1f} min wall with --jobs "
-                 f"{jobs} on idle cores")
+                 f"{jobs} on idle cores{shared}")
     return "\n".join(lines)
 
 

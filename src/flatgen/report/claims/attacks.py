@@ -34,5 +34,9 @@ ATTACK_INIT = register(ClaimSpec(
     source_effect=SEVEN_X,
     decides=f"robust ε of the L∞ attack on x_T: where over {FLIP_SHARE:.0%} of the samples "
             "change their digit label (per sample, the digits classifier)",
-    extra={"threshold_text": f"over {FLIP_SHARE:.0%} of the digit labels change"},
+    # the share threshold belongs to the label-flip ladders; the set-level quality ladder beside
+    # them is judged by the margin rule like every other score
+    extra={"threshold_text": f"over {FLIP_SHARE:.0%} of the digit labels change",
+           "threshold_keys": (ATTACK_INIT_LINF_FLIP, ATTACK_INIT_L2_FLIP),
+           "ylabel": "share of digit labels changed (rise over clean)"},
 ))

@@ -14,7 +14,8 @@ EMA_QUALITY = register(ClaimSpec(
     pairs=(("ema", "adm"), ("swa", "adm")), title="EMA improves quality",
     text="EMA improves quality over the plain baseline.", source="Lee et al. 2025, Table 1",
     source_effect=SourceEffect(-0.69, "relative", "−69% FID at T'=20 (34.47 → 10.63)"),
-    decides="quality at the fewest steps measured",
+    decides="quality at the fewest T' of the quality table (evaluations.quality_steps; the "
+            "paper's T'=20 in the demo)",
     extra={"regime": lambda key: f"quality at T'={quality_key_steps(key)}"},
 ))
 EMA_FLATNESS = register(ClaimSpec(

@@ -152,8 +152,10 @@ def degradation_sample(
         return sample
     sample.level = level
     base_rise = (mean_base[at[0]] or math.nan) / clean - 1
-    sample.regime = (spec.level_format.format(level=level)
-                     + f" ({sample.how_chosen}; baseline {base_rise:+.0%})")
+    # the baseline's degradation on the noise its level was checked on (selection noise where
+    # measured), so the figure is not read against the verdict-noise means beside it
+    sample.regime = (spec.level_format.format(level=level) + f" ({sample.how_chosen}; baseline "
+                     f"{base_rise:+.0%} on {noise})")
     if not base_rise > margin:  # nothing breaks at this level: nothing to test
         sample.untestable = (f"the baseline degrades {base_rise:+.0%} at {name}={level:g} on its "
                              f"{noise}, under the {margin:.0%} margin")
@@ -207,8 +209,12 @@ def threshold_sample(
         return start
     recs, sample, (levels, _, base_clean, noise) = start
     m = ctx.verdicts.threshold_margin
-    if spec.threshold is not None:
-        rise = spec.threshold
+    # an absolute threshold is the claim's own score's (e.g. a share of flipped labels); other
+    # scores beside it take the margin rule
+    own = spec.extra.get("threshold_keys") or ((spec.key,) if isinstance(spec.key, str) else ())
+    fixed = spec.threshold if key in own else None
+    if fixed is not None:
+        rise = fixed
         sample.regime = spec.extra.get("threshold_text", f"rise over own clean > {rise:g}")
     else:
         rise = m * base_clean
@@ -226,7 +232,7 @@ def threshold_sample(
               for side in (a, b)}
     if cleans[a] and cleans[b] and mean_std(cleans[b])[0] != 0:
         sample.clean_ratio = mean_std(cleans[a])[0] / mean_std(cleans[b])[0]
-    if spec.threshold is None:
+    if fixed is None:
         for shown in ctx.verdicts.threshold_margins_shown:
             r = shown * base_clean
             sample.ratio_by_margin[f"{shown:g}"] = _geo_ratio(_robust_levels(recs[a], r),
