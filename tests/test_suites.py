@@ -110,6 +110,72 @@ def test_a_toy_suite_runs_through_the_registry_alone(toy_suite, tmp_path) -> Non
                              quality_fn=lambda x: 0.0, progress=False)
 
 
+# ---------------------------------------------------------------- settings, composed
+
+# every key in the order results.json has always written them: the shared ones and each
+# built-in suite's (steps, exposure, quant, attack, noise)
+WRITTEN_KEYS = [
+    "seed", "n_samples", "batch_size", "metric", "robust_fraction", "steps", "samplers",
+    "eval_steps", "eval_sampler", "exposure_steps", "exposure_sampler", "variance_hops", "bits",
+    "granularity", "quant_schemes", "activation_bits", "activation_calibration",
+    "activation_percentile", "calibration_n", "attack_norms", "attack_n", "attack_timesteps",
+    "eps_linf", "eps_l2", "pgd_steps", "pgd_restarts", "pgd_step_factor", "random_start",
+    "init_n", "init_sampling_steps", "init_pgd_steps", "init_eps_linf", "init_eps_l2",
+    "noise_sigmas", "noise_draws",
+]
+
+
+def test_settings_are_the_shared_fields_and_each_suites_own() -> None:
+    from flatgen.robustness.settings import suite_settings
+
+    models = suite_settings()
+    assert list(models) == ["steps", "exposure", "quant", "attack", "noise"]
+    owned = [k for m in models.values() for k in m.model_fields]
+    shared = list(RobustnessSettings.model_fields)
+    assert sorted(shared + owned) == sorted(WRITTEN_KEYS)  # each key has exactly one owner
+    s = RobustnessSettings()
+    assert list(s.model_dump()) == list(s.model_dump(mode="json")) == WRITTEN_KEYS
+    assert s.bits == [8, 6, 4, 3] and s.attack_timesteps == [100, 500] and s.noise_draws == 4
+    assert models["quant"].of(s) == models["quant"]()  # a suite's part, typed
+    # only the keys given count as set, so a study's snapshot writes those alone
+    given = RobustnessSettings(bits=[4, 8], seed=3)
+    assert given.model_fields_set == {"bits", "seed"}
+    assert given.model_dump(exclude_unset=True) == {"seed": 3, "bits": [8, 4]}
+    assert RobustnessSettings(**given.model_dump()) == given
+
+
+def test_each_suite_checks_its_own_timesteps() -> None:
+    s = RobustnessSettings(attack_timesteps=[100, 500], steps=[5, 50], exposure_steps=[10, 30],
+                           eval_steps=20)
+    s.check_timesteps(1000, list(SUITES))
+    for suite, timesteps, message in (("attack", 400, r"attack_timesteps \[500\] outside 0..399"),
+                                      ("steps", 25, r"sampling steps \[50\] exceed"),
+                                      ("exposure", 25, r"sampling steps \[30\] exceed")):
+        with pytest.raises(ValueError, match=message):
+            s.check_timesteps(timesteps, [suite])
+        s.check_timesteps(timesteps, ["quant", "noise"])  # the suites not chosen: not checked
+    with pytest.raises(ValueError, match=r"sampling steps \[20\] exceed"):
+        s.check_timesteps(10, ["toy"])  # the evaluation T' is shared: always checked
+
+
+def test_a_suites_settings_must_be_its_own() -> None:
+    class Clash(suite_base.SuiteSettings):
+        bits: list[int] = [4]  # the quant suite's key
+
+    class Clashing(ToySuite):
+        settings = Clash
+
+    class NotSettings(ToySuite):
+        settings = dict
+
+    with pytest.raises(TypeError, match="SuiteSettings subclass"):
+        register_suite(NotSettings())
+    with SUITES.temporary("clash", Clashing()):
+        with pytest.raises(TypeError, match="'bits' of suite 'clash' is already suite 'quant'"):
+            RobustnessSettings()
+    assert RobustnessSettings().bits == [8, 6, 4, 3]
+
+
 LADDERS = dict(n_samples=32, steps=[2, 4, 8], samplers=["adm", "ddim"], eval_steps=4,
                exposure_steps=[4], variance_hops=[1], bits=[8, 2], granularity=["channel"],
                quant_schemes=["w"])

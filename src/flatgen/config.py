@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from flatgen.io import YAMLInputError, load_yaml
-from flatgen.optim.wrm import WRMConfig
+from flatgen.wrm_config import WRMConfig
 
 
 class ConfigError(ValueError):

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+
+from flatgen.wrm_config import WRMConfig  # noqa: F401 - the config of this module, re-exported
 
 if TYPE_CHECKING:
     from flatgen.diffusion.schedule import NoiseSchedule
@@ -36,18 +37,6 @@ SMOOTHNESS_METHOD = (
     "Hessian of the loss in x, warm-started along the path) and of the gradient secants "
     "||g(x_t+1) - g(x_t)|| / ||x_t+1 - x_t||: both are lower bounds of the smoothness constant"
 )
-
-
-class WRMConfig(BaseModel):
-    """WRM robust training (`method.dro`): sup_x loss(x) - gamma * ||x - x0||^2 by ascent."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    gamma: float = Field(gt=0, description="penalty on the squared transport distance")
-    steps: int = Field(15, ge=0, description="inner gradient-ascent steps")
-    step_size: float | None = Field(
-        None, gt=0, description="first ascent step, decays as 1/sqrt(t); None: 1 / (2 gamma)"
-    )
 
 
 def _sq_dist(x: Tensor, x0: Tensor) -> Tensor:

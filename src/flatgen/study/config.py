@@ -27,6 +27,8 @@ from flatgen.config import (
 )
 from flatgen.report.claims import CLAIMS, Verdicts
 from flatgen.robustness.settings import RobustnessSettings
+from flatgen.robustness.suites import SUITES
+from flatgen.robustness.suites.steps import StepsSettings
 from flatgen.study.executors import SlurmSettings
 
 DEFAULT_SUITES = ("steps", "exposure", "quant", "attack", "noise")
@@ -66,8 +68,6 @@ class StudyEvaluations(Section):
     @field_validator("suites")
     @classmethod
     def _known_suites(cls, v: list[str]) -> list[str]:
-        from flatgen.robustness.suites import SUITES  # the registry; config.py stays light
-
         bad = [s for s in v if s not in SUITES]
         if bad:
             raise ValueError(f"unknown suite(s) {bad}; choose from {', '.join(SUITES)}")
@@ -162,7 +162,7 @@ def ladder_levels(settings: RobustnessSettings, setting: str) -> list[float]:
     """The levels a ladder measures: the robustness setting it is built from ('steps': every T'
     but the largest, the clean one; 'bits')."""
     if setting == "steps":
-        return [float(x) for x in settings.ladder_steps()[1]]
+        return [float(x) for x in StepsSettings.of(settings).ladder_steps()[1]]
     return [float(x) for x in getattr(settings, setting)]
 
 

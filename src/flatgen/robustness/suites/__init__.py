@@ -3,15 +3,23 @@ run_robustness_suite, the study config and the CLI read their choices from it; s
 its order (exposure after steps, so that it reuses the steps ladder's runs).
 
 Adding a suite: one module here with a class that has `name`, `ticks`, `run`, `summarize` and
-`plot` (see base.Suite), and one entry in the tuple below; outside flatgen, register_suite
-(or SUITES.temporary in a test).
+`plot` (see base.Suite), and, if it has settings, a `settings` class attribute naming its
+base.SuiteSettings subclass (flatgen.robustness.settings composes RobustnessSettings from the
+registered ones); and one entry in the tuple below. Outside flatgen, register_suite (or
+SUITES.temporary in a test): the suite's settings keys come and go with it.
 """
 
 from __future__ import annotations
 
 from flatgen.registry import Registry
 from flatgen.robustness.suites.attack import AttackSuite
-from flatgen.robustness.suites.base import CleanRun, Suite, SuiteContext, SuiteSummary
+from flatgen.robustness.suites.base import (
+    CleanRun,
+    Suite,
+    SuiteContext,
+    SuiteSettings,
+    SuiteSummary,
+)
 from flatgen.robustness.suites.exposure import ExposureSuite
 from flatgen.robustness.suites.noise import NoiseSuite
 from flatgen.robustness.suites.quant import QuantSuite
@@ -21,6 +29,11 @@ from flatgen.robustness.suites.steps import StepsSuite
 def _check_suite(suite: object) -> None:
     if not isinstance(suite, Suite):
         raise TypeError(f"{suite!r} lacks name/ticks/run/summarize/plot")
+    settings = getattr(suite, "settings", None)
+    if settings is not None and not (isinstance(settings, type)
+                                     and issubclass(settings, SuiteSettings)):
+        raise TypeError(f"suite {suite.name!r}: settings must be a SuiteSettings subclass, "
+                        f"got {settings!r}")
 
 
 SUITES: Registry[Suite] = Registry("robustness suite", check=_check_suite)
@@ -45,6 +58,7 @@ __all__ = [
     "CleanRun",
     "Suite",
     "SuiteContext",
+    "SuiteSettings",
     "SuiteSummary",
     "register_suite",
     "unregister_suite",

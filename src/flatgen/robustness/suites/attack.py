@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 
 from flatgen import records as keys
 from flatgen.robustness.attacks import attack_denoiser_input, attack_initial_noise_ladders
-from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.steps import stream_generator
 from flatgen.robustness.suites.base import (
+    MAGNITUDES,
+    TIMESTEPS,
+    UNIQUE,
+    Settings,
     SuiteContext,
+    SuiteSettings,
     SuiteSummary,
     legacy_robust,
     metric_of,
@@ -26,13 +31,41 @@ from flatgen.robustness.suites.base import (
 )
 
 DIGITS_SHAPE = (1, 8, 8)  # where the digits classifier can label samples
+Eps = Annotated[list[float], MAGNITUDES]
 
 
-def eps_for(s: RobustnessSettings, norm: str) -> list[float]:
+class AttackSettings(SuiteSettings):
+    """PGD on x_t at each of attack_timesteps (eps_*), and on the initial noise x_T sampled
+    through DDIM (init_*), per norm."""
+
+    attack_norms: Annotated[list[Literal["linf", "l2"]], UNIQUE] = Field(
+        default_factory=lambda: ["linf", "l2"]
+    )
+    attack_n: int = Field(64, ge=1)  # test images attacked at x_t (a random subset per stream)
+    attack_timesteps: Annotated[list[int], TIMESTEPS] = Field(default_factory=lambda: [100, 500])
+    eps_linf: Eps = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5])
+    eps_l2: Eps = Field(default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
+    pgd_steps: int = Field(20, ge=1)
+    pgd_restarts: int = Field(1, ge=1)  # random restarts per eps (the best one counts)
+    pgd_step_factor: float = Field(2.5, gt=0)  # step size = factor * eps / pgd_steps
+    random_start: bool = True
+    init_n: int = Field(32, ge=2)  # initial noises x_T attacked through DDIM
+    init_sampling_steps: int = Field(5, ge=1)
+    init_pgd_steps: int | None = Field(None, ge=1)  # None: pgd_steps (each one runs the sampler)
+    init_eps_linf: Eps = Field(default_factory=lambda: [0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+    init_eps_l2: Eps = Field(default_factory=lambda: [0.2, 0.5, 1.0, 2.0, 4.0, 8.0])
+
+    def check_timesteps(self, timesteps: int) -> None:
+        bad_t = [t for t in self.attack_timesteps if t >= timesteps]
+        if bad_t:
+            raise ValueError(f"attack_timesteps {bad_t} outside 0..{timesteps - 1}")
+
+
+def eps_for(s: Settings, norm: str) -> list[float]:
     return [e for e in (s.eps_linf if norm == "linf" else s.eps_l2) if e > 0]
 
 
-def init_eps_for(s: RobustnessSettings, norm: str) -> list[float]:
+def init_eps_for(s: Settings, norm: str) -> list[float]:
     return [e for e in (s.init_eps_linf if norm == "linf" else s.init_eps_l2) if e > 0]
 
 
@@ -47,7 +80,7 @@ def attack_images(
     return reference[idx], idx
 
 
-def initial_noises(s: RobustnessSettings, shape: tuple[int, ...], stream: str) -> torch.Tensor:
+def initial_noises(s: Settings, shape: tuple[int, ...], stream: str) -> torch.Tensor:
     """The settings.init_n initial noises x_T that the x_T attack starts from, per stream."""
     gen = stream_generator(s.seed, stream, "init-attack-x_T")
     return torch.randn((s.init_n, *shape), generator=gen)
@@ -76,8 +109,9 @@ class AttackSuite:
     images (extra["images"], extra["select_images"]: indices into the test set)."""
 
     name = "attack"
+    settings = AttackSettings
 
-    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+    def ticks(self, settings: Settings, *, selection: bool = False) -> int:
         """One tick per x_t timestep (every eps and stream in one batch), one per chunk of the
         x_T attack's stacked batch."""
         streams = stream_count(selection)

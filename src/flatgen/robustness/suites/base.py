@@ -1,22 +1,61 @@
-"""What a robustness suite is (Suite), what it gets (SuiteContext) and what it gives back
-(SuiteSummary). The context shares the unperturbed model's runs between suites: the steps
-ladder's T'=20 ADM run is the quantization ladder's float quality and the exposure gap's
-sampling-time eps norms, on each noise stream."""
+"""What a robustness suite is (Suite), the settings it declares (SuiteSettings), what it gets
+(SuiteContext) and what it gives back (SuiteSummary). The context shares the unperturbed model's
+runs between suites: the steps ladder's T'=20 ADM run is the quantization ladder's float quality
+and the exposure gap's sampling-time eps norms, on each noise stream."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 import torch
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
 from flatgen.robustness.exposure import EpsNormRecorder
-from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.steps import generate, generate_streams
+
+# What a suite is given: a flatgen.robustness.settings.RobustnessSettings, the shared fields and
+# every registered suite's own, flat (settings.seed, settings.bits). Named here, not imported:
+# RobustnessSettings is composed from the suites registry, which sits above this module.
+Settings = Any
+Sampler = Literal["adm", "ddim"]
+
+
+def _sorted_at_least_0(message: str) -> AfterValidator:
+    def check(v: list) -> list:
+        if any(x < 0 for x in v):
+            raise ValueError(message)
+        return sorted(set(v))
+
+    return AfterValidator(check)
+
+
+# reusable field validators of suite settings (Annotated[list[...], ONE_OR_MANY, UNIQUE])
+ONE_OR_MANY = BeforeValidator(lambda v: [v] if isinstance(v, str) else v)  # granularity=tensor
+UNIQUE = AfterValidator(lambda v: list(dict.fromkeys(v)))  # each choice once, in the order given
+TIMESTEPS = _sorted_at_least_0("must be >= 0")  # T' and t lists: each once, ascending
+MAGNITUDES = _sorted_at_least_0("epsilons and sigmas must be >= 0")  # eps, sigma ladders: same
+
+
+class SuiteSettings(BaseModel):
+    """A suite's own settings: a subclass with its fields, validators and defaults, named by the
+    suite's `settings` class attribute. RobustnessSettings holds every registered suite's fields
+    flat (`robustness.bits=[8,4]`, settings.bits); a suite without settings leaves it out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """This suite's part of the flat settings, typed (its values are validated already)."""
+        return cls.model_construct(**{k: getattr(settings, k) for k in cls.model_fields})
+
+    def check_timesteps(self, timesteps: int) -> None:
+        """ValueError when a setting does not fit a T-step schedule (checked before a study
+        trains); by default there is nothing to check."""
 
 
 @dataclass
@@ -37,11 +76,13 @@ class SuiteSummary:
 
 @runtime_checkable
 class Suite(Protocol):
-    """A robustness suite: register an instance in flatgen.robustness.suites.SUITES."""
+    """A robustness suite: register an instance in flatgen.robustness.suites.SUITES. Its
+    settings, if it has any, are a SuiteSettings subclass named by a `settings` class attribute
+    (optional, so not a member of this protocol)."""
 
     name: str
 
-    def ticks(self, settings: RobustnessSettings) -> int:
+    def ticks(self, settings: Settings) -> int:
         """How many progress ticks run() takes per model. A suite that measures the selection
         stream may take a keyword `selection` (bool) and count those runs too (suite_ticks)."""
         ...
@@ -64,7 +105,7 @@ def stream_count(selection: bool) -> int:
     return 2 if selection else 1
 
 
-def suite_ticks(suite: Suite, settings: RobustnessSettings, *, selection: bool) -> int:
+def suite_ticks(suite: Suite, settings: Settings, *, selection: bool) -> int:
     """suite.ticks(settings, selection=...) where the suite counts selection runs, else
     suite.ticks(settings) (a suite that ignores the selection stream)."""
     import inspect
@@ -93,7 +134,7 @@ class SuiteContext:
     reference: torch.Tensor  # the test set, on the model's device
     shape: tuple[int, ...]
     n: int  # samples per quality evaluation
-    settings: RobustnessSettings
+    settings: Settings
     quality: Callable[[torch.Tensor], dict[str, Any]]
     selection: bool = False  # also measure ladders on the separate selection stream
     tick: Callable[[], None] = lambda: None

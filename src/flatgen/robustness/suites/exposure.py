@@ -6,13 +6,54 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from flatgen import records as keys
 from flatgen.robustness.exposure import gap_forms, training_eps_norms, variance_error
 from flatgen.robustness.gaussian import data_covariance, sampler_only_gap
-from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary
+from flatgen.robustness.suites.base import (
+    TIMESTEPS,
+    Sampler,
+    Settings,
+    SuiteContext,
+    SuiteSettings,
+    SuiteSummary,
+)
+
+
+def _gap_steps(steps: list[int]) -> list[int]:
+    if any(s < 2 for s in steps) or not steps:
+        raise ValueError("exposure_steps must be >= 2 (a gap needs two sampled timesteps)")
+    return steps
+
+
+def _hops(hops: list[int | None]) -> list[int | None]:
+    if any(h is not None and h < 1 for h in hops):
+        raise ValueError("variance_hops must be >= 1 or null")
+    return hops
+
+
+class ExposureSettings(SuiteSettings):
+    """The eps-norm gap at each of these T' (the runs are shared with the steps ladder when it
+    has them), the variance error delta_t at the largest."""
+
+    exposure_steps: Annotated[
+        list[int], BeforeValidator(lambda v: [v] if isinstance(v, int) else v), TIMESTEPS,
+        AfterValidator(_gap_steps),
+    ] = Field(default_factory=lambda: [10, 20])
+    exposure_sampler: Sampler = "adm"
+    # hops of the variance error: 1 (one sampler step) or None (from the top)
+    variance_hops: Annotated[list[int | None], AfterValidator(_hops)] = Field(
+        default_factory=lambda: [1, None]
+    )
+
+    def check_timesteps(self, timesteps: int) -> None:
+        too_many = [k for k in self.exposure_steps if k > timesteps]
+        if too_many:
+            raise ValueError(f"sampling steps {too_many} exceed the schedule's {timesteps} "
+                             "timesteps")
 
 
 class ExposureSuite:
@@ -26,8 +67,9 @@ class ExposureSuite:
     """
 
     name = "exposure"
+    settings = ExposureSettings
 
-    def ticks(self, settings: RobustnessSettings) -> int:
+    def ticks(self, settings: Settings) -> int:
         return len(settings.exposure_steps) + len(settings.variance_hops)
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from flatgen import records as keys
-from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites.base import (
+    MAGNITUDES,
+    Settings,
     SuiteContext,
+    SuiteSettings,
     SuiteSummary,
     legacy_robust,
     stream_count,
@@ -17,13 +21,24 @@ from flatgen.robustness.suites.base import (
 from flatgen.robustness.weight_noise import weight_noise_sweep
 
 
+class NoiseSettings(SuiteSettings):
+    """Finer sigmas where a digits baseline degrades (between 0.1 and 0.5), and 4 direction
+    draws per sigma (one or two left the curve mostly draw noise; issue 18)."""
+
+    noise_sigmas: Annotated[list[float], MAGNITUDES] = Field(
+        default_factory=lambda: [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
+    )
+    noise_draws: int = Field(4, ge=1)
+
+
 class NoiseSuite:
     """Result per model: weight_noise_sweep's ladder record (quality on the evaluation sampler;
     with selection, select_* on the selection stream with other noise directions)."""
 
     name = "noise"
+    settings = NoiseSettings
 
-    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+    def ticks(self, settings: Settings, *, selection: bool = False) -> int:
         sigmas = [v for v in settings.noise_sigmas if v > 0]  # sigma 0 is the clean run
         return len(sigmas) * settings.noise_draws * stream_count(selection)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
 
 from flatgen import records as keys
 from flatgen.robustness.quantize import (
@@ -16,9 +18,48 @@ from flatgen.robustness.quantize import (
     quantize_weights,
 )
 from flatgen.robustness.record import ladder_record
-from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of, stream_count
+from flatgen.robustness.suites.base import (
+    ONE_OR_MANY,
+    UNIQUE,
+    Settings,
+    SuiteContext,
+    SuiteSettings,
+    SuiteSummary,
+    metric_of,
+    stream_count,
+)
 from flatgen.robustness.util import make_generator
+
+
+def _bits(v: list[int]) -> list[int]:
+    if any(not 2 <= b <= 16 for b in v):
+        raise ValueError("bits must be in 2..16")
+    return sorted(set(v), reverse=True)
+
+
+class QuantSettings(SuiteSettings):
+    """The quantization ladders: bits x granularity x scheme (w: weights only, wa: and
+    activations), on the evaluation sampler and T' (settings.eval_*)."""
+
+    bits: Annotated[list[int], AfterValidator(_bits)] = Field(
+        default_factory=lambda: [8, 6, 4, 3]
+    )
+    granularity: Annotated[list[Literal["tensor", "channel"]], ONE_OR_MANY, UNIQUE] = Field(
+        default_factory=lambda: ["channel", "tensor"]
+    )
+    quant_schemes: Annotated[list[Literal["w", "wa"]], ONE_OR_MANY, UNIQUE] = Field(
+        default_factory=lambda: ["w", "wa"]
+    )
+    activation_bits: int | None = Field(None, ge=2, le=16)  # for "wa"; None: the weight bits
+    activation_calibration: Literal["minmax", "percentile"] = "minmax"
+    activation_percentile: float = Field(99.99, gt=50, le=100)
+    calibration_n: int = Field(32, ge=1)
+
+    def scheme_activation_bits(self, scheme: str, bits: int) -> int | None:
+        """The activation bit width of a quant scheme at weight width `bits` (None: float)."""
+        if scheme == "w":
+            return None
+        return self.activation_bits if self.activation_bits is not None else bits
 
 # result keys per scheme: weights only keep the names they always had
 _QUALITY = {"w": "quality", "wa": "quality_act"}
@@ -32,13 +73,14 @@ class QuantSuite:
     sampler and noise."""
 
     name = "quant"
+    settings = QuantSettings
 
-    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+    def ticks(self, settings: Settings, *, selection: bool = False) -> int:
         return (len(settings.bits) * len(settings.granularity) * len(settings.quant_schemes)
                 * stream_count(selection))
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
-        s = ctx.settings
+        s, q = ctx.settings, QuantSettings.of(ctx.settings)
         calib = None
         if "wa" in s.quant_schemes:  # ranges from the float model's own sampling trajectory
             calib = calibration_inputs(
@@ -59,7 +101,7 @@ class QuantSuite:
                     key = ("select_" if stream == "select" else "") + _QUALITY[scheme]
                     rows[key] = []
             if "wa" in s.quant_schemes:
-                rows["activation_bits"] = [s.scheme_activation_bits("wa", b) for b in s.bits]
+                rows["activation_bits"] = [q.scheme_activation_bits("wa", b) for b in s.bits]
             for bits in s.bits:
                 ctx.describe(f"{ctx.name}: {bits}-bit per {gran}")
                 qmodel = quantize_weights(ctx.model, bits, gran)
@@ -67,7 +109,7 @@ class QuantSuite:
                     model = qmodel
                     if scheme == "wa":
                         model = quantize_activations(
-                            qmodel, calib, bits=s.scheme_activation_bits("wa", bits),
+                            qmodel, calib, bits=q.scheme_activation_bits("wa", bits),
                             method=s.activation_calibration, percentile=s.activation_percentile,
                         )
                     for stream in ctx.streams:

@@ -4,12 +4,54 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
 
 from flatgen import records as keys
 from flatgen.robustness.record import ladder_record
-from flatgen.robustness.settings import RobustnessSettings
-from flatgen.robustness.suites.base import SuiteContext, SuiteSummary, metric_of, stream_count
+from flatgen.robustness.suites.base import (
+    ONE_OR_MANY,
+    TIMESTEPS,
+    UNIQUE,
+    Sampler,
+    Settings,
+    SuiteContext,
+    SuiteSettings,
+    SuiteSummary,
+    metric_of,
+    stream_count,
+)
+
+
+def _a_ladder(steps: list[int]) -> list[int]:
+    if any(s < 1 for s in steps):
+        raise ValueError("steps must be >= 1")
+    if len(steps) < 2:
+        raise ValueError("steps needs at least 2 values: the largest is the clean level")
+    return steps
+
+
+class StepsSettings(SuiteSettings):
+    """The steps ladder: the largest T' is the clean level, the others the ladder, many to few
+    steps, for each sampler."""
+
+    steps: Annotated[list[int], TIMESTEPS, AfterValidator(_a_ladder)] = Field(
+        default_factory=lambda: [3, 5, 10, 20, 50, 100]
+    )
+    samplers: Annotated[list[Sampler], ONE_OR_MANY, UNIQUE] = Field(
+        default_factory=lambda: ["adm", "ddim"]
+    )
+
+    def check_timesteps(self, timesteps: int) -> None:
+        too_many = [k for k in self.steps if k > timesteps]
+        if too_many:
+            raise ValueError(f"sampling steps {too_many} exceed the schedule's {timesteps} "
+                             "timesteps")
+
+    def ladder_steps(self) -> tuple[int, list[int]]:
+        """(clean T', ladder levels from many to few steps): the largest T' is the clean one."""
+        return self.steps[-1], sorted(self.steps[:-1], reverse=True)
 
 
 class StepsSuite:
@@ -18,8 +60,9 @@ class StepsSuite:
     many to few steps."""
 
     name = "steps"
+    settings = StepsSettings
 
-    def ticks(self, settings: RobustnessSettings, *, selection: bool = False) -> int:
+    def ticks(self, settings: Settings, *, selection: bool = False) -> int:
         return len(settings.samplers) * len(settings.steps) * stream_count(selection)
 
     def run(self, ctx: SuiteContext) -> dict[str, Any]:
