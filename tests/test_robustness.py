@@ -25,6 +25,7 @@ from flatgen.robustness import (
     run_robustness_suite,
     variance_error,
 )
+from flatgen.robustness.suites.steps import StepsSettings
 
 SCHEDULE = NoiseSchedule("linear", 1000)
 
@@ -359,6 +360,6 @@ def test_settings_forbid_unknown_keys_and_normalize() -> None:
     with pytest.raises(ValueError):
         RobustnessSettings(eps_l2=[-1.0])
     assert RobustnessSettings(exposure_steps=20).exposure_steps == [20]
-    assert RobustnessSettings().ladder_steps() == (100, [50, 20, 10, 5, 3])
+    assert StepsSettings.of(RobustnessSettings()).ladder_steps() == (100, [50, 20, 10, 5, 3])
     with pytest.raises(ValueError, match="largest is the clean level"):
         RobustnessSettings(steps=[20])
