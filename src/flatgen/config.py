@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from flatgen.io import YAMLInputError, load_yaml
+from flatgen.io import YAMLInputError, load_yaml, resolve_config_paths
 from flatgen.wrm_config import WRMConfig
 
 
@@ -384,7 +384,7 @@ def load_config(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, fix: str = ""
 ) -> Config:
     """Read a YAML config file, apply overrides, validate; `fix` ends any error message."""
-    data = read_yaml_mapping(path, fix=fix)
+    data = resolve_config_paths(read_yaml_mapping(path, fix=fix), path)
     if Path(path).name == RUN_CONFIG and isinstance(data.get("eval"), dict):
         # a run's own config.yaml from before the `eval:` section went (nothing ever read it)
         data.pop("eval")

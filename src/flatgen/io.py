@@ -289,3 +289,24 @@ def read_json_object(path: str | Path, what: str = "results file", *,
     except YAMLInputError as err:
         raise InputError(f"{what} {str(path)!r} {err}") from None
     return data
+
+
+# the keys of a config that name files: read from the config file's own folder
+CONFIG_PATH_KEYS = (("data", "path"), ("model", "pretrained"))
+
+
+def resolve_config_paths(data: dict, config_file: str | Path) -> dict:
+    """`data.path` and `model.pretrained` of a config file, made absolute from the file's own
+    folder (as docker-compose reads paths), so a config means the same from any working
+    directory. A run's own config.yaml (next to RUN_MARKER) is left as written: new runs
+    store absolute paths, and older ones were written against their working directory."""
+    folder = Path(config_file).parent
+    if (folder / RUN_MARKER).exists():
+        return data
+    for section, key in CONFIG_PATH_KEYS:
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str) and sec[key]:
+            value = Path(sec[key]).expanduser()
+            if not value.is_absolute():
+                sec[key] = os.path.abspath(folder / value)
+    return data

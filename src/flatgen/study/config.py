@@ -25,6 +25,7 @@ from flatgen.config import (
     format_validation_error,
     read_yaml_mapping,
 )
+from flatgen.io import resolve_config_paths
 from flatgen.report.claims import CLAIMS, Verdicts
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites import SUITES
@@ -199,6 +200,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
     key) if it is missing, empty, not valid YAML or invalid."""
     path = Path(path)
     data = read_yaml_mapping(path, "study config")  # an empty file is refused, not defaulted
+    if isinstance(data.get("base"), dict):  # the base config's files, from the study's folder
+        resolve_config_paths(data["base"], path)
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as err:
