@@ -6,7 +6,14 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from flatgen.diffusion import SAMPLER_RULES, NoiseSchedule, Sampler, generate, sample
+from flatgen.diffusion import (
+    SAMPLER_RULES,
+    NoiseSchedule,
+    Sampler,
+    as_epsilon_model,
+    generate,
+    sample,
+)
 from flatgen.diffusion.samplers import (
     SAMPLERS,
     abar_at,
@@ -114,3 +121,19 @@ def test_a_sampler_registered_alone_is_a_name_generate_takes(one_thread, model):
         assert seen == [t for t, _ in PIPE.chain(4, ddim=False)] == [151, 101, 51, 1]
     with pytest.raises(ValueError, match="unknown sampler 'toy'"):
         parse_sampler("toy")
+
+
+def test_the_eps_view_of_a_v_model_samples_as_the_model(one_thread, model):
+    # the robustness suites hold as_epsilon_model(net); read again as v it was a wrong eps
+    v = NoiseSchedule("linear", 200, prediction_type="v_prediction")
+    for name in ("adm", "ddim"):
+        raw = sample(model, v, (4, 2), steps=5, sampler=name,
+                     generator=torch.Generator().manual_seed(2))
+        view = sample(as_epsilon_model(model, v), v, (4, 2), steps=5, sampler=name,
+                      generator=torch.Generator().manual_seed(2))
+        assert torch.equal(raw, view)
+        assert not torch.allclose(raw, sample(model, OWN, (4, 2), steps=5, sampler=name,
+                                              generator=torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError, match="eps view of a v_prediction model"):
+        sample(as_epsilon_model(model, v), NoiseSchedule("linear", 200, prediction_type="sample"),
+               (4, 2), steps=5)

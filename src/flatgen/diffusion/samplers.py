@@ -36,7 +36,7 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
-from flatgen.diffusion.schedule import NoiseSchedule
+from flatgen.diffusion.schedule import EpsilonModel, NoiseSchedule
 from flatgen.registry import Registry
 
 RESPACED = "-respaced"  # the suffix that keeps flatgen's respaced chain on any model
@@ -125,6 +125,19 @@ def parse_sampler(sampler: str) -> tuple[str, str | None]:
     if sampler in SAMPLER_RULES:
         return sampler, None
     return sampler.removesuffix(RESPACED), RESPACED[1:]
+
+
+def network_of(model: nn.Module, schedule: NoiseSchedule) -> nn.Module:
+    """The network whose outputs schedule.prediction_type describes. The samplers read every
+    output through schedule.eps_from_output (and a pipeline's scheduler reads it raw), so the
+    eps view of a v- or x0-predictor (as_epsilon_model, what the robustness suites hold) is
+    unwrapped: read again as v it would be a wrong eps."""
+    if isinstance(model, EpsilonModel) and schedule.prediction_type != "epsilon":
+        if model.schedule.prediction_type != schedule.prediction_type:
+            raise ValueError(f"an eps view of a {model.schedule.prediction_type} model cannot "
+                             f"be sampled with a {schedule.prediction_type} schedule")
+        return model.model
+    return model
 
 
 def _as_batch_t(t: int, n: int, device: torch.device) -> torch.Tensor:
@@ -252,6 +265,7 @@ def run_sampler(
     rule, chain = parse_sampler(sampler)
     entry = SAMPLER_RULES[rule]
     pairs = sampler_chain(schedule, steps, sampler)  # refuses bad step counts
+    model = network_of(model, schedule)
     span = span if span is not None else slice(None)
     common = {"generator": generator, "clip": _clip(schedule, x, clip), "eps_scale": eps_scale,
               "on_step": on_step}
@@ -295,9 +309,9 @@ def denoise_chain(
         raise ValueError("ts must be a non-empty ascending list of distinct timesteps")
     pairs = [(ts[i], ts[i - 1] if i > 0 else -1)
              for i in reversed(range(0 if final else 1, len(ts)))]
-    return SAMPLER_RULES[rule].fn(model, schedule, x, pairs=pairs, generator=generator,
-                                  clip=_clip(schedule, x, clip), eps_scale=eps_scale,
-                                  on_step=on_step)
+    return SAMPLER_RULES[rule].fn(network_of(model, schedule), schedule, x, pairs=pairs,
+                                  generator=generator, clip=_clip(schedule, x, clip),
+                                  eps_scale=eps_scale, on_step=on_step)
 
 
 def _clip(schedule: NoiseSchedule, x: torch.Tensor, clip: bool | None) -> bool:
