@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
-from flatgen.metrics import CANNOT_RANK, ladder_quality, quality_report
+from flatgen.metrics import CANNOT_RANK, ladder_quality, metric_note, quality_report
 from flatgen.metrics.inception import (
     InceptionReference,
     _fidelity_module,
@@ -61,6 +61,10 @@ def test_without_weights_pixel_w2_says_it_cannot_rank():
     points = ladder_quality(torch.randn(16, 2), torch.randn(16, 2))
     assert (points.metric, points.note) == ("w2", None)
     assert "digits_fid" in digits.fn(_images(8, 1, 8, seed=2))
+    # any ladder on images scored with W2 says so (a user's metric too); other scores do not
+    assert metric_note(_images(4, 1, 8), "w2") == CANNOT_RANK
+    assert metric_note(_images(4), "inception_fid") is None
+    assert metric_note(torch.randn(4, 2), "w2") is None
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from flatgen.metrics.frechet import (
     frechet_distance_from_features,
     kid,
 )
-from flatgen.metrics.ladder_quality import CANNOT_RANK, LadderQuality, ladder_quality
+from flatgen.metrics.ladder_quality import CANNOT_RANK, LadderQuality, ladder_quality, metric_note
 from flatgen.metrics.quality import (
     digits_fid,
     digits_kid,
@@ -40,6 +40,7 @@ __all__ = [
     "kid",
     "ladder_quality",
     "load_digits_classifier",
+    "metric_note",
     "quality_report",
     "sliced_wasserstein2",
     "train_floor_sample",

@@ -4,7 +4,8 @@
 - RGB images with the FID Inception's weights named (a study's evaluations.inception_weights,
   `--inception-weights`): Inception FID against the reference, its floor on the train draw;
 - other image data: pixel W2, marked "pixel W2: cannot rank" (pixel-space W2 does not rank
-  image models: README, benchmarks/RESULTS.md);
+  image models, digits included: README, benchmarks/RESULTS.md; metric_note says so for any
+  ladders on images scored with W2);
 - vector data (toy 2-D): W2, the metric that ranks them.
 
 Every score comes with its floor (quality.py): the floors depend only on the sample count, so
@@ -72,8 +73,12 @@ def ladder_quality(
         floors.setdefault(n, {k: v for k, v in report.items() if "_floor" in k})
         return report | floors[n]
 
-    if is_digits(reference):
-        return LadderQuality(quality, DIGITS_FID)
-    if inception is not None:
-        return LadderQuality(quality, INCEPTION_FID)
-    return LadderQuality(quality, W2, CANNOT_RANK if reference.ndim == 4 else None)
+    metric = (DIGITS_FID if is_digits(reference) else INCEPTION_FID if inception is not None
+              else W2)
+    return LadderQuality(quality, metric, metric_note(reference, metric))
+
+
+def metric_note(reference: torch.Tensor, metric: str | None) -> str | None:
+    """CANNOT_RANK where ladders on images (digits included) are scored with pixel W2 (the
+    default on images without an Inception score, or a metric the user set); else None."""
+    return CANNOT_RANK if metric == W2 and reference.ndim == 4 else None
