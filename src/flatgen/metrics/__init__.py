@@ -13,6 +13,7 @@ from flatgen.metrics.frechet import (
     frechet_distance_from_features,
     kid,
 )
+from flatgen.metrics.inception import inception_weights_path
 from flatgen.metrics.ladder_quality import CANNOT_RANK, LadderQuality, ladder_quality, metric_note
 from flatgen.metrics.quality import (
     digits_fid,
@@ -36,6 +37,7 @@ __all__ = [
     "frechet_distance_from_features",
     "LadderQuality",
     "is_digits",
+    "inception_weights_path",
     "is_rgb",
     "kid",
     "ladder_quality",
