@@ -24,7 +24,15 @@ from flatgen.classify import (
     soft_labels,
     train_classifier,
 )
-from flatgen.classify.config import AdversarialMethod, DataSpec, PlainMethod, TrainSpec
+from flatgen.classify.config import (
+    SAM_OPTIONS,
+    AdversarialMethod,
+    DataSpec,
+    PlainMethod,
+    TrainSpec,
+)
+from flatgen.classify.methods import make_optimizer
+from flatgen.config import SAMConfig
 from flatgen.study import plan_units, run_study
 from flatgen.study.collect import run_classifier_study
 from flatgen.study.run import check_run_config
@@ -165,7 +173,7 @@ def test_config_rejects_unknown_keys():
         ClassifierStudyConfig.model_validate({"correlation": {"subsets": {"a": ["nosuch"]}}})
     asam = {"method": "sam", "adaptive": True}
     cfg = ClassifierStudyConfig.model_validate({"methods": ["weight_decay", asam, "sam-every-k"]})
-    assert cfg.methods[0].weight_decay > 0 and cfg.methods[1].radius == 0.5
+    assert cfg.methods[0].weight_decay > 0 and cfg.methods[1].sam.adaptive
     assert [m.label for m in cfg.methods] == ["weight_decay", "asam", "sam-every-k"]
     # one SAM vocabulary with the diffusion config; the old names say what to write instead
     for old, hint in (("asam", "adaptive: true"), ("sam_every_k", "sam-every-k")):
@@ -196,6 +204,36 @@ TINY = {
     },
     "correlation": {"subsets": {"just-sam": ["sam"]}},
 }
+
+
+def test_sam_methods_use_the_diffusion_configs_sam_schema():
+    """A SAM method entry is the diffusion config's SAMConfig written flat beside `method`: the
+    same fields, defaults and checks, and the optimizer built from it as training builds it."""
+    # every SAMConfig option but the variant (the method) and DDP's sync is a method key
+    assert set(SAM_OPTIONS) == set(SAMConfig.model_fields) - {"variant", "sync_perturbation"}
+    assert {"rho", "adaptive", "eta", "k", "alpha"} <= set(SAM_OPTIONS)
+    entry = {"method": "looksam", "rho": 0.1, "eta": 0.02, "k": 3, "adaptive": True}
+    cfg = ClassifierStudyConfig.model_validate({"methods": ["sam", entry]})
+    plain_sam, look = cfg.methods
+    assert plain_sam.sam == SAMConfig(variant="sam")  # the diffusion defaults, rho 0.05
+    assert look.sam == SAMConfig(variant="looksam", rho=0.1, eta=0.02, k=3, adaptive=True)
+    assert look.label == "looksam-adaptive"
+    # the diffusion config's checks, and keys it does not have, refused in the method entry
+    for bad in ({"rho": 0}, {"eta": -1.0}, {"k": 0}, {"rho": "big"}, {"adaptive": 1},
+                {"sync_perturbation": True}, {"variant": "looksam"}, {"radius": 0.1}):
+        with pytest.raises(ValidationError):
+            ClassifierStudyConfig.model_validate({"methods": [{"method": "sam", **bad}]})
+    # a dumped config (results.json) reads back to the same config
+    assert ClassifierStudyConfig.model_validate(cfg.model_dump()) == cfg
+    # a results.json written before: rho None meant 0.05, or 0.5 with adaptive
+    old = ClassifierStudyConfig.model_validate({"methods": [
+        {"method": "sam", "adaptive": True, "rho": None, "k": 5, "alpha": 0.7}]})
+    assert old.methods[0].sam.rho == 0.5
+    # the optimizer carries every option, eta included
+    opt = make_optimizer(look, torch.nn.Linear(2, 1).parameters(), 1e-3)
+    assert type(opt).__name__ == "LookSAM" and opt.k == 3
+    assert opt.defaults["rho"] == 0.1 and opt.defaults["eta"] == 0.02
+    assert opt.defaults["adaptive"] is True
 
 
 def test_tiny_study_writes_outputs_and_skips_finished_runs(tmp_path, monkeypatch):

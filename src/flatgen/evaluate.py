@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from flatgen.diffusion import generate
-from flatgen.metrics import quality_report, train_floor_sample
+from flatgen.metrics import is_rgb, quality_report, train_floor_sample
 from flatgen.progress import make_progress
 from flatgen.train.run import Run
 
@@ -30,7 +30,7 @@ def _inception_metric(weights: str | Path | None, test: torch.Tensor):
     """An InceptionReference on the test set (fake -> {"inception_fid", "inception_kid",
     "inception_kid_std"}), or None where there is no Inception score to take (no weights named,
     or data that are not RGB images)."""
-    if weights is None or test.ndim != 4 or test.shape[1] != 3:
+    if weights is None or not is_rgb(test):
         return None
     from flatgen.metrics.inception import InceptionReference
 

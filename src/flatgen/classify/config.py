@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from flatgen.config import Seeds
+from flatgen.config import SAMConfig, Seeds
 
 NormName = Literal["linf", "l2"]
 AttackName = Literal["fgsm", "pgd"]
@@ -121,27 +121,50 @@ def _registered_sam_variant(v: str) -> str:
     return v
 
 
+# the SAM options a method entry writes beside `method`: the diffusion config's SAMConfig fields
+# (one schema: names, defaults, checks), less `variant` (the entry's `method`) and
+# `sync_perturbation` (DDP; a classifier run is one process)
+SAM_OPTIONS = tuple(k for k in SAMConfig.model_fields if k not in ("variant", "sync_perturbation"))
+# before the classifier shared the diffusion config's SAM schema, rho None meant 0.05, or 0.5
+# with adaptive: how a results.json of that time reads back
+_LEGACY_RHO = {False: 0.05, True: 0.5}
+
+
 class SAMMethod(_Method):
     """The SAM family from flatgen.optim, named as in the diffusion config (sam, looksam,
-    momentumsam, sam-every-k); `adaptive: true` makes any of them ASAM."""
+    momentumsam, sam-every-k), with the diffusion config's SAM options written flat beside
+    `method` (`{method: looksam, rho: 0.05, k: 5}`; `adaptive: true` makes any of them ASAM).
+    They are validated as, and kept in, `sam`: the diffusion config's SAMConfig (its fields,
+    defaults and checks), whose `variant` is `method`."""
 
     method: Annotated[str, AfterValidator(_registered_sam_variant)]
-    rho: float | None = Field(None, gt=0)  # None: 0.05, adaptive 0.5 (ASAM needs ~10x the rho)
-    adaptive: bool = False  # ASAM
-    k: int = Field(5, ge=1)  # LookSAM / SAM-every-k period
-    alpha: float = Field(0.7, ge=0)  # LookSAM gradient-reuse weight
+    sam: SAMConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_sam_config(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "sam" in data:  # "sam": a dumped config read back
+            return data
+        data = dict(data)
+        options = {k: data.pop(k) for k in SAM_OPTIONS if k in data}
+        if "rho" in options and options["rho"] is None:
+            options["rho"] = _LEGACY_RHO[bool(options.get("adaptive", False))]
+        return {**data, "sam": {"variant": data.get("method"), **options}}
+
+    @model_validator(mode="after")
+    def _same_variant(self) -> SAMMethod:
+        if self.sam.variant != self.method:
+            raise ValueError(f"sam.variant {self.sam.variant!r} must be the method, "
+                             f"{self.method!r}")
+        return self
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
-        if self.adaptive:
+        if self.sam.adaptive:
             return "asam" if self.method == "sam" else f"{self.method}-adaptive"
         return self.method
-
-    @property
-    def radius(self) -> float:
-        return self.rho if self.rho is not None else (0.5 if self.adaptive else 0.05)
 
 
 class AdversarialMethod(_Method):

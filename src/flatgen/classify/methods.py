@@ -48,12 +48,14 @@ def make_optimizer(
     kw = dict(lr=lr, weight_decay=spec.weight_decay)
     if not isinstance(spec, SAMMethod):
         return torch.optim.AdamW(params, **kw)
+    sam = spec.sam  # the diffusion config's SAMConfig, built as flatgen.train builds it
     return sam_adamw(
         params,
-        spec.method,
-        rho=spec.radius,
-        adaptive=spec.adaptive,
-        options={"k": spec.k, "alpha": spec.alpha},
+        sam.variant,
+        rho=sam.rho,
+        adaptive=sam.adaptive,
+        eta=sam.eta,
+        options={"k": sam.k, "alpha": sam.alpha},
         **kw,
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from flatgen.diffusion.samplers import SamplerStep, sample
+from flatgen.diffusion.samplers import SamplerStep, network_of, sample
 from flatgen.diffusion.schedule import NoiseSchedule
 
 
@@ -43,6 +43,7 @@ def generate(
     TORCHINDUCTOR_CACHE_DIR).
     """
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    model = network_of(model, schedule)  # the raw network: compiled, it stays recognisable
     # a fresh wrapper each call is cheap: dynamo keeps the compiled code of the forward
     net = torch.compile(model, backend="inductor") if compile else model
     was_training = model.training

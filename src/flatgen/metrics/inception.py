@@ -254,12 +254,22 @@ class InceptionReference:
     cached on disk per (data, n, weights file hash): the key is the sha256 of the images'
     bytes and shape, their number and the weights file's sha256, so any change recomputes."""
 
-    def __init__(self, weights: str | Path, real: torch.Tensor, *, split: str = "test",
-                 cache: Path | None = None, batch_size: int = 100):
+    def __init__(self, weights: str | Path | None, real: torch.Tensor, *, split: str = "test",
+                 cache: Path | None = None, batch_size: int = 100,
+                 features: nn.Module | None = None):
+        """features: a network used in place of the weights file's (images in [-1, 1] -> (N,
+        d)), e.g. a test's small stand-in; weights is then None and nothing is cached."""
+        self.split, self.n_real, self.batch_size = split, len(real), batch_size
+        if features is not None:
+            self.features, self.weights_sha256, self.from_cache = features, None, False
+            self.cache_file = None
+            self.real_features = extract(real, features, batch_size)
+            return
+        if weights is None:
+            raise ValueError("InceptionReference needs a weights file or a features network")
         path = Path(weights)
         self.features = load_inception_features(path)
         self.weights_sha256 = _sha256(path)
-        self.split, self.n_real, self.batch_size = split, len(real), batch_size
         x = real.detach().cpu().float().contiguous()
         data_key = _sha256(x.numpy().tobytes() + repr(tuple(x.shape)).encode())
         key = _sha256(f"{data_key}:{len(real)}:{self.weights_sha256}".encode())[:32]
@@ -295,7 +305,9 @@ class InceptionReference:
 
     def protocol(self, n_fake: int) -> dict[str, object]:
         """What the numbers are: quality.json states it beside them."""
-        return {"features": "torch-fidelity FID Inception-v3, 2048 pool features",
+        given = self.weights_sha256 is None
+        return {"features": "a given features network" if given
+                else "torch-fidelity FID Inception-v3, 2048 pool features",
                 "reference": f"{self.split} split", "n_reference": self.n_real,
                 "n_fake": n_fake, "kid_subsets": KID_SUBSETS,
                 "kid_subset_size": min(kid_subset_size(min(n_fake, self.n_real)), n_fake),

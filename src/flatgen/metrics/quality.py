@@ -71,6 +71,11 @@ def is_digits(x: ArrayLike) -> bool:
     return tuple(x.shape[1:]) == DIGITS_SHAPE
 
 
+def is_rgb(x: ArrayLike) -> bool:
+    """Whether x is a batch of RGB images (N x 3 x H x W), what the FID Inception scores."""
+    return len(x.shape) == 4 and x.shape[1] == 3
+
+
 def quality_report(
     samples: ArrayLike,
     reference: ArrayLike,

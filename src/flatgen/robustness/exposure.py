@@ -12,10 +12,11 @@
 - variance error: forward-noise real x0 to t' > t, run the sampler from t' down to t, and
   compare sigma_hat_t (per-pixel std over samples of x_t - sqrt(abar_t) x0, averaged over
   pixels) with sqrt(1 - abar_t): delta_t = (sigma_hat_t - sqrt(1 - abar_t))^2.
-  `hop` sets t': hop=k starts k respaced steps above t (hop=1: ADM-ES's single-step variant);
-  hop=None starts every chain at the top timestep (the multi-step variant). Even an exact
-  denoiser gives delta_t > 0 for long hops: the chain forgets part of x0, and that loss of
-  information adds variance. Compare models at equal settings, not against 0.
+  `hop` sets t': hop=k starts k steps of the sampler's chain above t (hop=1: ADM-ES's
+  single-step variant); hop=None starts every chain at the top timestep (the multi-step
+  variant). The chain is the sampler's own (a diffusers model's scheduler chain by default).
+  Even an exact denoiser gives delta_t > 0 for long hops: the chain forgets part of x0, and
+  that loss of information adds variance. Compare models at equal settings, not against 0.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import torch
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule, SamplerStep, sample
+from flatgen.diffusion.samplers import run_sampler, sampler_chain
 from flatgen.records import EXPOSURE_FORMS
-from flatgen.robustness.chain import denoise_chain
 from flatgen.robustness.util import evaluating, make_generator, model_device
 
 
@@ -189,14 +190,17 @@ def variance_error(
     eps_scale: Callable[[int], float] | None = None,
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """delta_t on the respaced timesteps of a `steps`-step sampler (see the module docstring).
+    """delta_t on the timesteps of a `steps`-step sampler's chain (sampler_chain: a diffusers
+    model's own chain, else flatgen's respaced one; see the module docstring).
 
     Needs at least 2 samples in x0. Returns ascending t with sigma_hat, the target
     sqrt(1 - abar_t), delta and its mean over t.
     """
     if x0.shape[0] < 2:
         raise ValueError("variance_error needs at least 2 samples")
-    ts = schedule.respaced(steps)
+    pairs = sampler_chain(schedule, steps, sampler)
+    ts = sorted(t for t, _ in pairs)  # ascending: pairs[k][0] is ts[top - 1 - k]
+    top = len(pairs)
     if len(ts) < 2:
         raise ValueError("variance_error needs a sampler with at least 2 steps")
     if hop is not None and not 1 <= hop < len(ts):
@@ -206,6 +210,8 @@ def variance_error(
     x0 = x0.to(device)
     moments: dict[int, _Moments] = {}
     g = make_generator(seed, "variance-error", sampler, steps, hop)
+    common = {"steps": steps, "sampler": sampler, "generator": g, "clip": clip,
+              "eps_scale": eps_scale}
 
     def record(t: int, x_t: torch.Tensor, xb: torch.Tensor) -> None:
         moments.setdefault(t, _Moments()).add(x_t - abar[t].item() ** 0.5 * xb)
@@ -217,40 +223,21 @@ def variance_error(
     with evaluating(model):
         for i in range(0, x0.shape[0], batch_size):
             xb = x0[i : i + batch_size]
-            if hop is None:
+            if hop is None:  # from the top down to ts[0], every step but the last one
 
                 def on_step(s: SamplerStep, xb: torch.Tensor = xb) -> None:
                     if s.t != ts[-1]:
                         record(s.t, s.x_t, xb)
 
-                x = denoise_chain(
-                    model,
-                    schedule,
-                    noised(xb, ts[-1]),
-                    ts=ts,
-                    sampler=sampler,
-                    generator=g,
-                    clip=clip,
-                    eps_scale=eps_scale,
-                    on_step=on_step,
-                    final=False,
-                )
+                x = run_sampler(model, schedule, noised(xb, ts[-1]), span=slice(0, top - 1),
+                                on_step=on_step, **common)
                 record(ts[0], x, xb)
                 continue
-            for j in range(len(ts) - hop):
-                sub = ts[j : j + hop + 1]
-                x = denoise_chain(
-                    model,
-                    schedule,
-                    noised(xb, sub[-1]),
-                    ts=sub,
-                    sampler=sampler,
-                    generator=g,
-                    clip=clip,
-                    eps_scale=eps_scale,
-                    final=False,
-                )
-                record(sub[0], x, xb)
+            for j in range(len(ts) - hop):  # from ts[j + hop] down `hop` steps to ts[j]
+                k = top - 1 - j - hop
+                x = run_sampler(model, schedule, noised(xb, ts[j + hop]),
+                                span=slice(k, k + hop), **common)
+                record(ts[j], x, xb)
     t_out = sorted(moments)
     sigma_hat = [moments[t].mean_std() for t in t_out]
     target = [(1 - abar[t].item()) ** 0.5 for t in t_out]
