@@ -15,6 +15,7 @@ Nothing is written: each function returns the JSON-ready dict its command would 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,10 +125,13 @@ def robustness(
     name: str = "model",
     selection: bool = False,
     progress: bool = False,
+    inception_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """The robustness ladders of `flatgen robustness` (default: every registered suite) for one
     model; settings are the keys of a study's evaluations.robustness section (e.g. {"n_samples":
-    64, "bits": [8, 4]}). Returns the per-suite results, "summary" and "ladders" (records)."""
+    64, "bits": [8, 4]}). RGB data are scored with Inception FID where inception_weights (a
+    .safetensors file) are given, else with pixel W2, noted "cannot rank". Returns the per-suite
+    results, "summary", "ladders" (records) and "metric_note"."""
     from flatgen.robustness import run_robustness_suite
     from flatgen.robustness.settings import RobustnessSettings
 
@@ -139,7 +143,8 @@ def robustness(
     floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
     models = {name: as_epsilon_model(net.eval(), s)}  # the suites read eps
     return run_robustness_suite(models, s, test, floor_reference=floor_ref, suites=suites,
-                                settings=cfg, selection=selection, progress=progress)
+                                settings=cfg, selection=selection, progress=progress,
+                                inception_weights=inception_weights)
 
 
 __all__ = ["Denoiser", "as_denoiser", "as_schedule", "open_model", "robustness", "sharpness",

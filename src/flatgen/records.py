@@ -122,6 +122,7 @@ def _check_norm(norm: str) -> None:
 # ---------------------------------------------------------------- scalar keys
 
 ROBUSTNESS_METRIC = "robustness_metric"  # the quality metric the suites scored with
+METRIC_NOTE = "metric_note"  # a ladder record's extra: e.g. "pixel W2: cannot rank"
 ROBUSTNESS_DETAIL = "robustness_detail"  # the suites' full results (curves, per-t tables)
 # the second-order check (study/expansion.py): its rows, and the share within 25% of measured
 EXPANSION = "expansion"

@@ -26,6 +26,8 @@ RUN_HELP = "Run directory written by flatgen train, or a diffusers pipeline / UN
 DataOpt = Annotated[str | None, typer.Option("--data", help=DATA_HELP)]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", help="Output folder (default RUN_DIR/eval; required for a diffusers directory).")]
+InceptionOpt = Annotated[Path | None, typer.Option("--inception-weights", help="FID Inception-v3 "
+    "weights: Inception FID / KID on RGB images (default: $FLATGEN_INCEPTION_WEIGHTS, if set).")]
 BatchOpt = Annotated[int, typer.Option(
     help="Fixed (x0, t, noise) triples the loss is measured on.", min=1)]
 
@@ -64,9 +66,7 @@ def evaluate(
     sampler: Annotated[str, typer.Option(help="Comma-separated samplers: adm, ddim.")] = "adm,ddim",
     weights: Annotated[str, typer.Option(help="raw, ema, swa (comma-separated) or all.")] = "all",
     seed: Annotated[int, typer.Option(help="Sampling seed.", min=0, max=MAX_SEED)] = 1234,
-    inception: Annotated[Path | None, typer.Option(
-        "--inception-weights", help="FID Inception-v3 weights file: adds Inception FID / KID "
-        "on RGB images (default: $FLATGEN_INCEPTION_WEIGHTS, if set).")] = None,
+    inception: InceptionOpt = None,
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
@@ -88,9 +88,6 @@ def evaluate(
     path = write_json_atomic(eval_dir / "quality.json", result)
     console.print(_quality_table(result, f"sample quality, n={result['n']} (lower is better)"))
     console.print(f"wrote {path}")
-
-
-# ---------------------------------------------------------------- export
 
 
 @app.command()
@@ -197,6 +194,7 @@ def robustness(
         "--selection", help="Also measure the ladders on the separate selection noise.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Setting: robustness.KEY=VALUE, e.g. robustness.bits=[8,4].")] = None,
+    inception: InceptionOpt = None,
     data: DataOpt = None,
     out: OutOpt = None,
 ) -> None:
@@ -210,7 +208,7 @@ def robustness(
     from flatgen.diffusion import as_epsilon_model
     from flatgen.evaluate import FLOOR_SEED
     from flatgen.io import write_json_atomic
-    from flatgen.metrics import train_floor_sample
+    from flatgen.metrics import inception_weights_path, train_floor_sample
     from flatgen.robustness import SUITES, plot_robustness, run_robustness_suite
     from flatgen.robustness.settings import parse_settings
 
@@ -223,11 +221,12 @@ def robustness(
     floor_ref = train_floor_sample(train, min(len(train), max(size, len(test))), seed=FLOOR_SEED)
     models = {w: as_epsilon_model(run.model(w), run.schedule) for w in names}  # suites read eps
     result = run_robustness_suite(models, run.schedule, test, floor_reference=floor_ref,
-                                  suites=suites, settings=settings, selection=selection)
+                                  suites=suites, settings=settings, selection=selection,
+                                  inception_weights=inception_weights_path(inception))
     path = write_json_atomic(eval_dir / "robustness.json", result)
     pngs = plot_robustness(result, eval_dir)
-    table = Table(title=f"robustness of {run.cfg.method.name} (metric {result['metric']}, "
-                        "lower is better)")
+    metric = "; ".join(filter(None, (result["metric"], result["metric_note"])))  # cannot rank?
+    table = Table(title=f"robustness of {run.cfg.method.name} (metric {metric}, lower is better)")
     table.add_column("weights")
     table.add_column("headline numbers")
     table.add_column("ladders: clean → values (levels)")

@@ -13,30 +13,11 @@ import torch
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
-from flatgen.records import LADDERS
+from flatgen.records import LADDERS, METRIC_NOTE
 from flatgen.robustness.settings import RobustnessSettings
 from flatgen.robustness.suites import SUITES, SuiteContext
 from flatgen.robustness.suites.base import suite_ticks
 from flatgen.robustness.util import jsonable, model_device
-
-
-def _default_quality_fn(
-    reference: torch.Tensor, floor_reference: torch.Tensor
-) -> Callable[[torch.Tensor], dict[str, Any]]:
-    from flatgen.metrics import quality_report  # lazy: metrics pulls in the classifier
-
-    floors: dict[int, dict[str, Any]] = {}  # the floor depends only on the sample count
-
-    def quality(samples: torch.Tensor) -> dict[str, Any]:
-        n = len(samples)
-        if n > len(floor_reference):
-            raise ValueError(f"{n} samples but only {len(floor_reference)} floor_reference rows")
-        # floor_reference is already a random draw, so its first rows are one too
-        report = quality_report(samples, reference, None if n in floors else floor_reference[:n])
-        floors.setdefault(n, {k: v for k, v in report.items() if "_floor" in k})
-        return report | floors[n]
-
-    return quality
 
 
 class _Quality:
@@ -88,6 +69,7 @@ def run_robustness_suite(
     quality_fn: Callable[[torch.Tensor], Any] | None = None,
     selection: bool = False,
     progress: bool = True,
+    inception_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the chosen suites (default: every registered one) on every model (weights name ->
     denoiser net(x, t) -> eps).
@@ -95,7 +77,9 @@ def run_robustness_suite(
     reference: the test set; floor_reference: an equal-size draw from the train set (the
     quality floor). quality_fn(samples) -> dict of metrics (or a float, stored under
     settings.metric or "quality"); default flatgen.metrics.quality_report against
-    reference/floor. selection=True also measures every ladder on the separate selection noise
+    reference/floor, scored as flatgen.metrics.ladder_quality chooses (Inception FID on RGB
+    data with inception_weights; "metric_note" says "pixel W2: cannot rank" where images are
+    scored with W2). selection=True also measures every ladder on the separate selection noise
     stream (select_clean / select_values of the ladder records).
     Every model sees the same x_T, sampler noise, attacked test images, attack starts and
     weight-noise directions: all are drawn from settings.seed (set it per training seed: common
@@ -113,13 +97,17 @@ def run_robustness_suite(
     _check_inputs(models, schedule, reference, suites, s)
     shape = tuple(reference.shape[1:])
     n = s.n_samples or len(floor_reference)
+    metric = s.metric
     if quality_fn is None:
         if n > len(floor_reference):
             raise ValueError(
                 f"n_samples {n} exceeds the {len(floor_reference)} floor_reference rows"
             )
-        quality_fn = _default_quality_fn(reference, floor_reference)
-    quality = _Quality(quality_fn, s.metric)
+        from flatgen.metrics import ladder_quality  # lazy: metrics pulls in the classifier
+
+        chosen = ladder_quality(reference, floor_reference, inception_weights=inception_weights)
+        quality_fn, metric = chosen.fn, s.metric or chosen.metric
+    quality = _Quality(quality_fn, metric)
     results: dict[str, Any] = {
         "settings": s.model_dump(mode="json"),
         "suites": list(suites),
@@ -156,8 +144,15 @@ def run_robustness_suite(
                 timing[suite] = time.perf_counter() - t0
             results["timing_s"][name] = timing
         describe("robustness: done")
+    from flatgen.metrics import metric_note
+
     results["metric"] = quality.metric
+    results[METRIC_NOTE] = note = metric_note(reference, quality.metric)
     results |= summarize(results)
+    for records in results[LADDERS].values():  # each quality ladder says it cannot rank
+        for record in records.values():
+            if note is not None and record["metric"] == quality.metric:
+                record["extra"][METRIC_NOTE] = note
     return jsonable(results)
 
 

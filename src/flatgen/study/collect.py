@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from flatgen.records import ReportMeta, StudyResults
+from flatgen.records import LADDERS, METRIC_NOTE, ReportMeta, StudyResults
 from flatgen.registry import Registry
 from flatgen.study.config import StudyConfig
 from flatgen.study.kinds import kind_of
@@ -49,7 +49,7 @@ def measurement_protocol(study: StudyConfig, rows: list[dict], out: Path) -> dic
     """What the report states about how the numbers were measured: the chain each sampler walks
     (read from a finished run's schedule: flatgen's respaced chain, or a pipeline's own) and
     the quality protocol (metric, n, reference, floor)."""
-    from flatgen.report.tables import quality_metric
+    from flatgen.report.tables import quality_metric, robustness_metric
     from flatgen.train import load_run
 
     ev = study.evaluations
@@ -68,6 +68,12 @@ def measurement_protocol(study: StudyConfig, rows: list[dict], out: Path) -> dic
     n = ev.n_samples or "the test-set size"
     protocol["quality"] = (f"{what} of n = {n} generated samples against the whole test split; "
                            "the floor is the same metric on n training images")
+    ladders = [rec for r in rows for rec in (r["metrics"].get(LADDERS) or {}).values()
+               if isinstance(rec, dict)]
+    if ladders:  # what the robustness ladders were scored with, and whether it can rank
+        notes = sorted({n for rec in ladders if (n := (rec.get("extra") or {}).get(METRIC_NOTE))})
+        protocol["robustness ladders"] = (f"scored with {robustness_metric(rows)}"
+                                          + (f" ({'; '.join(notes)})" if notes else ""))
     return protocol
 
 

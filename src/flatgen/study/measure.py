@@ -107,6 +107,7 @@ def _robustness(
     return run_robustness_suite(
         {weights: run.model(weights)}, run.schedule, test, floor_reference=floor_ref,
         suites=evals.suites, settings=settings, progress=progress, selection=selection,
+        inception_weights=evals.inception_weights,
     )
 
 
