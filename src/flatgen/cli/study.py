@@ -141,8 +141,8 @@ def study(
     out: Annotated[Path | None, typer.Option(
         "--out", help="Study directory (default studies/<name>).")] = None,
     plan: Annotated[bool, typer.Option(
-        "--plan", help="Print one command per run (and, for a diffusion study, the estimated cost); run "
-        "nothing.")] = False,
+        "--plan", help="Print one command per run (and, for a diffusion study, the "
+        "estimated cost); run nothing.")] = False,
     collect: Annotated[bool, typer.Option(
         "--collect", help="Only build the report from finished runs.")] = False,
     only: Annotated[str | None, typer.Option(
