@@ -39,3 +39,26 @@ def fresh_accelerate():
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture(scope="session")
+def random_inception_file(tmp_path_factory):
+    """(path, net): the FID Inception architecture with random weights, saved as safetensors
+    (the tests of Inception FID and of the ladders' score share it)."""
+    from safetensors.torch import save_file
+
+    from flatgen.metrics.inception import _fidelity_module, _local_weights
+
+    module = _fidelity_module()
+    cls = module.FeatureExtractorInceptionV3
+    original = cls.load_state_dict
+    cls.load_state_dict = lambda self, state, *a, **k: None  # keep the random initialisation
+    try:
+        with _local_weights(module, {}):
+            torch.manual_seed(0)
+            net = cls("inception-v3-compat", ["2048"])
+    finally:
+        cls.load_state_dict = original
+    path = tmp_path_factory.mktemp("inception") / "random_inception.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path, net

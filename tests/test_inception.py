@@ -9,30 +9,10 @@ from safetensors.torch import save_file
 from flatgen.metrics import frechet_distance_from_features, kid
 from flatgen.metrics.inception import (
     ENV_VAR,
-    _fidelity_module,
-    _local_weights,
     inception_scores,
     inception_weights_path,
     load_inception_features,
 )
-
-
-@pytest.fixture(scope="module")
-def random_inception_file(tmp_path_factory):
-    """A state dict of the FID Inception architecture with random weights, as safetensors."""
-    module = _fidelity_module()
-    cls = module.FeatureExtractorInceptionV3
-    original = cls.load_state_dict
-    cls.load_state_dict = lambda self, state, *a, **k: None  # keep the random initialisation
-    try:
-        with _local_weights(module, {}):
-            torch.manual_seed(0)
-            net = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict = original
-    path = tmp_path_factory.mktemp("inception") / "random_inception.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path, net
 
 
 def test_weights_come_from_the_named_file(random_inception_file, one_thread):

@@ -5,15 +5,12 @@ data. The Inception is a small feature network standing in through InceptionRefe
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from flatgen.diffusion import NoiseSchedule
 from flatgen.metrics import CANNOT_RANK, ladder_quality, metric_note, quality_report
 from flatgen.metrics.inception import (
     InceptionReference,
-    _fidelity_module,
-    _local_weights,
     scores_from_features,
 )
 from flatgen.robustness import run_robustness_suite
@@ -67,34 +64,16 @@ def test_without_weights_pixel_w2_says_it_cannot_rank():
     assert metric_note(torch.randn(4, 2), "w2") is None
 
 
-@pytest.fixture(scope="module")
-def random_inception_file(tmp_path_factory):
-    """The FID Inception architecture with random weights, saved as safetensors."""
-    module = _fidelity_module()
-    cls = module.FeatureExtractorInceptionV3
-    original = cls.load_state_dict
-    cls.load_state_dict = lambda self, state, *a, **k: None  # keep the random initialisation
-    try:
-        with _local_weights(module, {}):
-            torch.manual_seed(0)
-            net = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict = original
-    path = tmp_path_factory.mktemp("inception") / "random_inception.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return path
-
-
 def test_named_weights_file_scores_rgb_ladders(random_inception_file, tmp_path, monkeypatch,
                                                one_thread):
     monkeypatch.setenv("FLATGEN_CACHE_DIR", str(tmp_path / "cache"))
     ref, floor, fake = _images(6, seed=0), _images(4, seed=1), _images(4, seed=2)
-    chosen = ladder_quality(ref, floor, inception_weights=random_inception_file)
+    chosen = ladder_quality(ref, floor, inception_weights=random_inception_file[0])
     assert chosen.metric == "inception_fid" and chosen.note is None
     q = chosen.fn(fake)
     assert q["inception_fid"] > 0 and q["inception_fid_floor"] > 0
     gray = ladder_quality(_images(6, 1, 16), _images(4, 1, 16, seed=1),
-                          inception_weights=random_inception_file)
+                          inception_weights=random_inception_file[0])
     assert gray.metric == "w2"  # as evaluate: the FID Inception scores RGB images only
 
 
