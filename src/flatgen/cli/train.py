@@ -118,8 +118,6 @@ def sample(
     from flatgen.plotting import save_samples_png
 
     _str_list(sampler, SAMPLERS, "--sampler")
-    if out is not None and out.suffix.lower() != ".png":
-        raise InputError(f"--out {str(out)!r}: sample writes a PNG; name the file *.png")
     if out is None and is_diffusers_dir(run_dir) and not (run_dir / "config.yaml").is_file():
         raise InputError(f"{str(run_dir)!r} is a diffusers directory, which flatgen never writes "
                          "into: name the PNG file with --out")
@@ -127,6 +125,8 @@ def sample(
     model = run.model(weights)
     if out is not None:  # the user's file: never overwritten without --force
         check_new_file(out, force=force)
+        if out.suffix.lower() != ".png":
+            raise InputError(f"--out {str(out)!r}: sample writes a PNG; name the file *.png")
         check_outside_runs(out.parent, own=run_dir)
     else:  # the run's own samples/ folder: a re-run replaces its picture
         out = run_dir / "samples" / f"{weights}_{sampler}_T{steps}_seed{seed}.png"
