@@ -14,7 +14,6 @@ from flatgen.cli.common import (
     console,
 )
 from flatgen.cli.sequential import Budget, MaxSeeds, UntilDecided, check_sequential, until_decided
-from flatgen.errors import InputError
 from flatgen.io import check_outside_runs, check_writable
 
 # ---------------------------------------------------------------- study / demo
@@ -88,13 +87,6 @@ def _until_decided(cfg, out: Path, run: dict, seq: dict) -> dict:
                          run_seeds=lambda current: _run(current, out, config=None, **run))
 
 
-def check_executor(executor: str | None) -> None:
-    from flatgen.study.executors import EXECUTORS
-
-    if executor is not None and executor not in EXECUTORS:
-        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-
-
 def _plan(config: Path, cfg, out: Path, jobs: int | None) -> None:
     """--plan: the cost estimate (as # comments), then one command per unit; writes nothing."""
     from flatgen.study import plan_commands
@@ -163,6 +155,7 @@ def study(
     """
     from flatgen.study import load_study_config, task_of
     from flatgen.study.collect import collect_study
+    from flatgen.study.executors import check_executor
 
     run = {"executor": executor, "jobs": jobs, "only": only, "progress": progress}
     seq = {"max_seeds": max_seeds, "budget": budget}
@@ -209,6 +202,7 @@ def demo(
 
     from flatgen.study.collect import collect_study
     from flatgen.study.demo import demo_study
+    from flatgen.study.executors import check_executor
 
     t0 = time.perf_counter()
     check_executor(executor)

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import Field
 
 from flatgen.config import Section
+from flatgen.errors import InputError
 from flatgen.optional import require
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -106,7 +107,14 @@ def make_executor(kind: str, folder: Path, slurm: SlurmSettings | None = None):
             raise ValueError(f"--executor slurm: {err}") from None
         executor.update_parameters(**slurm_parameters(slurm or SlurmSettings(), "flatgen"))
         return executor
-    raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    check_executor(kind)
+    raise ValueError(f"--executor {kind} runs without submitit: only slurm makes an executor")
+
+
+def check_executor(kind: str | None) -> None:
+    """InputError (one line) unless kind is None (the default) or one of EXECUTORS."""
+    if kind is not None and kind not in EXECUTORS:
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
 
 
 def submit_units(

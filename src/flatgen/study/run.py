@@ -35,7 +35,7 @@ from rich.console import Console
 
 from flatgen.config import config_changes
 from flatgen.io import read_json_object, write_json_atomic, write_text_atomic
-from flatgen.study.executors import EXECUTORS, make_executor, run_local, submit_slurm
+from flatgen.study.executors import check_executor, make_executor, run_local, submit_slurm
 from flatgen.study.kind import StudyKind, Unit
 from flatgen.study.kinds import kind_of
 from flatgen.study.plan import plan_units
@@ -162,9 +162,7 @@ def resolve_executor(executor: str | None, n_todo: int) -> str:
     """None ('auto'): parallel local processes on a CPU machine with more than one unit to run,
     else inline (a GPU machine runs its units one after the other in one process)."""
     if executor is not None:
-        if executor not in EXECUTORS:
-            raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, "
-                             f"got {executor!r}")
+        check_executor(executor)
         return executor
     return "local" if n_todo > 1 and not torch.cuda.is_available() else "inline"
 
