@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
@@ -17,6 +17,9 @@ from torch import nn
 from flatgen.diffusion import NoiseSchedule
 from flatgen.robustness.exposure import EpsNormRecorder
 from flatgen.robustness.steps import generate, generate_streams
+
+if TYPE_CHECKING:  # typing.Self is 3.11+; flatgen supports 3.10
+    from typing_extensions import Self
 
 # What a suite is given: a flatgen.robustness.settings.RobustnessSettings, the shared fields and
 # every registered suite's own, flat (settings.seed, settings.bits). Named here, not imported:
